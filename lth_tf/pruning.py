@@ -1,0 +1,79 @@
+"""Pruning strategies: pure functions from weights and masks to new masks.
+
+Masks are dicts {layer name: float32 array of 0/1}; weights are dicts with the
+same keys. Nothing here knows about TensorFlow, so the rules are tested on
+plain arrays.
+"""
+import numpy as np
+
+Masks = dict[str, np.ndarray]
+
+
+def count_to_remove(rate: float, remaining: int) -> int:
+    """round(rate x remaining), halves rounded up."""
+    return int(np.floor(rate * remaining + 0.5))
+
+
+def _drop_smallest(scores: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
+    """Flat mask with the n lowest-scoring surviving entries set to 0.
+
+    Ties break by position (stable sort), so the result is deterministic.
+    """
+    ranked = np.argsort(np.where(mask > 0, scores, np.inf), kind="stable")
+    new_mask = mask.copy()
+    new_mask[ranked[:n]] = 0
+    return new_mask
+
+
+def prune_layerwise(weights: Masks, masks: Masks, rates: dict[str, float]) -> Masks:
+    """Removes round(rate x surviving) weights of smallest magnitude per layer."""
+    new_masks = {}
+    for name, mask in masks.items():
+        flat = mask.reshape(-1)
+        n = count_to_remove(rates[name], int(flat.sum()))
+        dropped = _drop_smallest(np.abs(weights[name]).reshape(-1), flat, n)
+        new_masks[name] = dropped.reshape(mask.shape)
+    return new_masks
+
+
+def prune_global(weights: Masks, masks: Masks, rate: float, exclude=()) -> Masks:
+    """Removes round(rate x surviving) weights of smallest magnitude, ranked
+    together across all layers not named in `exclude`."""
+    names = [n for n in masks if n not in exclude]
+    if not names:
+        raise ValueError("global pruning: every prunable layer is excluded")
+    flat_masks = np.concatenate([masks[n].reshape(-1) for n in names])
+    scores = np.concatenate([np.abs(weights[n]).reshape(-1) for n in names])
+    n = count_to_remove(rate, int(flat_masks.sum()))
+    dropped = _drop_smallest(scores, flat_masks, n)
+    new_masks = dict(masks)
+    offset = 0
+    for name in names:
+        size = masks[name].size
+        new_masks[name] = dropped[offset:offset + size].reshape(masks[name].shape)
+        offset += size
+    return new_masks
+
+
+def random_masks_like(masks: Masks, rng: np.random.Generator) -> Masks:
+    """Masks with exactly the same number of survivors per layer, placed at random."""
+    new_masks = {}
+    for name, mask in masks.items():
+        flat = np.zeros(mask.size, np.float32)
+        flat[rng.permutation(mask.size)[: int(mask.sum())]] = 1
+        new_masks[name] = flat.reshape(mask.shape)
+    return new_masks
+
+
+def dense_masks(shapes: dict[str, tuple]) -> Masks:
+    return {name: np.ones(shape, np.float32) for name, shape in shapes.items()}
+
+
+def density(masks: Masks) -> float:
+    """Fraction of prunable weights that survive."""
+    total = sum(m.size for m in masks.values())
+    return float(sum(m.sum() for m in masks.values()) / total)
+
+
+def layer_densities(masks: Masks) -> dict[str, float]:
+    return {name: float(m.sum() / m.size) for name, m in masks.items()}

@@ -1,0 +1,193 @@
+"""The custom training loop: one compiled step, run under any tf.distribute
+strategy; learning-rate schedules; evaluation; the early-stop iteration."""
+import dataclasses
+import math
+import time
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from lth_tf import data as data_lib
+from lth_tf import tfmot_adapter
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    optimizer: str = "adam"          # adam | sgd
+    learning_rate: float = 1e-3
+    momentum: float = 0.9            # sgd only
+    weight_decay: float = 0.0        # L2, added to the gradient as in PyTorch's SGD
+    batch_size: int = 100
+    train_steps: int = 2000
+    milestones: tuple = ()           # steps where the learning rate drops
+    lr_drop: float = 0.1             # factor applied at each milestone
+    warmup_steps: int = 0            # linear warmup from 0
+    eval_every: int = 100
+    log_every: int = 100
+    seed: int = 0                    # data order
+
+
+class StepSchedule(tf.keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warmup, then the base rate times lr_drop ** (milestones passed)."""
+
+    def __init__(self, base, milestones=(), drop=0.1, warmup=0):
+        self.base, self.milestones, self.drop, self.warmup = base, tuple(milestones), drop, warmup
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        passed = tf.reduce_sum(tf.cast(step >= tf.constant(self.milestones, tf.float32), tf.float32)) \
+            if self.milestones else 0.0
+        rate = self.base * tf.pow(self.drop, passed)
+        if self.warmup:
+            rate *= tf.minimum(1.0, (step + 1.0) / self.warmup)
+        return rate
+
+    def get_config(self):
+        return {"base": self.base, "milestones": self.milestones, "drop": self.drop, "warmup": self.warmup}
+
+
+def make_optimizer(config: TrainingConfig):
+    schedule = StepSchedule(config.learning_rate, config.milestones, config.lr_drop, config.warmup_steps)
+    if config.optimizer == "sgd":
+        return tf.keras.optimizers.SGD(schedule, momentum=config.momentum)
+    if config.optimizer == "adam":
+        return tf.keras.optimizers.Adam(schedule)
+    raise ValueError(f"unknown optimizer {config.optimizer!r}; valid: sgd, adam")
+
+
+@dataclasses.dataclass
+class Trainer:
+    """A model with its optimizer and compiled step functions, under one strategy."""
+    model: tf.keras.Model
+    optimizer: tf.keras.optimizers.Optimizer
+    strategy: tf.distribute.Strategy
+    config: TrainingConfig
+    train_steps: Callable   # (iterator, n) -> (mean loss, accuracy) over n steps
+    evaluate_batches: Callable  # (distributed dataset) -> (loss sum, correct, count)
+
+
+def make_trainer(model, config: TrainingConfig, strategy) -> Trainer:
+    """Call inside strategy.scope(), with the model built there too."""
+    optimizer = make_optimizer(config)
+    optimizer.build(model.trainable_variables)
+    masks = tfmot_adapter.mask_for_variable(model)
+    decay = config.weight_decay / strategy.num_replicas_in_sync  # gradients are summed over replicas
+
+    def replica_step(images, labels):
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True)
+            per_example = tf.keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=config.batch_size)
+        variables = model.trainable_variables
+        grads = tape.gradient(loss, variables)
+        if decay:
+            grads = [g + decay * v for g, v in zip(grads, variables)]
+        # Masked gradients keep pruned weights and their optimizer moments at exactly 0.
+        grads = [g if m is None else g * m for g, m in zip(grads, masks)]
+        optimizer.apply_gradients(zip(grads, variables))
+        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, tf.int32), labels), tf.float32))
+        return loss, correct, tf.cast(tf.size(labels), tf.float32)
+
+    @tf.function
+    def train_steps(iterator, n):
+        totals = tf.zeros([3])
+        for _ in tf.range(n):
+            images, labels = next(iterator)
+            per_replica = strategy.run(replica_step, args=(images, labels))
+            totals += tf.stack([strategy.reduce("SUM", t, axis=None) for t in per_replica])
+        return totals[0] / tf.cast(n, tf.float32), totals[1] / totals[2]
+
+    def replica_eval(images, labels):
+        logits = model(images, training=False)
+        loss = tf.reduce_sum(tf.keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
+        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, tf.int32), labels), tf.float32))
+        return tf.stack([loss, correct, tf.cast(tf.size(labels), tf.float32)])
+
+    @tf.function
+    def evaluate_batches(dataset):
+        totals = tf.zeros([3])
+        for images, labels in dataset:
+            totals += strategy.reduce("SUM", strategy.run(replica_eval, args=(images, labels)), axis=None)
+        return totals
+
+    return Trainer(model, optimizer, strategy, config, train_steps, evaluate_batches)
+
+
+def reset_optimizer(trainer: Trainer, step: int):
+    """Fresh optimizer state, with the step (and so the LR schedule) at `step`."""
+    for variable in trainer.optimizer.variables:
+        variable.assign(tf.zeros_like(variable))
+    trainer.optimizer.iterations.assign(step)
+
+
+def evaluate(trainer: Trainer, x, y) -> tuple[float, float]:
+    """Mean loss and accuracy of the model on (x, y)."""
+    dataset = data_lib.eval_batches(x, y, max(trainer.config.batch_size, 500))
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    dataset = trainer.strategy.experimental_distribute_dataset(dataset.with_options(options))
+    loss, correct, count = trainer.evaluate_batches(dataset).numpy()
+    return float(loss / count), float(correct / count)
+
+
+class Diverged(Exception):
+    """The training loss became NaN or infinite."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    step: int
+    end_step: int
+    train_loss: float
+    train_accuracy: float
+    seconds: float
+
+
+def train(trainer: Trainer, splits: data_lib.Splits, start_step: int, end_step: int,
+          on_log: Callable[[Progress], None] = lambda p: None) -> list[dict]:
+    """Trains from start_step to end_step; returns the evaluation records.
+
+    The training loss and accuracy are reported every log_every steps; the
+    validation and test sets are evaluated every eval_every steps and at the end.
+    """
+    config = trainer.config
+    dataset = trainer.strategy.distribute_datasets_from_function(
+        lambda context: data_lib.train_batches(splits, config.batch_size, config.seed, start_step, context))
+    iterator = iter(dataset)
+    history, step, started = [], start_step, time.time()
+    while step < end_step:
+        # Run compiled chunks up to the next log, evaluation or the end.
+        boundary = min(end_step, _next_multiple(step, config.log_every), _next_multiple(step, config.eval_every))
+        loss, accuracy = (float(v) for v in trainer.train_steps(iterator, tf.constant(boundary - step)))
+        step = boundary
+        if not math.isfinite(loss):
+            raise Diverged(f"training loss is {loss} at step {step}")
+        if step % config.log_every == 0 or step == end_step:
+            on_log(Progress(step, end_step, loss, accuracy, time.time() - started))
+        if step % config.eval_every == 0 or step == end_step:
+            tfmot_adapter.apply_masks(trainer.model)
+            history.append(dict(step=step, train_loss=loss, train_accuracy=accuracy,
+                                **_eval_record(trainer, splits)))
+    tfmot_adapter.apply_masks(trainer.model)
+    return history
+
+
+def _next_multiple(step, every):
+    return (step // every + 1) * every
+
+
+def _eval_record(trainer, splits):
+    record = {}
+    if len(splits.x_val):
+        record["val_loss"], record["val_accuracy"] = evaluate(trainer, splits.x_val, splits.y_val)
+    record["test_loss"], record["test_accuracy"] = evaluate(trainer, splits.x_test, splits.y_test)
+    return record
+
+
+def early_stop(history: list[dict]) -> dict:
+    """The evaluation with the lowest validation loss (the last one if there is
+    no validation split)."""
+    if "val_loss" not in history[-1]:
+        return history[-1]
+    return min(history, key=lambda record: record["val_loss"])
