@@ -4,6 +4,7 @@ Layer names are part of the on-disk format (masks and weights are keyed by
 them): Dense layers are fc1, fc2, ... and the classifier is always `output`,
 so "exclude the output layer" means the same thing for every model.
 """
+import dataclasses
 import re
 from typing import Callable
 
@@ -141,3 +142,9 @@ def build(name: str, input_shape, num_classes: int, width: int | None = None) ->
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid: {', '.join(MODELS)} or mlp_<w1>_<w2>...")
     return MODELS[name](input_shape, num_classes, width)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    name: str = "mlp_100_100"
+    width: int = 0  # ResNet base width; 0 = the paper's 16

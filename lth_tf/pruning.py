@@ -4,6 +4,8 @@ Masks are dicts {layer name: float32 array of 0/1}; weights are dicts with the
 same keys. Nothing here knows about TensorFlow, so the rules are tested on
 plain arrays.
 """
+import dataclasses
+
 import numpy as np
 
 Masks = dict[str, np.ndarray]
@@ -77,3 +79,23 @@ def density(masks: Masks) -> float:
 
 def layer_densities(masks: Masks) -> dict[str, float]:
     return {name: float(m.sum() / m.size) for name, m in masks.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class PruningConfig:
+    strategy: str = "layerwise"  # layerwise | global
+    rate_fc: float = 0.2         # layerwise: fraction of remaining weights removed per round
+    rate_conv: float = 0.1
+    rate_output: float = 0.1
+    rate: float = 0.2            # global
+    exclude: tuple = ()          # global: layer names never pruned
+
+
+def prune(config: PruningConfig, weights: Masks, masks: Masks, kinds: dict[str, str]) -> Masks:
+    """One IMP pruning step; `kinds` maps layer name -> 'fc' | 'conv' | 'output'."""
+    if config.strategy == "global":
+        return prune_global(weights, masks, config.rate, config.exclude)
+    if config.strategy == "layerwise":
+        rates = {"fc": config.rate_fc, "conv": config.rate_conv, "output": config.rate_output}
+        return prune_layerwise(weights, masks, {name: rates[kinds[name]] for name in masks})
+    raise ValueError(f"unknown pruning strategy {config.strategy!r}; valid: layerwise, global")

@@ -191,3 +191,24 @@ def early_stop(history: list[dict]) -> dict:
     if "val_loss" not in history[-1]:
         return history[-1]
     return min(history, key=lambda record: record["val_loss"])
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """default | one_device | mirrored (all GPUs, else all logical CPUs) | multi_worker (TF_CONFIG)."""
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "one_device":
+        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+    if name == "mirrored":
+        devices = gpus or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"unknown strategy {name!r}; valid: default, one_device, mirrored, multi_worker")
+
+
+def split_cpu(count: int):
+    """Splits the first CPU into `count` logical devices; only before TF starts."""
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)

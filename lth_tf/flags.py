@@ -1,0 +1,110 @@
+"""Every flag, its help and its validation; flags -> frozen config dataclasses.
+
+Library modules take the dataclasses and never read FLAGS. The defaults are
+the quick experiment of configs/quick.flags (a test keeps the two equal).
+Lengths in steps accept an epoch suffix at this boundary only: '500' or '2ep'.
+"""
+import re
+
+from absl import flags
+
+from lth_tf import data, lottery, models, pruning, training
+
+STEPS = re.compile(r"[0-9]+(ep)?")
+
+flags.DEFINE_string("model", "mlp_100_100",
+                    f"Model: {', '.join(models.MODELS)}, or mlp_<w1>_<w2>... for any MLP widths.")
+flags.DEFINE_integer("width", 0, "ResNet base width (0 = 16, the paper's).", lower_bound=0)
+flags.DEFINE_enum("dataset", "mnist1d", list(data.DATASETS),
+                  "Dataset. synthetic is random data shaped like --synthetic_like, for smoke tests only.")
+flags.DEFINE_string("data_dir", "",
+                    "Directory of MNIST-format IDX files (mnist, fashion_mnist) or the tensorflow-datasets "
+                    f"data_dir. fashion_mnist defaults to {data.FASHION_MNIST_DIR}.")
+flags.DEFINE_enum("synthetic_like", "mnist", list(data.SHAPES), "Shape of --dataset=synthetic.")
+flags.DEFINE_integer("validation_size", -1,
+                     "Training examples held out for early stopping (-1: 500 for mnist1d, 5000 otherwise).",
+                     lower_bound=-1)
+flags.DEFINE_string("output_dir", "", "Run directory (default runs/<model>_<dataset>). Rerunning resumes.")
+
+flags.DEFINE_integer("rounds", 4, "Pruning rounds after the dense round.", lower_bound=0)
+flags.DEFINE_string("rewind_step", "0", "Step (or '<n>ep') to rewind surviving weights to; 0 = initialisation.")
+flags.DEFINE_list("controls", ["reinit"], f"Controls run at every pruned round: any of {', '.join(lottery.CONTROLS)}, "
+                  "or empty for none.")
+flags.DEFINE_integer("seed", 0, "Seed of the initialisation, data order and controls.")
+
+flags.DEFINE_string("train_steps", "2000", "Training length per round: steps, or '<n>ep' epochs.")
+flags.DEFINE_integer("epochs", 0, "Training length in epochs; overrides --train_steps when > 0.", lower_bound=0)
+flags.DEFINE_integer("batch_size", 100, "Global batch size (split across replicas).", lower_bound=1)
+flags.DEFINE_enum("optimizer", "adam", ["adam", "sgd"], "Optimizer.")
+flags.DEFINE_float("learning_rate", 1e-3, "Base learning rate.", lower_bound=0)
+flags.DEFINE_float("momentum", 0.9, "SGD momentum.", lower_bound=0)
+flags.DEFINE_float("weight_decay", 0.0, "L2 weight decay added to the gradients.", lower_bound=0)
+flags.DEFINE_list("milestones", [], "Steps (or '<n>ep') where the learning rate is multiplied by --lr_drop.")
+flags.DEFINE_float("lr_drop", 0.1, "Learning-rate factor at each milestone.", lower_bound=0)
+flags.DEFINE_string("warmup_steps", "0", "Linear learning-rate warmup length: steps or '<n>ep'.")
+flags.DEFINE_string("eval_every", "100", "Evaluate validation and test sets every this many steps (or '<n>ep').")
+flags.DEFINE_integer("log_every", 100, "Log training loss and accuracy every this many steps.", lower_bound=1)
+
+flags.DEFINE_enum("prune_strategy", "layerwise", ["layerwise", "global"],
+                  "layerwise: per-kind rates per layer; global: one rate across the included layers.")
+flags.DEFINE_float("prune_rate_fc", 0.2, "Layerwise: fraction of remaining fully connected weights pruned per round.")
+flags.DEFINE_float("prune_rate_conv", 0.1, "Layerwise: fraction of remaining conv weights pruned per round.")
+flags.DEFINE_float("prune_rate_output", 0.1, "Layerwise: fraction of remaining output-layer weights pruned per round.")
+flags.DEFINE_float("prune_rate", 0.2, "Global: fraction of remaining weights pruned per round.")
+flags.DEFINE_list("prune_exclude", [], "Global: layer names never pruned (e.g. output).")
+
+flags.DEFINE_enum("strategy", "default", ["default", "one_device", "mirrored", "multi_worker"],
+                  "tf.distribute strategy: mirrored uses all GPUs (or all logical CPUs when there is none); "
+                  "multi_worker reads TF_CONFIG.")
+flags.DEFINE_integer("cpu_devices", 0, "Split the CPU into this many logical devices (to run mirrored on a CPU).",
+                     lower_bound=0)
+
+for _name in ("prune_rate_fc", "prune_rate_conv", "prune_rate_output", "prune_rate"):
+    flags.register_validator(_name, lambda rate: 0 < rate < 1, message="must be in (0, 1)")
+for _name in ("rewind_step", "train_steps", "warmup_steps", "eval_every"):
+    flags.register_validator(_name, lambda text: STEPS.fullmatch(text) is not None,
+                             message="must be a number of steps or '<n>ep'")
+flags.register_validator("milestones", lambda items: all(STEPS.fullmatch(i) for i in items),
+                         message="must be steps or '<n>ep', comma-separated")
+flags.register_validator("model", models.is_known,
+                         message=f"unknown model; valid: {', '.join(models.MODELS)}, mlp_<w1>_<w2>...")
+flags.register_validator("controls", lambda items: set(items) <= set(lottery.CONTROLS),
+                         message=f"valid controls: {', '.join(lottery.CONTROLS)} (or none)")
+
+FLAGS = flags.FLAGS
+
+
+def to_steps(text: str, steps_per_epoch: int) -> int:
+    return int(text[:-2]) * steps_per_epoch if text.endswith("ep") else int(text)
+
+
+def data_config(f=FLAGS) -> data.DataConfig:
+    validation = f.validation_size if f.validation_size >= 0 else (500 if f.dataset == "mnist1d" else 5000)
+    return data.DataConfig(f.dataset, f.data_dir, validation, f.synthetic_like, f.seed)
+
+
+def experiment_config(splits: data.Splits, f=FLAGS) -> lottery.ExperimentConfig:
+    """The whole experiment; lengths in epochs need the loaded training set's size."""
+    epoch = data.steps_per_epoch(splits, f.batch_size)
+    if epoch == 0:
+        raise lottery.ConfigError(f"--batch_size={f.batch_size} is larger than the {len(splits.x_train)} training examples")
+    train_steps = f.epochs * epoch if f.epochs else to_steps(f.train_steps, epoch)
+    rewind = to_steps(f.rewind_step, epoch)
+    if train_steps < 1:
+        raise lottery.ConfigError("--train_steps must be at least 1")
+    if rewind >= train_steps:
+        raise lottery.ConfigError(f"--rewind_step={f.rewind_step} ({rewind} steps) must be below the "
+                          f"training length ({train_steps} steps)")
+    training_config = training.TrainingConfig(
+        f.optimizer, f.learning_rate, f.momentum, f.weight_decay, f.batch_size, train_steps,
+        tuple(to_steps(m, epoch) for m in f.milestones), f.lr_drop, to_steps(f.warmup_steps, epoch),
+        max(1, to_steps(f.eval_every, epoch)), f.log_every, f.seed)
+    pruning_config = pruning.PruningConfig(f.prune_strategy, f.prune_rate_fc, f.prune_rate_conv,
+                                           f.prune_rate_output, f.prune_rate, tuple(f.prune_exclude))
+    lottery_config = lottery.LotteryConfig(f.rounds, rewind, tuple(f.controls), f.seed)
+    return lottery.ExperimentConfig(data_config(f), models.ModelConfig(f.model, f.width), training_config,
+                                    pruning_config, lottery_config)
+
+
+def output_dir(f=FLAGS) -> str:
+    return f.output_dir or f"runs/{f.model}_{f.dataset}"

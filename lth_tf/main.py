@@ -1,0 +1,66 @@
+"""Entry point: python -m lth_tf.main [--flagfile=configs/X.flags] [--flag=value ...]
+
+flags -> config -> (dataset, model) -> IMP driver -> results in --output_dir.
+"""
+import os
+import sys
+
+from absl import app, flags, logging
+
+from lth_tf import data, lottery, rundir, training
+from lth_tf import flags as lth_flags
+
+USER_ERRORS = (data.DataError, lottery.ConfigError, rundir.RunDirError, training.Diverged)
+
+
+def parse_flags(argv):
+    """absl's parser, with a bad flag reported as one line and exit status 2."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as error:
+        sys.stderr.write(f"lth_tf: error: {error}\n")
+        sys.exit(2)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        run(lth_flags.FLAGS)
+    except USER_ERRORS as error:
+        sys.stderr.write(f"lth_tf: error: {error}\n")
+        sys.exit(1)
+
+
+def run(f):
+    if f.cpu_devices:
+        training.split_cpu(f.cpu_devices)
+    splits = data.load(lth_flags.data_config(f))
+    config = lth_flags.experiment_config(splits, f)
+    output_dir = lth_flags.output_dir(f)
+    strategy = training.make_strategy(f.strategy)
+    logging.info("%s: %d train / %d validation / %d test examples from %s; %d replica(s); writing to %s",
+                 splits.name, len(splits.x_train), len(splits.x_val), len(splits.x_test), splits.source,
+                 strategy.num_replicas_in_sync, output_dir)
+    rows = lottery.run(config, splits, strategy, output_dir)
+    print(summary_table(rows, config.lottery.controls))
+    print(f"results: {os.path.join(output_dir, 'results.csv')}")
+
+
+def summary_table(rows: list[dict], controls) -> str:
+    """round | % weights remaining | ticket accuracy | one column per control."""
+    header = ["round", "% weights", "ticket acc"] + [f"{c} acc" for c in controls]
+    by_round = {}
+    for row in rows:
+        by_round.setdefault(int(row["round"]), {})[row["branch"]] = row
+    lines = ["  ".join(f"{h:>12}" for h in header)]
+    for round_index, branches in sorted(by_round.items()):
+        cells = [str(round_index), f"{float(branches['ticket']['weights_remaining_pct']):.2f}"]
+        cells += [f"{float(branches[b]['test_accuracy']):.4f}" if b in branches else "-"
+                  for b in ["ticket", *controls]]
+        lines.append("  ".join(f"{c:>12}" for c in cells))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,94 @@
+"""The run directory on disk: atomic writes, the config guard, results.csv."""
+import csv
+import io
+import json
+import os
+import tempfile
+
+import numpy as np
+
+
+class RunDirError(Exception):
+    """The output directory cannot be used for this run."""
+
+
+def atomic_write(path: str, payload: bytes):
+    """Writes to a temporary file beside `path`, then renames it into place."""
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-" + os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str, obj):
+    atomic_write(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_json(path: str):
+    with open(path) as f:
+        return json.load(f)
+
+
+def save_arrays(path: str, arrays: dict[str, np.ndarray]):
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write(path, buffer.getvalue())
+
+
+def load_arrays(path: str) -> dict[str, np.ndarray]:
+    with np.load(path) as f:
+        return {key: f[key] for key in f.files}
+
+
+def claim(output_dir: str, config: dict):
+    """Makes `output_dir` this experiment's: a new or empty directory gets
+    config.json; a directory of the same config is resumed; anything else is refused."""
+    path = os.path.join(output_dir, "config.json")
+    config = json.loads(json.dumps(config))  # tuples -> lists, as read back
+    if os.path.exists(path):
+        previous = read_json(path)
+        if previous != config:
+            changed = sorted(_diff(previous, config))
+            raise RunDirError(f"{output_dir} holds a run with another config (differs in "
+                              f"{', '.join(changed[:5])}); use a new --output_dir")
+        return
+    if os.path.isdir(output_dir) and os.listdir(output_dir):
+        raise RunDirError(f"{output_dir} is not empty and has no config.json; use a new --output_dir")
+    try:
+        write_json(path, config)
+    except OSError as error:
+        raise RunDirError(f"cannot write to {output_dir}: {error.strerror}") from error
+
+
+def _diff(a, b, prefix=""):
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in set(a) | set(b):
+            yield from _diff(a.get(key), b.get(key), f"{prefix}{key}.")
+    elif a != b:
+        yield prefix.rstrip(".")
+
+
+RESULT_COLUMNS = ("round", "branch", "weights_remaining_pct", "test_accuracy", "early_stop_step",
+                  "early_stop_test_accuracy", "early_stop_val_loss", "final_train_loss", "seconds")
+
+
+def write_results(output_dir: str, rows: list[dict]):
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, RESULT_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(os.path.join(output_dir, "results.csv"), buffer.getvalue().encode())
+
+
+def read_results(output_dir: str) -> list[dict]:
+    with open(os.path.join(output_dir, "results.csv")) as f:
+        return list(csv.DictReader(f))
