@@ -53,6 +53,7 @@ class DataConfig:
     data_dir: str = ""
     validation_size: int = 500
     synthetic_like: str = "mnist"  # shape of the synthetic set
+    augment: bool = True           # pad-crop-flip, for CIFAR-shaped data only
     seed: int = 0
 
 
@@ -75,7 +76,7 @@ def load(config: DataConfig) -> Splits:
     val, train = order[: config.validation_size], order[config.validation_size:]
     like = config.synthetic_like if name == "synthetic" else name
     return Splits(name, source, x[train], y[train].astype(np.int32), x[val], y[val].astype(np.int32),
-                  x_test, y_test.astype(np.int32), 10, augment=(like == "cifar10"))
+                  x_test, y_test.astype(np.int32), 10, augment=config.augment and like == "cifar10")
 
 
 def _normalise(name, like, x):

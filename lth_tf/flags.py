@@ -24,6 +24,7 @@ flags.DEFINE_enum("synthetic_like", "mnist", list(data.SHAPES), "Shape of --data
 flags.DEFINE_integer("validation_size", -1,
                      "Training examples held out for early stopping (-1: 500 for mnist1d, 5000 otherwise).",
                      lower_bound=-1)
+flags.DEFINE_bool("augment", True, "CIFAR-10: pad-4 random crop and horizontal flip of training images.")
 flags.DEFINE_string("output_dir", "", "Run directory (default runs/<model>_<dataset>). Rerunning resumes.")
 
 flags.DEFINE_integer("rounds", 4, "Pruning rounds after the dense round.", lower_bound=0)
@@ -80,7 +81,7 @@ def to_steps(text: str, steps_per_epoch: int) -> int:
 
 def data_config(f=FLAGS) -> data.DataConfig:
     validation = f.validation_size if f.validation_size >= 0 else (500 if f.dataset == "mnist1d" else 5000)
-    return data.DataConfig(f.dataset, f.data_dir, validation, f.synthetic_like, f.seed)
+    return data.DataConfig(f.dataset, f.data_dir, validation, f.synthetic_like, f.augment, f.seed)
 
 
 def experiment_config(splits: data.Splits, f=FLAGS) -> lottery.ExperimentConfig:

@@ -49,6 +49,7 @@ class Experiment:
     splits: data_lib.Splits
     trainer: training.Trainer
     output_dir: str
+    theta_0: dict
 
     def path(self, *parts):
         return os.path.join(self.output_dir, *parts)
@@ -65,31 +66,39 @@ def control_seed(seed: int, round_index: int, branch: str) -> int:
     return int(np.random.SeedSequence([seed, round_index, CONTROLS.index(branch) + 1]).generate_state(1)[0])
 
 
-def run(config: ExperimentConfig, splits, strategy, output_dir: str) -> list[dict]:
-    """Runs (or resumes) the whole experiment; returns the rows of results.csv."""
+def prepare(config: ExperimentConfig, splits, strategy, output_dir: str) -> Experiment:
+    """Claims the run directory, builds the wrapped model and its trainer, and
+    creates (or reloads) theta_0."""
     rundir.claim(output_dir, dataclasses.asdict(config))
     tf.keras.utils.set_random_seed(config.lottery.seed)
     with strategy.scope():
-        model = adapter.wrap(models.build(config.model.name, splits.input_shape, splits.num_classes,
-                                          config.model.width or None))
+        try:
+            plain = models.build(config.model.name, splits.input_shape, splits.num_classes,
+                                 config.model.width or None)
+        except ValueError as error:
+            raise ConfigError(str(error)) from error
+        model = adapter.wrap(plain)
         trainer = training.make_trainer(model, config.training, strategy)
     unknown = set(config.pruning.exclude) - set(adapter.prunable_layers(model))
     if unknown:
         raise ConfigError(f"--prune_exclude names no prunable layer: {', '.join(sorted(unknown))}; "
                           f"prunable: {', '.join(adapter.prunable_layers(model))}")
-    experiment = Experiment(config, splits, trainer, output_dir)
-    theta_0 = _load_or_save(experiment.path("init", "theta_0.npz"),
+    theta_0 = _load_or_save(os.path.join(output_dir, "init", "theta_0.npz"),
                             lambda: initial_state(config, splits, config.lottery.seed))
+    return Experiment(config, splits, trainer, output_dir, theta_0)
+
+
+def run(experiment: Experiment) -> list[dict]:
+    """Runs (or resumes) every round and branch; returns the rows of results.csv."""
     rows = []
-    for round_index in range(config.lottery.rounds + 1):
-        masks = round_masks(experiment, round_index, theta_0)
-        for branch in ["ticket"] + (list(config.lottery.controls) if round_index else []):
+    for round_index in range(experiment.config.lottery.rounds + 1):
+        masks = round_masks(experiment, round_index)
+        for branch in ["ticket"] + (list(experiment.config.lottery.controls) if round_index else []):
             metrics_path = experiment.path(f"round_{round_index:02d}", branch, "metrics.json")
             if not os.path.exists(metrics_path):
-                metrics = run_branch(experiment, round_index, branch, masks, theta_0)
-                rundir.write_json(metrics_path, metrics)
+                rundir.write_json(metrics_path, run_branch(experiment, round_index, branch, masks))
             rows.append(result_row(rundir.read_json(metrics_path)))
-            rundir.write_results(output_dir, rows)
+            rundir.write_results(experiment.output_dir, rows)
     return rows
 
 
@@ -101,7 +110,7 @@ def _load_or_save(path, make):
     return arrays
 
 
-def round_masks(experiment: Experiment, round_index: int, theta_0) -> pruning.Masks:
+def round_masks(experiment: Experiment, round_index: int) -> pruning.Masks:
     """Dense masks for round 0; otherwise the previous ticket, pruned by magnitude."""
     model = experiment.trainer.model
     if round_index == 0:
@@ -110,7 +119,7 @@ def round_masks(experiment: Experiment, round_index: int, theta_0) -> pruning.Ma
     if os.path.exists(path):
         return rundir.load_arrays(path)
     previous = f"round_{round_index - 1:02d}"
-    previous_masks = round_masks(experiment, round_index - 1, theta_0)
+    previous_masks = round_masks(experiment, round_index - 1)
     trained = rundir.load_arrays(experiment.path(previous, "ticket", "weights.npz"))
     kernels = {name: trained[f"{name}/kernel"] for name in previous_masks}
     kinds = {name: adapter.layer_kind(model, name) for name in previous_masks}
@@ -119,37 +128,52 @@ def round_masks(experiment: Experiment, round_index: int, theta_0) -> pruning.Ma
     return masks
 
 
-def run_branch(experiment: Experiment, round_index: int, branch: str, masks, theta_0) -> dict:
-    """Sets the branch's starting weights and mask, trains, saves the weights."""
-    config, trainer = experiment.config, experiment.trainer
-    seed = config.lottery.seed
-    rewind, end = config.lottery.rewind_step, config.training.train_steps
-    branch_dir = experiment.path(f"round_{round_index:02d}", branch)
-    if round_index == 0:
-        start_state, start = theta_0, 0
-    else:
-        start_state, start = rundir.load_arrays(experiment.path("init", "theta_k.npz")), rewind
-    if branch == "reinit":
-        start_state = initial_state(config, experiment.splits, control_seed(seed, round_index, branch))
-    if branch == "random_prune":
-        masks = pruning.random_masks_like(masks, np.random.default_rng(control_seed(seed, round_index, branch)))
-        rundir.save_arrays(os.path.join(branch_dir, "masks.npz"), masks)
+def branch_start(experiment: Experiment, round_index: int, branch: str, masks):
+    """(weights, masks, first step) a branch trains from.
 
+    ticket: theta_k (theta_0 in round 0) under the round's masks; reinit: fresh
+    weights from the same initialiser and another seed, same masks;
+    random_prune: theta_k under random masks of the same per-layer density.
+    Controls train over the same steps as the ticket.
+    """
+    config = experiment.config
+    if round_index == 0:
+        return experiment.theta_0, masks, 0
+    state = rundir.load_arrays(experiment.path("init", "theta_k.npz"))
+    seed = control_seed(config.lottery.seed, round_index, branch) if branch in CONTROLS else None
+    if branch == "reinit":
+        state = initial_state(config, experiment.splits, seed)
+    if branch == "random_prune":
+        path = experiment.path(f"round_{round_index:02d}", branch, "masks.npz")
+        masks = _load_or_save(path, lambda: pruning.random_masks_like(masks, np.random.default_rng(seed)))
+    return state, masks, config.lottery.rewind_step
+
+
+def rewind(trainer: training.Trainer, state, masks, step: int):
+    """Weights <- state x masks; optimizer state and LR schedule back to `step`."""
     with trainer.strategy.scope():
-        adapter.assign_state(trainer.model, start_state)
+        adapter.assign_state(trainer.model, state)
         adapter.set_masks(trainer.model, masks)
-        training.reset_optimizer(trainer, start)
+        training.reset_optimizer(trainer, step)
+
+
+def run_branch(experiment: Experiment, round_index: int, branch: str, masks) -> dict:
+    """Rewinds, trains to the end of the schedule, saves the final weights."""
+    trainer, splits = experiment.trainer, experiment.splits
+    state, masks, start = branch_start(experiment, round_index, branch, masks)
+    rewind(trainer, state, masks, start)
     density = pruning.density(masks)
     log = _progress_logger(round_index, branch, density)
-    started = time.time()
-    history = []
+    started, history = time.time(), []
     if round_index == 0:
         # The dense round passes the rewind point on its way: save theta_k there.
-        history += training.train(trainer, experiment.splits, 0, rewind, log) if rewind else []
+        rewind_step = experiment.config.lottery.rewind_step
+        history += training.train(trainer, splits, 0, rewind_step, log) if rewind_step else []
         rundir.save_arrays(experiment.path("init", "theta_k.npz"), adapter.get_state(trainer.model))
-        start = rewind
-    history += training.train(trainer, experiment.splits, start, end, log)
+        start = rewind_step
+    history += training.train(trainer, splits, start, experiment.config.training.train_steps, log)
     seconds = time.time() - started
+    branch_dir = experiment.path(f"round_{round_index:02d}", branch)
     rundir.save_arrays(os.path.join(branch_dir, "weights.npz"), adapter.get_state(trainer.model))
     best = training.early_stop(history)
     logging.info("round %d %-12s done: %.2f%% weights, test accuracy %.4f, early stop at step %d "

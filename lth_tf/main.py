@@ -42,7 +42,7 @@ def run(f):
     logging.info("%s: %d train / %d validation / %d test examples from %s; %d replica(s); writing to %s",
                  splits.name, len(splits.x_train), len(splits.x_val), len(splits.x_test), splits.source,
                  strategy.num_replicas_in_sync, output_dir)
-    rows = lottery.run(config, splits, strategy, output_dir)
+    rows = lottery.run(lottery.prepare(config, splits, strategy, output_dir))
     print(summary_table(rows, config.lottery.controls))
     print(f"results: {os.path.join(output_dir, 'results.csv')}")
 

@@ -1,0 +1,169 @@
+"""The IMP driver on a tiny MNIST-1D experiment: masks, densities, rewinding,
+controls, determinism, resuming, strategies."""
+import os
+
+import numpy as np
+import pytest
+
+from conftest import run_tiny
+from lth_tf import lottery, pruning, rundir, training
+from lth_tf import tfmot_adapter as adapter
+
+
+def load(experiment, *parts):
+    return rundir.load_arrays(experiment.path(*parts))
+
+
+def test_results_have_one_row_per_round_and_branch(tiny_run):
+    experiment, rows = tiny_run
+    assert [(int(r["round"]), r["branch"]) for r in rundir.read_results(experiment.output_dir)] == [
+        (0, "ticket")] + [(r, b) for r in (1, 2, 3) for b in ("ticket", "reinit", "random_prune")]
+    assert [float(r["weights_remaining_pct"]) for r in rows] == [row["weights_remaining_pct"] for row in rows]
+
+
+def test_each_round_removes_the_rule_count_per_layer(tiny_run):
+    experiment, _ = tiny_run
+    rates = {"fc1": 0.2, "fc2": 0.2, "output": 0.1}
+    previous = None
+    for r in (1, 2, 3):
+        masks = load(experiment, f"round_{r:02d}", "masks.npz")
+        for name, mask in masks.items():
+            before = previous[name].sum() if previous else mask.size
+            assert mask.sum() == before - pruning.count_to_remove(rates[name], before)
+            assert abs(mask.sum() - mask.size * (1 - rates[name]) ** r) <= r
+            if previous:
+                assert np.all(mask <= previous[name])
+        previous = masks
+
+
+def test_pruned_round_masks_come_from_the_previous_tickets_magnitudes(tiny_run):
+    experiment, _ = tiny_run
+    trained = load(experiment, "round_01", "ticket", "weights.npz")
+    previous = load(experiment, "round_01", "masks.npz")
+    masks = load(experiment, "round_02", "masks.npz")
+    for name, mask in masks.items():
+        magnitude = np.abs(trained[f"{name}/kernel"])
+        survivors_before = previous[name] > 0
+        assert magnitude[mask > 0].min() >= magnitude[survivors_before & (mask == 0)].max()
+
+
+def test_saved_weights_are_exactly_zero_under_their_masks(tiny_run):
+    experiment, _ = tiny_run
+    for r in (1, 2, 3):
+        for branch in ("ticket", "reinit", "random_prune"):
+            folder = experiment.path(f"round_{r:02d}", branch)
+            masks_file = "masks.npz" if branch == "random_prune" else os.path.join("..", "masks.npz")
+            masks = rundir.load_arrays(os.path.join(folder, masks_file))
+            weights = rundir.load_arrays(os.path.join(folder, "weights.npz"))
+            for name, mask in masks.items():
+                assert np.all(weights[f"{name}/kernel"][mask == 0] == 0)
+                assert np.count_nonzero(weights[f"{name}/kernel"][mask > 0]) > 0.99 * mask.sum()
+
+
+def test_rewinding_restores_surviving_weights_bit_for_bit(tiny_run):
+    experiment, _ = tiny_run
+    theta_k = load(experiment, "init", "theta_k.npz")
+    theta_0 = load(experiment, "init", "theta_0.npz")
+    assert any(not np.array_equal(theta_k[k], theta_0[k]) for k in theta_k), "rewind_step=5 moved the weights"
+    masks = load(experiment, "round_03", "masks.npz")
+    state, branch_masks, start = lottery.branch_start(experiment, 3, "ticket", masks)
+    lottery.rewind(experiment.trainer, state, branch_masks, start)
+    rewound = adapter.get_state(experiment.trainer.model)
+    for key, value in theta_k.items():
+        layer = key.split("/")[0]
+        if key.endswith("/kernel"):
+            keep = masks[layer] > 0
+            assert np.array_equal(rewound[key][keep].view(np.uint32), value[keep].view(np.uint32))
+            assert np.all(rewound[key][~keep] == 0)
+        else:
+            assert np.array_equal(rewound[key].view(np.uint32), value.view(np.uint32))
+    assert int(experiment.trainer.optimizer.iterations.numpy()) == 5
+    assert all(not np.any(v.numpy()) for v in experiment.trainer.optimizer.variables[1:])
+
+
+def test_reinit_keeps_the_mask_and_draws_new_weights(tiny_run):
+    experiment, _ = tiny_run
+    masks = load(experiment, "round_02", "masks.npz")
+    theta_k = load(experiment, "init", "theta_k.npz")
+    state, reinit_masks, start = lottery.branch_start(experiment, 2, "reinit", masks)
+    assert start == 5
+    for name in masks:
+        np.testing.assert_array_equal(reinit_masks[name], masks[name])
+        assert not np.allclose(state[f"{name}/kernel"], theta_k[f"{name}/kernel"])
+        # same initialiser: same scale
+        assert np.std(state[f"{name}/kernel"]) == pytest.approx(np.std(experiment.theta_0[f"{name}/kernel"]), rel=0.2)
+
+
+def test_random_pruning_matches_per_layer_density_exactly(tiny_run):
+    experiment, _ = tiny_run
+    for r in (1, 2, 3):
+        ticket = load(experiment, f"round_{r:02d}", "masks.npz")
+        random = load(experiment, f"round_{r:02d}", "random_prune", "masks.npz")
+        for name in ticket:
+            assert random[name].sum() == ticket[name].sum()
+            assert not np.array_equal(random[name], ticket[name])
+
+
+def test_masks_are_never_recomputed_by_tfmot(tiny_run):
+    experiment, _ = tiny_run
+    masks = load(experiment, "round_03", "masks.npz")
+    lottery.rewind(experiment.trainer, experiment.theta_0, masks, 5)
+    training.train(experiment.trainer, experiment.splits, 5, 25)
+    for name, mask in adapter.get_masks(experiment.trainer.model).items():
+        np.testing.assert_array_equal(mask, masks[name])
+
+
+def test_same_seed_and_flags_give_identical_masks(tiny_run, mnist1d, tmp_path):
+    experiment, _ = tiny_run
+    again, _ = run_tiny(mnist1d, tmp_path, rounds=2, controls=())
+    for r in (1, 2):
+        first, second = load(experiment, f"round_{r:02d}", "masks.npz"), load(again, f"round_{r:02d}", "masks.npz")
+        for name in first:
+            np.testing.assert_array_equal(first[name], second[name])
+
+
+def test_other_seed_gives_other_masks(tiny_run, mnist1d, tmp_path):
+    experiment, _ = tiny_run
+    other, _ = run_tiny(mnist1d, tmp_path, rounds=1, controls=(), seed=7)
+    assert not np.array_equal(load(experiment, "round_01", "masks.npz")["fc1"],
+                              load(other, "round_01", "masks.npz")["fc1"])
+
+
+def test_mirrored_on_two_cpus_gives_the_default_strategys_masks(tiny_run, mnist1d, tmp_path):
+    experiment, _ = tiny_run
+    strategy = training.make_strategy("mirrored")
+    assert strategy.num_replicas_in_sync == 2
+    mirrored, _ = run_tiny(mnist1d, tmp_path, strategy=strategy, rounds=2, controls=())
+    for r in (1, 2):
+        default_masks = load(experiment, f"round_{r:02d}", "masks.npz")
+        mirrored_masks = load(mirrored, f"round_{r:02d}", "masks.npz")
+        for name in default_masks:
+            np.testing.assert_array_equal(mirrored_masks[name], default_masks[name])
+    final_default = load(experiment, "round_02", "ticket", "weights.npz")
+    final_mirrored = load(mirrored, "round_02", "ticket", "weights.npz")
+    for key in final_default:
+        np.testing.assert_allclose(final_mirrored[key], final_default[key], atol=1e-4)
+
+
+def test_rerun_on_a_finished_directory_trains_nothing(tiny_run, monkeypatch):
+    experiment, rows = tiny_run
+    stamps = {p: os.stat(p).st_mtime_ns for p in _files(experiment.output_dir) if p.endswith(".npz")}
+    monkeypatch.setattr(training, "train", lambda *a, **k: pytest.fail("retrained a finished branch"))
+    again = lottery.prepare(experiment.config, experiment.splits, experiment.trainer.strategy,
+                            experiment.output_dir)
+    assert lottery.run(again) == rows
+    assert {p: os.stat(p).st_mtime_ns for p in stamps} == stamps
+
+
+def test_a_used_directory_refuses_another_config(tiny_run):
+    experiment, _ = tiny_run
+    before = {p: open(p, "rb").read() for p in _files(experiment.output_dir)}
+    other = experiment.config.__class__(**{**experiment.config.__dict__,
+                                           "lottery": lottery.LotteryConfig(rounds=3, seed=99)})
+    with pytest.raises(rundir.RunDirError, match="another config"):
+        lottery.prepare(other, experiment.splits, experiment.trainer.strategy, experiment.output_dir)
+    assert {p: open(p, "rb").read() for p in _files(experiment.output_dir)} == before
+
+
+def _files(root):
+    return [os.path.join(d, f) for d, _, files in os.walk(root) for f in files]

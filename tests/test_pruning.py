@@ -1,0 +1,76 @@
+"""Pruning rules on plain arrays: exact counts, exact densities, determinism."""
+import numpy as np
+import pytest
+
+from lth_tf import pruning
+
+
+def random_layers(seed=0):
+    rng = np.random.default_rng(seed)
+    shapes = {"fc1": (40, 32), "fc2": (32, 16), "output": (16, 10)}
+    weights = {n: rng.standard_normal(s).astype(np.float32) for n, s in shapes.items()}
+    return weights, pruning.dense_masks(shapes)
+
+
+def expected_survivors(count, rate, rounds):
+    for _ in range(rounds):
+        count -= pruning.count_to_remove(rate, count)
+    return count
+
+
+@pytest.mark.parametrize("rates", [{"fc1": 0.2, "fc2": 0.2, "output": 0.1}, {"fc1": 0.5, "fc2": 0.15, "output": 0.33}])
+def test_layerwise_removes_the_rule_count_per_layer_each_round(rates):
+    weights, masks = random_layers()
+    for r in range(1, 8):
+        new = pruning.prune_layerwise(weights, masks, rates)
+        for name, mask in new.items():
+            assert np.all(mask <= masks[name]), "masks only shrink"
+            assert mask.sum() == expected_survivors(mask.size, rates[name], r)
+            assert abs(mask.sum() / mask.size - (1 - rates[name]) ** r) * mask.size <= r
+        masks = new
+        # the survivors are the largest-magnitude weights of each layer
+        for name, mask in masks.items():
+            kept, dropped = np.abs(weights[name])[mask > 0], np.abs(weights[name])[mask == 0]
+            assert kept.min() >= dropped.max()
+
+
+def test_global_counts_across_included_layers_and_leaves_excluded_alone():
+    weights, masks = random_layers()
+    included = masks["fc1"].size + masks["fc2"].size
+    for r in range(1, 6):
+        masks = pruning.prune_global(weights, masks, 0.2, exclude=("output",))
+        assert masks["fc1"].sum() + masks["fc2"].sum() == expected_survivors(included, 0.2, r)
+        assert masks["output"].sum() == masks["output"].size
+    kept = np.concatenate([np.abs(weights[n])[masks[n] > 0] for n in ("fc1", "fc2")])
+    dropped = np.concatenate([np.abs(weights[n])[masks[n] == 0] for n in ("fc1", "fc2")])
+    assert kept.min() >= dropped.max()
+
+
+def test_global_ranks_across_layers_not_per_layer():
+    weights = {"a": np.full((10,), 0.1, np.float32), "b": np.full((10,), 5.0, np.float32)}
+    masks = pruning.prune_global(weights, pruning.dense_masks({"a": (10,), "b": (10,)}), 0.5)
+    assert masks["a"].sum() == 0 and masks["b"].sum() == 10
+
+
+def test_ties_break_deterministically():
+    weights = {"a": np.ones((50,), np.float32)}
+    first = pruning.prune_layerwise(weights, pruning.dense_masks({"a": (50,)}), {"a": 0.2})
+    second = pruning.prune_layerwise(weights, pruning.dense_masks({"a": (50,)}), {"a": 0.2})
+    np.testing.assert_array_equal(first["a"], second["a"])
+    assert first["a"].sum() == 40
+
+
+def test_random_masks_keep_exact_per_layer_counts():
+    weights, masks = random_layers()
+    masks = pruning.prune_layerwise(weights, masks, {"fc1": 0.6, "fc2": 0.3, "output": 0.1})
+    randomised = pruning.random_masks_like(masks, np.random.default_rng(1))
+    for name in masks:
+        assert randomised[name].sum() == masks[name].sum()
+        assert set(np.unique(randomised[name])) <= {0.0, 1.0}
+    assert not np.array_equal(randomised["fc1"], masks["fc1"])
+
+
+def test_global_refuses_to_exclude_everything():
+    weights, masks = random_layers()
+    with pytest.raises(ValueError, match="excluded"):
+        pruning.prune_global(weights, masks, 0.2, exclude=tuple(masks))
