@@ -80,9 +80,10 @@ def load(config: DataConfig) -> Splits:
 
 
 def _normalise(name, like, x):
-    if name == "mnist1d":
+    kind = like if name == "synthetic" else name
+    if kind == "mnist1d":
         return x.astype(np.float32)  # make_dataset already standardises
-    mean, std = STATS[like if name == "synthetic" else name]
+    mean, std = STATS[kind]
     x = x.astype(np.float32) / 255.0
     return ((x - np.array(mean, np.float32)) / np.array(std, np.float32)).astype(np.float32)
 
@@ -102,7 +103,7 @@ def _synthetic(like, seed):
         raise DataError(f"--synthetic_like={like!r}; valid: {', '.join(SHAPES)}")
     rng = np.random.default_rng(seed)
     shape = SHAPES[like]
-    n_train, n_test = 2000, 500  # smoke tests only: sized to be quick, not like the real set
+    n_train, n_test = 1000, 200  # smoke tests only: sized to be quick, not like the real set
 
     def images(n):
         if like == "mnist1d":

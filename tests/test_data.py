@@ -1,0 +1,119 @@
+"""Dataset sources and the deterministic training pipeline."""
+import gzip
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from lth_tf import data
+
+
+def test_fashion_mnist_from_debian_idx_files():
+    splits = data.load(data.DataConfig("fashion_mnist", validation_size=5000))
+    assert splits.source == f"IDX files in {data.FASHION_MNIST_DIR}"
+    assert splits.x_train.shape == (55000, 28, 28, 1) and splits.x_val.shape == (5000, 28, 28, 1)
+    assert splits.x_test.shape == (10000, 28, 28, 1) and splits.x_train.dtype == np.float32
+    assert np.bincount(splits.y_test).tolist() == [1000] * 10
+    train_and_val = np.concatenate([splits.y_train, splits.y_val])
+    assert np.bincount(train_and_val).tolist() == [6000] * 10
+    # normalised with the dataset's statistics
+    assert abs(float(splits.x_train.mean())) < 0.05 and abs(float(splits.x_train.std()) - 1) < 0.05
+
+
+def write_idx(path, array):
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_mnist_from_an_idx_directory(tmp_path):
+    rng = np.random.default_rng(0)
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", rng.integers(0, 256, (300, 28, 28)))
+    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.arange(300) % 10)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (50, 28, 28)))
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.arange(50) % 10)
+    splits = data.load(data.DataConfig("mnist", data_dir=str(tmp_path), validation_size=100))
+    assert (len(splits.x_train), len(splits.x_val), len(splits.x_test)) == (200, 100, 50)
+    assert splits.input_shape == (28, 28, 1)
+
+
+def test_truncated_idx_file_is_reported(tmp_path):
+    path = tmp_path / "t.gz"
+    write_idx(path, np.zeros((10, 4, 4)))
+    with gzip.open(path) as f:
+        raw = f.read()
+    with gzip.open(path, "wb") as f:
+        f.write(raw[:-5])
+    with pytest.raises(data.DataError, match="truncated"):
+        data.read_idx(str(path))
+
+
+def test_missing_dataset_says_what_was_tried(tmp_path, monkeypatch):
+    def offline(name, data_dir):
+        raise ConnectionError("Failed to resolve 'storage.googleapis.com'")
+    monkeypatch.setattr(data, "_tfds", offline)
+    with pytest.raises(data.DataError) as error:
+        data.load(data.DataConfig("fashion_mnist", data_dir=str(tmp_path)))
+    message = str(error.value)
+    assert f"IDX files" in message and str(tmp_path) in message
+    assert "tensorflow-datasets (ConnectionError" in message and "apt-get install dataset-fashion-mnist" in message
+
+
+def test_unknown_dataset_lists_the_valid_ones():
+    with pytest.raises(data.DataError, match="mnist1d, fashion_mnist"):
+        data.load(data.DataConfig("imagenet"))
+
+
+def test_mnist1d_is_generated_offline_and_leaves_numpy_seed_alone(mnist1d):
+    np.random.seed(123)
+    expected = np.random.rand()
+    np.random.seed(123)
+    splits = data.load(data.DataConfig("mnist1d", validation_size=500))
+    assert np.random.rand() == expected
+    assert (len(splits.x_train), len(splits.x_val), len(splits.x_test)) == (3500, 500, 1000)
+    np.testing.assert_array_equal(splits.x_train, mnist1d.x_train)
+
+
+def batches(splits, batch_size, seed, start, count, context=None):
+    return [(x.numpy(), y.numpy()) for x, y in data.train_batches(splits, batch_size, seed, start, context).take(count)]
+
+
+def test_training_order_replays_from_any_step(mnist1d):
+    epoch = data.steps_per_epoch(mnist1d, 64)
+    straight = batches(mnist1d, 64, 3, 0, epoch + 5)
+    resumed = batches(mnist1d, 64, 3, epoch - 2, 7)
+    for (x1, y1), (x2, y2) in zip(straight[epoch - 2:], resumed):
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
+    # each epoch visits distinct examples, in a new order
+    first_epoch = np.concatenate([y for _, y in straight[:epoch]])
+    assert len(first_epoch) == epoch * 64
+    assert not np.array_equal(straight[0][0], straight[epoch][0])
+
+
+def test_replica_slices_partition_the_global_batch(mnist1d):
+    whole = batches(mnist1d, 64, 0, 10, 2)
+    context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=1, num_replicas_in_sync=4)
+    worker_1 = batches(mnist1d, 64, 0, 10, 4, context)  # 2 local replicas x 2 steps
+    np.testing.assert_array_equal(np.concatenate([worker_1[0][0], worker_1[1][0]]), whole[0][0][32:])
+    np.testing.assert_array_equal(np.concatenate([worker_1[2][0], worker_1[3][0]]), whole[1][0][32:])
+
+
+def test_cifar_augmentation_is_a_shifted_or_flipped_crop_and_deterministic():
+    images = tf.constant(np.arange(2 * 32 * 32 * 3, dtype=np.float32).reshape(2, 32, 32, 3))
+    seed = tf.constant([0, 5], tf.int64)
+    out = data.pad_crop_flip(images, seed).numpy()
+    np.testing.assert_array_equal(out, data.pad_crop_flip(images, seed).numpy())
+    padded = np.pad(images.numpy(), [(0, 0), (4, 4), (4, 4), (0, 0)])
+    for i in range(2):
+        windows = [w for dy in range(9) for dx in range(9) for w in
+                   (padded[i, dy:dy + 32, dx:dx + 32], padded[i, dy:dy + 32, dx:dx + 32][:, ::-1])]
+        assert any(np.array_equal(out[i], w) for w in windows)
+
+
+def test_synthetic_has_the_shape_of_the_named_dataset():
+    splits = data.load(data.DataConfig("synthetic", synthetic_like="cifar10", validation_size=100))
+    assert splits.input_shape == (32, 32, 3) and splits.augment
+    assert not data.load(data.DataConfig("synthetic", synthetic_like="cifar10", validation_size=100,
+                                         augment=False)).augment

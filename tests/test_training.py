@@ -1,0 +1,104 @@
+"""The training loop keeps pruned weights at exactly zero after every step."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from lth_tf import data, models, pruning, training
+from lth_tf import tfmot_adapter as adapter
+
+
+def half_masks(model, seed=0):
+    rng = np.random.default_rng(seed)
+    return {name: (rng.random(mask.shape) < 0.5).astype(np.float32)
+            for name, mask in adapter.get_masks(model).items()}
+
+
+@pytest.mark.parametrize("optimizer, weight_decay", [("sgd", 5e-4), ("adam", 0.0), ("adam", 1e-4)])
+def test_masked_weights_are_exactly_zero_after_every_step(mnist1d, optimizer, weight_decay):
+    strategy = tf.distribute.get_strategy()
+    config = training.TrainingConfig(optimizer=optimizer, learning_rate=0.05, weight_decay=weight_decay,
+                                     batch_size=32, train_steps=8)
+    tf.keras.utils.set_random_seed(0)
+    model = adapter.wrap(models.build("mlp_64_32", mnist1d.input_shape, 10))
+    trainer = training.make_trainer(model, config, strategy)
+    masks = half_masks(model)
+    adapter.set_masks(model, masks)
+    before = adapter.get_kernels(model)
+    iterator = iter(strategy.distribute_datasets_from_function(
+        lambda context: data.train_batches(mnist1d, 32, 0, 0, context)))
+    for _ in range(8):
+        trainer.train_steps(iterator, tf.constant(1))
+        kernels = adapter.get_kernels(model)  # raw variables, no re-masking
+        for name, mask in masks.items():
+            assert np.all(kernels[name][mask == 0] == 0.0)
+    for name, mask in masks.items():
+        assert not np.array_equal(kernels[name][mask > 0], before[name][mask > 0]), "survivors were trained"
+
+
+def test_learning_rate_schedule_warms_up_and_drops():
+    schedule = training.StepSchedule(0.1, milestones=(100, 200), drop=0.1, warmup=10)
+    rates = [float(schedule(s)) for s in (0, 4, 9, 50, 99, 100, 199, 200, 500)]
+    np.testing.assert_allclose(rates, [0.01, 0.05, 0.1, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001], rtol=1e-6)
+
+
+def test_reset_optimizer_zeroes_moments_and_sets_the_step(mnist1d):
+    strategy = tf.distribute.get_strategy()
+    config = training.TrainingConfig(optimizer="sgd", batch_size=32, train_steps=5, eval_every=5, log_every=5)
+    model = adapter.wrap(models.build("mlp_16", mnist1d.input_shape, 10))
+    trainer = training.make_trainer(model, config, strategy)
+    history = training.train(trainer, mnist1d, 0, 5)
+    assert [r["step"] for r in history] == [5]
+    assert any(np.any(v.numpy()) for v in trainer.optimizer.variables[1:])
+    training.reset_optimizer(trainer, 3)
+    assert int(trainer.optimizer.iterations.numpy()) == 3
+    assert all(not np.any(v.numpy()) for v in trainer.optimizer.variables if v is not trainer.optimizer.iterations)
+
+
+def test_early_stop_picks_the_minimum_validation_loss():
+    history = [dict(step=10, val_loss=1.0, test_accuracy=0.5), dict(step=20, val_loss=0.7, test_accuracy=0.6),
+               dict(step=30, val_loss=0.9, test_accuracy=0.65)]
+    assert training.early_stop(history) == history[1]
+    assert training.early_stop([dict(step=5, test_accuracy=0.1)])["step"] == 5
+
+
+def test_diverging_loss_raises_with_the_step(mnist1d):
+    strategy = tf.distribute.get_strategy()
+    config = training.TrainingConfig(optimizer="sgd", learning_rate=1e6, batch_size=32, train_steps=40,
+                                     eval_every=10, log_every=10)
+    model = adapter.wrap(models.build("mlp_16", mnist1d.input_shape, 10))
+    trainer = training.make_trainer(model, config, strategy)
+    with pytest.raises(training.Diverged, match="at step"):
+        training.train(trainer, mnist1d, 0, 40)
+
+
+@pytest.mark.parametrize("name, shape, prunable", [
+    ("lenet_300_100", (28, 28, 1), 3), ("mlp_20_20_20", (40,), 4), ("conv2", (32, 32, 3), 5),
+    ("conv4", (32, 32, 3), 7), ("conv6", (32, 32, 3), 9), ("vgg16", (32, 32, 3), 14),
+    ("vgg19", (32, 32, 3), 17), ("resnet20", (32, 32, 3), 22), ("resnet32", (32, 32, 3), 34),
+    ("resnet56", (32, 32, 3), 58),
+])
+def test_models_wrap_only_dense_and_conv_kernels(name, shape, prunable):
+    model = adapter.wrap(models.build(name, shape, 10))
+    layers = adapter.prunable_layers(model)
+    assert len(layers) == prunable and list(layers)[-1] == "output"
+    masked = adapter.mask_for_variable(model)
+    for variable, mask in zip(model.trainable_variables, masked):
+        assert (mask is not None) == variable.name.endswith("kernel:0"), variable.name
+    assert model(tf.zeros((2, *shape)), training=False).shape == (2, 10)
+
+
+def test_resnet_width_scales_channels():
+    model = models.build("resnet20", (32, 32, 3), 10, width=32)
+    assert model.get_layer("stem").filters == 32 and model.get_layer("s3b1_conv1").filters == 128
+    assert model.count_params() > 3 * models.build("resnet20", (32, 32, 3), 10).count_params()
+
+
+def test_paper_initialisers_are_untruncated_with_the_right_scale():
+    tf.keras.utils.set_random_seed(0)
+    lenet = models.build("lenet_300_100", (28, 28, 1), 10)
+    kernel = lenet.get_layer("fc1").kernel.numpy()
+    assert kernel.std() == pytest.approx(np.sqrt(2 / (784 + 300)), rel=0.02)
+    assert np.abs(kernel).max() > 2.5 * kernel.std()  # a truncated normal stops at 2 std
+    resnet = models.build("resnet20", (32, 32, 3), 10)
+    conv = resnet.get_layer("s2b1_conv2").kernel.numpy()
+    assert conv.std() == pytest.approx(np.sqrt(2 / (3 * 3 * 32)), rel=0.05)
