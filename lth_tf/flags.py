@@ -46,6 +46,8 @@ flags.DEFINE_string("warmup_steps", "0", "Linear learning-rate warmup length: st
 flags.DEFINE_string("eval_every", "100", "Evaluate validation and test sets every this many steps (or '<n>ep').")
 flags.DEFINE_integer("log_every", 100, "Log training loss and accuracy every this many steps.", lower_bound=1)
 
+flags.DEFINE_bool("xla", False, "Compile the training step with XLA: faster for MLPs on a CPU (LeNet about 25%), "
+                  "slower for conv nets there; single replica only.")
 flags.DEFINE_enum("prune_strategy", "layerwise", ["layerwise", "global"],
                   "layerwise: per-kind rates per layer; global: one rate across the included layers.")
 flags.DEFINE_float("prune_rate_fc", 0.2, "Layerwise: fraction of remaining fully connected weights pruned per round.")
@@ -99,7 +101,7 @@ def experiment_config(splits: data.Splits, f=FLAGS) -> lottery.ExperimentConfig:
     training_config = training.TrainingConfig(
         f.optimizer, f.learning_rate, f.momentum, f.weight_decay, f.batch_size, train_steps,
         tuple(to_steps(m, epoch) for m in f.milestones), f.lr_drop, to_steps(f.warmup_steps, epoch),
-        max(1, to_steps(f.eval_every, epoch)), f.log_every, f.seed)
+        max(1, to_steps(f.eval_every, epoch)), f.log_every, f.seed, f.xla)
     pruning_config = pruning.PruningConfig(f.prune_strategy, f.prune_rate_fc, f.prune_rate_conv,
                                            f.prune_rate_output, f.prune_rate, tuple(f.prune_exclude))
     lottery_config = lottery.LotteryConfig(f.rounds, rewind, tuple(f.controls), f.seed)

@@ -73,12 +73,11 @@ def prepare(config: ExperimentConfig, splits, strategy, output_dir: str) -> Expe
     tf.keras.utils.set_random_seed(config.lottery.seed)
     with strategy.scope():
         try:
-            plain = models.build(config.model.name, splits.input_shape, splits.num_classes,
-                                 config.model.width or None)
-        except ValueError as error:
+            model = adapter.wrap(models.build(config.model.name, splits.input_shape, splits.num_classes,
+                                              config.model.width or None))
+            trainer = training.make_trainer(model, config.training, strategy)
+        except ValueError as error:  # a model that does not fit the data, an option the strategy lacks
             raise ConfigError(str(error)) from error
-        model = adapter.wrap(plain)
-        trainer = training.make_trainer(model, config.training, strategy)
     unknown = set(config.pruning.exclude) - set(adapter.prunable_layers(model))
     if unknown:
         raise ConfigError(f"--prune_exclude names no prunable layer: {', '.join(sorted(unknown))}; "

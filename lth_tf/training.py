@@ -26,6 +26,7 @@ class TrainingConfig:
     eval_every: int = 100
     log_every: int = 100
     seed: int = 0                    # data order
+    xla: bool = False                # compile the step with XLA (single replica only)
 
 
 class StepSchedule(tf.keras.optimizers.schedules.LearningRateSchedule):
@@ -88,6 +89,11 @@ def make_trainer(model, config: TrainingConfig, strategy) -> Trainer:
         optimizer.apply_gradients(zip(grads, variables))
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, tf.int32), labels), tf.float32))
         return loss, correct, tf.cast(tf.size(labels), tf.float32)
+
+    if config.xla:
+        if strategy.num_replicas_in_sync > 1:
+            raise ValueError("--xla runs on a single replica; use it without mirrored/multi_worker")
+        replica_step = tf.function(replica_step, jit_compile=True)
 
     @tf.function
     def train_steps(iterator, n):
