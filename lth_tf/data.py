@@ -103,7 +103,7 @@ def _synthetic(like, seed):
         raise DataError(f"--synthetic_like={like!r}; valid: {', '.join(SHAPES)}")
     rng = np.random.default_rng(seed)
     shape = SHAPES[like]
-    n_train, n_test = 1000, 200  # smoke tests only: sized to be quick, not like the real set
+    n_train, n_test = 1000, 100  # smoke tests only: sized to be quick, not like the real set
 
     def images(n):
         if like == "mnist1d":

@@ -19,11 +19,18 @@ def count_to_remove(rate: float, remaining: int) -> int:
 def _drop_smallest(scores: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
     """Flat mask with the n lowest-scoring surviving entries set to 0.
 
-    Ties break by position (stable sort), so the result is deterministic.
+    Ties at the threshold break by position, so the result is deterministic.
+    O(size) with a partition: a full sort of VGG-19's 20M weights takes seconds.
     """
-    ranked = np.argsort(np.where(mask > 0, scores, np.inf), kind="stable")
     new_mask = mask.copy()
-    new_mask[ranked[:n]] = 0
+    if n == 0:
+        return new_mask
+    scores = np.where(mask > 0, scores, np.inf)
+    threshold = np.partition(scores, n - 1)[n - 1]
+    below = scores < threshold
+    ties = np.flatnonzero(scores == threshold)[: n - int(below.sum())]
+    new_mask[below] = 0
+    new_mask[ties] = 0
     return new_mask
 
 

@@ -34,7 +34,7 @@ def test_config_runs_two_steps_on_synthetic_data(path, tmp_path, capsys):
     main.parse_flags(["lth_tf", f"--flagfile={path}"])
     dataset = flags.FLAGS.dataset
     main.parse_flags(["lth_tf", f"--flagfile={path}", "--dataset=synthetic", f"--synthetic_like={dataset}",
-                      "--validation_size=100", "--epochs=0", "--train_steps=2", "--rewind_step=1",
+                      "--validation_size=50", "--batch_size=16", "--epochs=0", "--train_steps=2", "--rewind_step=1",
                       "--eval_every=2", "--log_every=1", "--rounds=1", "--milestones=", "--warmup_steps=0",
                       f"--output_dir={tmp_path}"])
     main.run(flags.FLAGS)

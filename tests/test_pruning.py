@@ -74,3 +74,11 @@ def test_global_refuses_to_exclude_everything():
     weights, masks = random_layers()
     with pytest.raises(ValueError, match="excluded"):
         pruning.prune_global(weights, masks, 0.2, exclude=tuple(masks))
+
+
+def test_ties_at_the_threshold_break_by_position():
+    weights = {"a": np.array([3, 1, 2, 1, 1, 5], np.float32)}
+    masks = pruning.prune_layerwise(weights, pruning.dense_masks({"a": (6,)}), {"a": 0.5})
+    np.testing.assert_array_equal(masks["a"], [1, 0, 1, 0, 0, 1])
+    masks = pruning.prune_layerwise(weights, pruning.dense_masks({"a": (6,)}), {"a": 0.34})
+    np.testing.assert_array_equal(masks["a"], [1, 0, 1, 0, 1, 1])
