@@ -27,7 +27,7 @@ flags.DEFINE_integer("validation_size", -1,
 flags.DEFINE_bool("augment", True, "CIFAR-10: pad-4 random crop and horizontal flip of training images.")
 flags.DEFINE_string("output_dir", "", "Run directory (default runs/<model>_<dataset>). Rerunning resumes.")
 
-flags.DEFINE_integer("rounds", 4, "Pruning rounds after the dense round.", lower_bound=0)
+flags.DEFINE_integer("rounds", 8, "Pruning rounds after the dense round.", lower_bound=0)
 flags.DEFINE_string("rewind_step", "0", "Step (or '<n>ep') to rewind surviving weights to; 0 = initialisation.")
 flags.DEFINE_list("controls", ["reinit"], f"Controls run at every pruned round: any of {', '.join(lottery.CONTROLS)}, "
                   "or empty for none.")
