@@ -7,6 +7,7 @@ of (seed, step), so any step of any round can be replayed exactly.
 import dataclasses
 import gzip
 import os
+import random
 
 import numpy as np
 import tensorflow as tf
@@ -62,7 +63,7 @@ def load(config: DataConfig) -> Splits:
     if config.dataset not in DATASETS:
         raise DataError(f"unknown dataset {config.dataset!r}; valid: {', '.join(DATASETS)}")
     if config.dataset == "mnist1d":
-        (x, y, x_test, y_test), source = _mnist1d(config.seed), "mnist1d.data.make_dataset"
+        (x, y, x_test, y_test), source = _mnist1d(), "mnist1d.data.make_dataset"
     elif config.dataset == "synthetic":
         (x, y, x_test, y_test), source = _synthetic(config.synthetic_like, config.seed), "synthetic"
     else:
@@ -88,13 +89,14 @@ def _normalise(name, like, x):
     return ((x - np.array(mean, np.float32)) / np.array(std, np.float32)).astype(np.float32)
 
 
-def _mnist1d(seed):
+def _mnist1d():
+    """The standard MNIST-1D (the package's default arguments, its own seed)."""
     from mnist1d.data import get_dataset_args, make_dataset
-    args = get_dataset_args()
     # make_dataset reseeds numpy's and random's global generators: put them back.
-    np_state, py_state = np.random.get_state(), __import__("random").getstate()
-    data = make_dataset(args)
-    np.random.set_state(np_state), __import__("random").setstate(py_state)
+    np_state, py_state = np.random.get_state(), random.getstate()
+    data = make_dataset(get_dataset_args())
+    np.random.set_state(np_state)
+    random.setstate(py_state)
     return data["x"], data["y"], data["x_test"], data["y_test"]
 
 
