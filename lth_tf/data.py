@@ -42,6 +42,7 @@ class Splits:
     y_test: np.ndarray
     num_classes: int
     augment: bool  # pad-4 random crop + horizontal flip (CIFAR)
+    normalisation: tuple  # (scale, mean, std): model input = (raw * scale - mean) / std
 
     @property
     def input_shape(self):
@@ -71,22 +72,24 @@ def load(config: DataConfig) -> Splits:
     name = config.dataset
     if not 0 <= config.validation_size < len(x):
         raise DataError(f"--validation_size={config.validation_size} must be in [0, {len(x)}) for {name}")
-    x, x_test = _normalise(name, config.synthetic_like, x), _normalise(name, config.synthetic_like, x_test)
-    # The validation split is fixed by the data seed, independent of the model seed.
+    like = config.synthetic_like if name == "synthetic" else name
+    scale, mean, std = normalisation = raw_normalisation(like)
+    x, x_test = ((a.astype(np.float32) * scale - mean) / std for a in (x, x_test))
+    # The validation split is a fixed subset, independent of the experiment's seed.
     order = np.random.default_rng(1234).permutation(len(x))
     val, train = order[: config.validation_size], order[config.validation_size:]
-    like = config.synthetic_like if name == "synthetic" else name
     return Splits(name, source, x[train], y[train].astype(np.int32), x[val], y[val].astype(np.int32),
-                  x_test, y_test.astype(np.int32), 10, augment=config.augment and like == "cifar10")
+                  x_test, y_test.astype(np.int32), 10, config.augment and like == "cifar10", normalisation)
 
 
-def _normalise(name, like, x):
-    kind = like if name == "synthetic" else name
+def raw_normalisation(kind: str) -> tuple:
+    """(scale, mean, std) as float32 arrays that map raw examples (0..255 pixels,
+    or MNIST-1D as generated) to model inputs."""
     if kind == "mnist1d":
-        return x.astype(np.float32)  # make_dataset already standardises
-    mean, std = STATS[kind]
-    x = x.astype(np.float32) / 255.0
-    return ((x - np.array(mean, np.float32)) / np.array(std, np.float32)).astype(np.float32)
+        scale, mean, std = 1.0, (0.0,), (1.0,)  # make_dataset already standardises
+    else:
+        scale, (mean, std) = 1 / 255, STATS[kind]
+    return np.float32(scale), np.array(mean, np.float32), np.array(std, np.float32)
 
 
 def _mnist1d():

@@ -32,6 +32,11 @@ flags.DEFINE_string("rewind_step", "0", "Step (or '<n>ep') to rewind surviving w
 flags.DEFINE_list("controls", ["reinit"], f"Controls run at every pruned round: any of {', '.join(lottery.CONTROLS)}, "
                   "or empty for none.")
 flags.DEFINE_integer("seed", 0, "Seed of the initialisation, data order and controls.")
+flags.DEFINE_string("ticket", "", "A ticket file (tickets/round_NN/ticket.npz of an earlier run) to train under "
+                    "these flags as a new run: round 0 starts from its masks and rewind weights.")
+flags.DEFINE_enum("export", "last", ["all", "last", "none"],
+                  "Rounds exported as SavedModel + ticket file under tickets/: all, last (and the dense round), none.")
+flags.DEFINE_bool("tensorboard", True, "Write TensorBoard summaries under <output_dir>/tensorboard.")
 
 flags.DEFINE_string("train_steps", "2000", "Training length per round: steps, or '<n>ep' epochs.")
 flags.DEFINE_integer("epochs", 0, "Training length in epochs; overrides --train_steps when > 0.", lower_bound=0)
@@ -104,7 +109,7 @@ def experiment_config(splits: data.Splits, f=FLAGS) -> lottery.ExperimentConfig:
         max(1, to_steps(f.eval_every, epoch)), f.log_every, f.seed, f.xla)
     pruning_config = pruning.PruningConfig(f.prune_strategy, f.prune_rate_fc, f.prune_rate_conv,
                                            f.prune_rate_output, f.prune_rate, tuple(f.prune_exclude))
-    lottery_config = lottery.LotteryConfig(f.rounds, rewind, tuple(f.controls), f.seed)
+    lottery_config = lottery.LotteryConfig(f.rounds, rewind, tuple(f.controls), f.seed, f.ticket)
     return lottery.ExperimentConfig(data_config(f), models.ModelConfig(f.model, f.width), training_config,
                                     pruning_config, lottery_config)
 

@@ -16,7 +16,7 @@ import tensorflow as tf
 from absl import logging
 
 from lth_tf import data as data_lib
-from lth_tf import models, pruning, rundir, training
+from lth_tf import export, models, pruning, rundir, summaries, training
 from lth_tf import tfmot_adapter as adapter
 
 CONTROLS = ("reinit", "random_prune")
@@ -32,6 +32,7 @@ class LotteryConfig:
     rewind_step: int = 0          # 0 = rewind to initialisation
     controls: tuple = ("reinit",)
     seed: int = 0
+    ticket: str = ""              # a ticket file to start from instead of a dense theta_0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +51,7 @@ class Experiment:
     trainer: training.Trainer
     output_dir: str
     theta_0: dict
+    initial_masks: dict           # dense, or the masks of the ticket this run starts from
 
     def path(self, *parts):
         return os.path.join(self.output_dir, *parts)
@@ -82,22 +84,56 @@ def prepare(config: ExperimentConfig, splits, strategy, output_dir: str) -> Expe
     if unknown:
         raise ConfigError(f"--prune_exclude names no prunable layer: {', '.join(sorted(unknown))}; "
                           f"prunable: {', '.join(adapter.prunable_layers(model))}")
-    theta_0 = _load_or_save(os.path.join(output_dir, "init", "theta_0.npz"),
-                            lambda: initial_state(config, splits, config.lottery.seed))
-    return Experiment(config, splits, trainer, output_dir, theta_0)
+    masks = pruning.dense_masks({name: m.shape for name, m in adapter.get_masks(model).items()})
+    if config.lottery.ticket:
+        ticket_weights, masks = load_ticket(config, model)
+        make_theta_0 = lambda: ticket_weights  # noqa: E731
+    else:
+        make_theta_0 = lambda: initial_state(config, splits, config.lottery.seed)  # noqa: E731
+    theta_0 = _load_or_save(os.path.join(output_dir, "init", "theta_0.npz"), make_theta_0)
+    return Experiment(config, splits, trainer, output_dir, theta_0, masks)
 
 
-def run(experiment: Experiment) -> list[dict]:
-    """Runs (or resumes) every round and branch; returns the rows of results.csv."""
+def load_ticket(config: ExperimentConfig, model) -> tuple[dict, pruning.Masks]:
+    """(weights, masks) of --ticket, checked against the model they must fit."""
+    path = config.lottery.ticket
+    try:
+        meta, masks, weights = export.read_ticket(path)
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
+    if (meta["model"], meta["width"]) != (config.model.name, config.model.width):
+        raise ConfigError(f"ticket {path} is for --model={meta['model']} --width={meta['width']}, "
+                          f"not --model={config.model.name} --width={config.model.width}")
+    try:
+        adapter.assign_state(model, weights)
+        adapter.set_masks(model, masks)
+    except ValueError as error:
+        raise ConfigError(f"ticket {path} does not fit {config.model.name} on this dataset: {error}") from error
+    return weights, masks
+
+
+def run(experiment: Experiment, export_rounds: str = "last", tensorboard: bool = True) -> list[dict]:
+    """Runs (or resumes) every round and branch; returns the rows of results.csv.
+
+    export_rounds: 'all', 'last' (the dense round and the last one) or 'none'.
+    """
+    rounds = experiment.config.lottery.rounds
+    exported = {"all": range(rounds + 1), "last": {0, rounds}, "none": ()}[export_rounds]
     rows = []
-    for round_index in range(experiment.config.lottery.rounds + 1):
+    for round_index in range(rounds + 1):
         masks = round_masks(experiment, round_index)
-        for branch in ["ticket"] + (list(experiment.config.lottery.controls) if round_index else []):
+        sparse = round_index > 0 or pruning.density(masks) < 1
+        for branch in ["ticket"] + (list(experiment.config.lottery.controls) if sparse else []):
             metrics_path = experiment.path(f"round_{round_index:02d}", branch, "metrics.json")
             if not os.path.exists(metrics_path):
-                rundir.write_json(metrics_path, run_branch(experiment, round_index, branch, masks))
+                metrics = run_branch(experiment, round_index, branch, masks, tensorboard)
+                rundir.write_json(metrics_path, metrics)
             rows.append(result_row(rundir.read_json(metrics_path)))
             rundir.write_results(experiment.output_dir, rows)
+            if tensorboard:
+                summaries.write_lottery_run(experiment.output_dir, rows, dataclasses.asdict(experiment.config))
+        if round_index in exported:
+            export_round(experiment, round_index, masks)
     return rows
 
 
@@ -110,10 +146,11 @@ def _load_or_save(path, make):
 
 
 def round_masks(experiment: Experiment, round_index: int) -> pruning.Masks:
-    """Dense masks for round 0; otherwise the previous ticket, pruned by magnitude."""
+    """Round 0 starts dense (or from --ticket's masks); round r prunes round
+    r-1's trained ticket by magnitude."""
     model = experiment.trainer.model
     if round_index == 0:
-        return pruning.dense_masks({name: m.shape for name, m in adapter.get_masks(model).items()})
+        return experiment.initial_masks
     path = experiment.path(f"round_{round_index:02d}", "masks.npz")
     if os.path.exists(path):
         return rundir.load_arrays(path)
@@ -137,15 +174,16 @@ def branch_start(experiment: Experiment, round_index: int, branch: str, masks):
     """
     config = experiment.config
     if round_index == 0:
-        return experiment.theta_0, masks, 0
-    state = rundir.load_arrays(experiment.path("init", "theta_k.npz"))
+        state, start = experiment.theta_0, 0
+    else:
+        state, start = rundir.load_arrays(experiment.path("init", "theta_k.npz")), config.lottery.rewind_step
     seed = control_seed(config.lottery.seed, round_index, branch) if branch in CONTROLS else None
     if branch == "reinit":
         state = initial_state(config, experiment.splits, seed)
     if branch == "random_prune":
         path = experiment.path(f"round_{round_index:02d}", branch, "masks.npz")
         masks = _load_or_save(path, lambda: pruning.random_masks_like(masks, np.random.default_rng(seed)))
-    return state, masks, config.lottery.rewind_step
+    return state, masks, start
 
 
 def rewind(trainer: training.Trainer, state, masks, step: int):
@@ -156,24 +194,31 @@ def rewind(trainer: training.Trainer, state, masks, step: int):
         training.reset_optimizer(trainer, step)
 
 
-def run_branch(experiment: Experiment, round_index: int, branch: str, masks) -> dict:
+def run_branch(experiment: Experiment, round_index: int, branch: str, masks, tensorboard=True) -> dict:
     """Rewinds, trains to the end of the schedule, saves the final weights."""
-    trainer, splits = experiment.trainer, experiment.splits
+    trainer, splits, output_dir = experiment.trainer, experiment.splits, experiment.output_dir
     state, masks, start = branch_start(experiment, round_index, branch, masks)
     rewind(trainer, state, masks, start)
     density = pruning.density(masks)
-    log = _progress_logger(round_index, branch, density)
+    writer = summaries.branch_writer(output_dir, round_index, branch) if tensorboard else None
+    on_log, on_eval = _branch_callbacks(round_index, branch, density, writer)
+    if writer:
+        summaries.log_weights(writer, start, "start", state, masks)
     started, history = time.time(), []
-    if round_index == 0:
-        # The dense round passes the rewind point on its way: save theta_k there.
+    if round_index == 0 and branch == "ticket":
+        # The first round passes the rewind point on its way: save theta_k there.
         rewind_step = experiment.config.lottery.rewind_step
-        history += training.train(trainer, splits, 0, rewind_step, log) if rewind_step else []
+        history += training.train(trainer, splits, 0, rewind_step, on_log, on_eval) if rewind_step else []
         rundir.save_arrays(experiment.path("init", "theta_k.npz"), adapter.get_state(trainer.model))
         start = rewind_step
-    history += training.train(trainer, splits, start, experiment.config.training.train_steps, log)
+    end = experiment.config.training.train_steps
+    history += training.train(trainer, splits, start, end, on_log, on_eval)
     seconds = time.time() - started
-    branch_dir = experiment.path(f"round_{round_index:02d}", branch)
-    rundir.save_arrays(os.path.join(branch_dir, "weights.npz"), adapter.get_state(trainer.model))
+    final_state = adapter.get_state(trainer.model)
+    rundir.save_arrays(experiment.path(f"round_{round_index:02d}", branch, "weights.npz"), final_state)
+    if writer:
+        summaries.log_weights(writer, end, "end", final_state, masks)
+        writer.close()
     best = training.early_stop(history)
     logging.info("round %d %-12s done: %.2f%% weights, test accuracy %.4f, early stop at step %d "
                  "(test accuracy %.4f), %.1fs", round_index, branch, 100 * density,
@@ -183,12 +228,42 @@ def run_branch(experiment: Experiment, round_index: int, branch: str, masks) -> 
                 history=history, seconds=seconds)
 
 
-def _progress_logger(round_index, branch, density):
-    def log(progress: training.Progress):
-        logging.info("round %d %-12s step %6d/%d  loss %.4f  acc %.4f  density %6.2f%%  %.1fs",
+def _branch_callbacks(round_index, branch, density, writer):
+    def on_log(progress: training.Progress):
+        logging.info("round %d %-12s step %6d/%d  loss %.4f  acc %.4f  density %6.2f%%  %.1fs, %.0fs left",
                      round_index, branch, progress.step, progress.end_step, progress.train_loss,
-                     progress.train_accuracy, 100 * density, progress.seconds)
-    return log
+                     progress.train_accuracy, 100 * density, progress.seconds, progress.seconds_left)
+        if writer:
+            summaries.log_train(writer, progress.step, progress.train_loss, progress.train_accuracy,
+                                progress.learning_rate)
+
+    def on_eval(record: dict):
+        if writer:
+            summaries.log_eval(writer, record)
+    return on_log, on_eval
+
+
+def export_round(experiment: Experiment, round_index: int, masks):
+    """tickets/round_NN/: the trained ticket as a SavedModel, the ticket file
+    (masks + theta_k), and its row of tickets/sizes.csv. Skipped if present."""
+    folder = experiment.path("tickets", f"round_{round_index:02d}")
+    saved_model = os.path.join(folder, "saved_model")
+    if os.path.exists(saved_model):
+        return
+    started = time.time()
+    config, splits = experiment.config, experiment.splits
+    theta_k = rundir.load_arrays(experiment.path("init", "theta_k.npz"))
+    density = pruning.density(masks)
+    export.write_ticket(os.path.join(folder, "ticket.npz"), masks, theta_k, dict(
+        model=config.model.name, width=config.model.width, input_shape=list(splits.input_shape),
+        num_classes=splits.num_classes, dataset=splits.name, round=round_index, density=density,
+        rewind_step=config.lottery.rewind_step, source=os.path.abspath(experiment.output_dir)))
+    trained = rundir.load_arrays(experiment.path(f"round_{round_index:02d}", "ticket", "weights.npz"))
+    model = export.build_stripped(config.model, splits.input_shape, splits.num_classes, trained, masks)
+    export.export_saved_model(model, splits.input_shape, splits.normalisation, saved_model)
+    size, gzipped = export.record_size(experiment.output_dir, round_index, 100 * density, saved_model)
+    logging.info("round %d exported to %s (%d bytes, %d gzipped) in %.1fs", round_index, folder, size,
+                 gzipped, time.time() - started)
 
 
 def result_row(metrics: dict) -> dict:

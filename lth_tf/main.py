@@ -2,6 +2,7 @@
 
 flags -> config -> (dataset, model) -> IMP driver -> results in --output_dir.
 """
+import logging as logging_lib
 import os
 import sys
 
@@ -33,6 +34,7 @@ def main(argv):
 
 
 def run(f):
+    logging_lib.getLogger("tensorflow").setLevel(logging_lib.WARNING)  # SavedModel export chatter
     if f.cpu_devices:
         training.split_cpu(f.cpu_devices)
     splits = data.load(lth_flags.data_config(f))
@@ -42,7 +44,8 @@ def run(f):
     logging.info("%s: %d train / %d validation / %d test examples from %s; %d replica(s); writing to %s",
                  splits.name, len(splits.x_train), len(splits.x_val), len(splits.x_test), splits.source,
                  strategy.num_replicas_in_sync, output_dir)
-    rows = lottery.run(lottery.prepare(config, splits, strategy, output_dir))
+    experiment = lottery.prepare(config, splits, strategy, output_dir)
+    rows = lottery.run(experiment, f.export, f.tensorboard)
     print(summary_table(rows, config.lottery.controls))
     print(f"results: {os.path.join(output_dir, 'results.csv')}")
 

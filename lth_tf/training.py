@@ -48,8 +48,7 @@ class StepSchedule(tf.keras.optimizers.schedules.LearningRateSchedule):
         return {"base": self.base, "milestones": self.milestones, "drop": self.drop, "warmup": self.warmup}
 
 
-def make_optimizer(config: TrainingConfig):
-    schedule = StepSchedule(config.learning_rate, config.milestones, config.lr_drop, config.warmup_steps)
+def make_optimizer(config: TrainingConfig, schedule):
     if config.optimizer == "sgd":
         return tf.keras.optimizers.SGD(schedule, momentum=config.momentum)
     if config.optimizer == "adam":
@@ -64,13 +63,15 @@ class Trainer:
     optimizer: tf.keras.optimizers.Optimizer
     strategy: tf.distribute.Strategy
     config: TrainingConfig
+    schedule: StepSchedule
     train_steps: Callable   # (iterator, n) -> (mean loss, accuracy) over n steps
     evaluate_batches: Callable  # (distributed dataset) -> (loss sum, correct, count)
 
 
 def make_trainer(model, config: TrainingConfig, strategy) -> Trainer:
     """Call inside strategy.scope(), with the model built there too."""
-    optimizer = make_optimizer(config)
+    schedule = StepSchedule(config.learning_rate, config.milestones, config.lr_drop, config.warmup_steps)
+    optimizer = make_optimizer(config, schedule)
     optimizer.build(model.trainable_variables)
     masks = tfmot_adapter.mask_for_variable(model)
     decay = config.weight_decay / strategy.num_replicas_in_sync  # gradients are summed over replicas
@@ -117,7 +118,7 @@ def make_trainer(model, config: TrainingConfig, strategy) -> Trainer:
             totals += strategy.reduce("SUM", strategy.run(replica_eval, args=(images, labels)), axis=None)
         return totals
 
-    return Trainer(model, optimizer, strategy, config, train_steps, evaluate_batches)
+    return Trainer(model, optimizer, strategy, config, schedule, train_steps, evaluate_batches)
 
 
 def reset_optimizer(trainer: Trainer, step: int):
@@ -144,18 +145,26 @@ class Diverged(Exception):
 @dataclasses.dataclass(frozen=True)
 class Progress:
     step: int
+    start_step: int
     end_step: int
     train_loss: float
     train_accuracy: float
+    learning_rate: float
     seconds: float
+
+    @property
+    def seconds_left(self) -> float:
+        return self.seconds / max(1, self.step - self.start_step) * (self.end_step - self.step)
 
 
 def train(trainer: Trainer, splits: data_lib.Splits, start_step: int, end_step: int,
-          on_log: Callable[[Progress], None] = lambda p: None) -> list[dict]:
+          on_log: Callable[[Progress], None] = lambda p: None,
+          on_eval: Callable[[dict], None] = lambda r: None) -> list[dict]:
     """Trains from start_step to end_step; returns the evaluation records.
 
-    The training loss and accuracy are reported every log_every steps; the
-    validation and test sets are evaluated every eval_every steps and at the end.
+    on_log gets the training loss and accuracy every log_every steps; the
+    validation and test sets are evaluated every eval_every steps and at the
+    end, and each record goes to on_eval.
     """
     config = trainer.config
     dataset = trainer.strategy.distribute_datasets_from_function(
@@ -165,18 +174,24 @@ def train(trainer: Trainer, splits: data_lib.Splits, start_step: int, end_step: 
     while step < end_step:
         # Run compiled chunks up to the next log, evaluation or the end.
         boundary = min(end_step, _next_multiple(step, config.log_every), _next_multiple(step, config.eval_every))
+        learning_rate = current_learning_rate(trainer)
         loss, accuracy = (float(v) for v in trainer.train_steps(iterator, tf.constant(boundary - step)))
         step = boundary
         if not math.isfinite(loss):
             raise Diverged(f"training loss is {loss} at step {step}")
         if step % config.log_every == 0 or step == end_step:
-            on_log(Progress(step, end_step, loss, accuracy, time.time() - started))
+            on_log(Progress(step, start_step, end_step, loss, accuracy, learning_rate, time.time() - started))
         if step % config.eval_every == 0 or step == end_step:
             tfmot_adapter.apply_masks(trainer.model)
             history.append(dict(step=step, train_loss=loss, train_accuracy=accuracy,
                                 **_eval_record(trainer, splits)))
+            on_eval(history[-1])
     tfmot_adapter.apply_masks(trainer.model)
     return history
+
+
+def current_learning_rate(trainer: Trainer) -> float:
+    return float(trainer.schedule(trainer.optimizer.iterations))
 
 
 def _next_multiple(step, every):

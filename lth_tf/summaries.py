@@ -1,0 +1,76 @@
+"""TensorBoard: one run per (round, branch) and one experiment-level run.
+
+    tensorboard/round_NN_<branch>/   train loss/accuracy and learning rate every
+                                     log_every steps; validation and test loss/accuracy
+                                     at each evaluation; per-layer density and weight
+                                     histograms at the start and end of the round
+    tensorboard/lottery/             the LTH curves: for each branch, final and early-stop
+                                     test accuracy and the early-stop iteration, with the
+                                     step axis = % weights remaining x 100 (10000 = dense);
+                                     the resolved config as text
+"""
+import json
+import os
+import shutil
+
+import tensorflow as tf
+
+LOTTERY_RUN = "lottery"
+
+
+def branch_run(output_dir: str, round_index: int, branch: str) -> str:
+    return os.path.join(output_dir, "tensorboard", f"round_{round_index:02d}_{branch}")
+
+
+def branch_writer(output_dir, round_index, branch):
+    return tf.summary.create_file_writer(branch_run(output_dir, round_index, branch))
+
+
+def log_train(writer, step: int, loss: float, accuracy: float, learning_rate: float):
+    with writer.as_default(step=step):
+        tf.summary.scalar("train/loss", loss)
+        tf.summary.scalar("train/accuracy", accuracy)
+        tf.summary.scalar("train/learning_rate", learning_rate)
+
+
+def log_eval(writer, record: dict):
+    with writer.as_default(step=record["step"]):
+        for split in ("val", "test"):
+            if f"{split}_loss" in record:
+                tf.summary.scalar(f"{split}/loss", record[f"{split}_loss"])
+                tf.summary.scalar(f"{split}/accuracy", record[f"{split}_accuracy"])
+
+
+def log_weights(writer, step: int, when: str, state: dict, masks: dict):
+    """Per-layer density and histograms of the surviving weights ('start' or 'end')."""
+    with writer.as_default(step=step):
+        for name, mask in masks.items():
+            tf.summary.scalar(f"density_{when}/{name}", float(mask.mean()))
+            kernel = state[f"{name}/kernel"]
+            tf.summary.histogram(f"weights_{when}/{name}", kernel[mask > 0])
+    writer.flush()
+
+
+def pct_step(weights_remaining_pct: float) -> int:
+    return int(round(float(weights_remaining_pct) * 100))
+
+
+def write_lottery_run(output_dir: str, rows: list[dict], config: dict):
+    """Rewrites the experiment-level run from results.csv rows (so a resumed
+    run never holds a value twice)."""
+    path = os.path.join(output_dir, "tensorboard", LOTTERY_RUN)
+    shutil.rmtree(path, ignore_errors=True)
+    writer = tf.summary.create_file_writer(path)
+    with writer.as_default():
+        tf.summary.text("config", "```\n" + json.dumps(config, indent=2, sort_keys=True) + "\n```", step=0)
+        for row in rows:
+            step = pct_step(row["weights_remaining_pct"])
+            branch = row["branch"]
+            tf.summary.scalar(f"lottery/{branch}/test_accuracy", float(row["test_accuracy"]), step=step)
+            tf.summary.scalar(f"lottery/{branch}/early_stop_test_accuracy",
+                              float(row["early_stop_test_accuracy"]), step=step)
+            tf.summary.scalar(f"lottery/{branch}/early_stop_step", float(row["early_stop_step"]), step=step)
+            if branch == "ticket":
+                tf.summary.scalar("lottery/round", float(row["round"]), step=step)
+    writer.close()
+
