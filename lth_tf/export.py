@@ -3,7 +3,8 @@
 tickets/round_NN/saved_model/   the trained network of round NN, wrappers stripped,
                                 signature serving_default: raw inputs -> logits, probabilities
 tickets/round_NN/ticket.npz     the ticket itself: masks and rewind weights theta_k
-tickets/sizes.csv               bytes of each SavedModel and of its gzip-compressed tar
+tickets/sizes.csv               bytes of each SavedModel and of its gzip-compressed tar,
+                                and the gzip size as a fraction of the dense round's
 
 ticket.npz (numpy .npz, format 1):
   meta                  JSON string: format, model, width, input_shape, num_classes,
@@ -12,7 +13,6 @@ ticket.npz (numpy .npz, format 1):
   weights/<layer>/<w>   float32 rewind weights theta_k (kernels already times the mask),
                         every trainable weight and BatchNorm statistic
 """
-import csv
 import io
 import json
 import os
@@ -98,31 +98,12 @@ def directory_sizes(path: str) -> tuple[int, int]:
     return raw, len(buffer.getvalue())
 
 
-SIZE_COLUMNS = ("round", "weights_remaining_pct", "saved_model_bytes", "saved_model_gzip_bytes",
-                "gzip_vs_dense_gzip")
-
-
 def record_size(output_dir: str, round_index: int, weights_remaining_pct: float, saved_model: str):
     """Measures a SavedModel and (re)writes its row of tickets/sizes.csv;
     returns (bytes, gzip bytes)."""
     size, gzipped = directory_sizes(saved_model)
-    rows = {int(r["round"]): r for r in read_sizes(output_dir)}
+    rows = {int(r["round"]): r for r in rundir.read_sizes(output_dir)}
     rows[round_index] = dict(round=round_index, weights_remaining_pct=round(weights_remaining_pct, 4),
                              saved_model_bytes=size, saved_model_gzip_bytes=gzipped)
-    dense = rows.get(0, {}).get("saved_model_gzip_bytes")
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, SIZE_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for _, row in sorted(rows.items()):
-        ratio = round(int(row["saved_model_gzip_bytes"]) / int(dense), 4) if dense else ""
-        writer.writerow({**row, "gzip_vs_dense_gzip": ratio})
-    rundir.atomic_write(os.path.join(output_dir, "tickets", "sizes.csv"), buffer.getvalue().encode())
+    rundir.write_sizes(output_dir, [row for _, row in sorted(rows.items())])
     return size, gzipped
-
-
-def read_sizes(output_dir: str) -> list[dict]:
-    path = os.path.join(output_dir, "tickets", "sizes.csv")
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return list(csv.DictReader(f))

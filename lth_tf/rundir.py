@@ -92,3 +92,27 @@ def write_results(output_dir: str, rows: list[dict]):
 def read_results(output_dir: str) -> list[dict]:
     with open(os.path.join(output_dir, "results.csv")) as f:
         return list(csv.DictReader(f))
+
+
+SIZE_COLUMNS = ("round", "weights_remaining_pct", "saved_model_bytes", "saved_model_gzip_bytes",
+                "gzip_vs_dense_gzip")
+
+
+def write_sizes(output_dir: str, rows: list[dict]):
+    """tickets/sizes.csv, with each gzip size as a fraction of round 0's."""
+    dense = next((int(r["saved_model_gzip_bytes"]) for r in rows if int(r["round"]) == 0), None)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, SIZE_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        ratio = round(int(row["saved_model_gzip_bytes"]) / dense, 4) if dense else ""
+        writer.writerow({**row, "gzip_vs_dense_gzip": ratio})
+    atomic_write(os.path.join(output_dir, "tickets", "sizes.csv"), buffer.getvalue().encode())
+
+
+def read_sizes(output_dir: str) -> list[dict]:
+    path = os.path.join(output_dir, "tickets", "sizes.csv")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return list(csv.DictReader(f))
