@@ -184,6 +184,7 @@ def write_report(runs, folder):
 
 
 def cli(argv=None) -> int:
+    REPORT_FLAGS.unparse_flags()  # a second call in one process starts from the defaults
     try:
         rest = REPORT_FLAGS(argv if argv is not None else sys.argv)
     except flags.Error as error:

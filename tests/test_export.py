@@ -1,0 +1,134 @@
+"""Exported tickets: SavedModels that reproduce the run's accuracy without
+lth_tf, ticket files that lth_tf trains again, and their sizes."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl import flags
+
+from conftest import tiny_config
+from lth_tf import export, lottery, main, pruning, rundir, training
+
+PLAIN_TF_ACCURACY = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import tensorflow as tf
+    from mnist1d.data import get_dataset_args, make_dataset
+    data = make_dataset(get_dataset_args())
+    serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+    out = serve(inputs=tf.constant(data["x_test"], tf.float32))
+    probabilities = out["probabilities"].numpy()
+    assert np.allclose(probabilities.sum(-1), 1, atol=1e-5)
+    assert np.array_equal(np.argmax(probabilities, -1), np.argmax(out["logits"].numpy(), -1))
+    print(np.mean(np.argmax(out["logits"].numpy(), -1) == data["y_test"]))
+    assert "lth_tf" not in sys.modules
+""")
+
+
+def test_exports_the_dense_and_last_rounds(tiny_run):
+    experiment, _ = tiny_run
+    assert sorted(os.listdir(experiment.path("tickets"))) == ["round_00", "round_03", "sizes.csv"]
+    for r in ("round_00", "round_03"):
+        assert sorted(os.listdir(experiment.path("tickets", r))) == ["saved_model", "ticket.npz"]
+
+
+@pytest.mark.parametrize("round_index", [0, 3])
+def test_saved_model_reproduces_the_test_accuracy_without_lth_tf(tiny_run, round_index):
+    experiment, rows = tiny_run
+    path = experiment.path("tickets", f"round_{round_index:02d}", "saved_model")
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    result = subprocess.run([sys.executable, "-c", PLAIN_TF_ACCURACY, path], capture_output=True, text=True,
+                            env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected = next(float(r["test_accuracy"]) for r in rows if r["round"] == round_index and r["branch"] == "ticket")
+    assert abs(float(result.stdout.split()[-1]) - expected) <= 1 / 1000  # within one of 1,000 test examples
+
+
+def test_saved_model_weights_are_exactly_zero_under_the_mask(tiny_run):
+    experiment, _ = tiny_run
+    masks = rundir.load_arrays(experiment.path("round_03", "masks.npz"))
+    reader = tf.train.load_checkpoint(experiment.path("tickets", "round_03", "saved_model", "variables", "variables"))
+    kernels = {}
+    for name, shape in reader.get_variable_to_shape_map().items():
+        if "kernel" in name and "OPTIMIZER" not in name:
+            kernels[tuple(shape)] = reader.get_tensor(name)
+    assert len(kernels) == len(masks)  # mlp_32_16: every kernel shape is distinct
+    trained = rundir.load_arrays(experiment.path("round_03", "ticket", "weights.npz"))
+    for name, mask in masks.items():
+        kernel = kernels[mask.shape]
+        assert np.all(kernel[mask == 0] == 0)
+        np.testing.assert_array_equal(kernel, trained[f"{name}/kernel"])
+
+
+def test_ticket_file_holds_the_mask_and_the_rewind_weights(tiny_run):
+    experiment, _ = tiny_run
+    meta, masks, weights = export.read_ticket(experiment.path("tickets", "round_03", "ticket.npz"))
+    assert meta["model"] == "mlp_32_16" and meta["round"] == 3 and meta["rewind_step"] == 5
+    round_masks = rundir.load_arrays(experiment.path("round_03", "masks.npz"))
+    theta_k = rundir.load_arrays(experiment.path("init", "theta_k.npz"))
+    assert meta["density"] == pytest.approx(pruning.density(round_masks))
+    for name, mask in round_masks.items():
+        np.testing.assert_array_equal(masks[name], mask)
+    for key, value in theta_k.items():
+        layer = key.split("/")[0]
+        expected = value * round_masks[layer] if key.endswith("/kernel") else value
+        assert np.array_equal(weights[key].view(np.uint32), expected.view(np.uint32)), key
+
+
+def test_a_ticket_trains_again_as_a_new_run(tiny_run, tmp_path, capsys):
+    experiment, _ = tiny_run
+    ticket = experiment.path("tickets", "round_03", "ticket.npz")
+    _, ticket_masks, ticket_weights = export.read_ticket(ticket)
+    flags.FLAGS.unparse_flags()
+    main.parse_flags(["lth_tf", f"--ticket={ticket}", "--model=mlp_32_16", "--seed=4", "--learning_rate=0.01",
+                      "--train_steps=20", "--eval_every=10", "--rounds=1", "--controls=reinit,random_prune",
+                      f"--output_dir={tmp_path}"])
+    main.run(flags.FLAGS)
+    flags.FLAGS.unparse_flags()
+    rows = rundir.read_results(str(tmp_path))
+    assert [(r["round"], r["branch"]) for r in rows] == [
+        ("0", b) for b in ("ticket", "reinit", "random_prune")] + [("1", b) for b in ("ticket", "reinit", "random_prune")]
+    density = 100 * pruning.density(ticket_masks)
+    assert float(rows[0]["weights_remaining_pct"]) == pytest.approx(density, abs=1e-4)
+    theta_0 = rundir.load_arrays(str(tmp_path / "init" / "theta_0.npz"))
+    for key, value in ticket_weights.items():
+        np.testing.assert_array_equal(theta_0[key], value)
+    final = rundir.load_arrays(str(tmp_path / "round_00" / "ticket" / "weights.npz"))
+    for name, mask in ticket_masks.items():
+        assert np.all(final[f"{name}/kernel"][mask == 0] == 0)
+    round_1 = rundir.load_arrays(str(tmp_path / "round_01" / "masks.npz"))
+    for name, mask in round_1.items():
+        before = int(ticket_masks[name].sum())
+        rate = 0.1 if name == "output" else 0.2
+        assert mask.sum() == before - pruning.count_to_remove(rate, before)
+
+
+def test_a_ticket_for_another_model_is_refused(tiny_run, tmp_path):
+    experiment, _ = tiny_run
+    ticket = experiment.path("tickets", "round_03", "ticket.npz")
+    config = tiny_config(ticket=ticket)
+    config = config.__class__(**{**config.__dict__, "model": config.model.__class__("mlp_32_32")})
+    with pytest.raises(lottery.ConfigError, match="is for --model=mlp_32_16"):
+        lottery.prepare(config, experiment.splits, training.make_strategy("default"), str(tmp_path))
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(b"not a ticket")
+    with pytest.raises(lottery.ConfigError, match="not a readable lth_tf ticket"):
+        lottery.prepare(tiny_config(ticket=str(broken)), experiment.splits, training.make_strategy("default"),
+                        str(tmp_path / "other"))
+
+
+def test_size_table_compares_tickets_with_the_dense_round(tiny_run):
+    experiment, _ = tiny_run
+    sizes = rundir.read_sizes(experiment.output_dir)
+    assert [int(r["round"]) for r in sizes] == [0, 3]
+    for row in sizes:
+        folder = experiment.path("tickets", f"round_{int(row['round']):02d}", "saved_model")
+        on_disk = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(folder) for f in fs)
+        assert int(row["saved_model_bytes"]) == on_disk
+        assert 0 < int(row["saved_model_gzip_bytes"]) < on_disk
+    assert float(sizes[0]["gzip_vs_dense_gzip"]) == 1.0
+    assert float(sizes[1]["gzip_vs_dense_gzip"]) < 1.0  # zeros compress

@@ -1,0 +1,57 @@
+"""TensorBoard event files, read back with TensorBoard's own reader."""
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
+
+from lth_tf import pruning, rundir
+
+
+def read_run(path):
+    accumulator = event_accumulator.EventAccumulator(path, size_guidance={event_accumulator.TENSORS: 0})
+    accumulator.Reload()
+    return {tag: [(e.step, tf.make_ndarray(e.tensor_proto)) for e in accumulator.Tensors(tag)]
+            for tag in accumulator.Tags()["tensors"]}
+
+
+def test_one_run_per_round_and_branch(tiny_run):
+    experiment, rows = tiny_run
+    runs = sorted(os.listdir(experiment.path("tensorboard")))
+    assert runs == sorted(["lottery"] + [f"round_{int(r['round']):02d}_{r['branch']}" for r in rows])
+
+
+def test_branch_run_has_training_evaluation_and_weight_summaries(tiny_run):
+    experiment, _ = tiny_run
+    tags = read_run(experiment.path("tensorboard", "round_02_ticket"))
+    metrics = rundir.read_json(experiment.path("round_02", "ticket", "metrics.json"))
+    # log_every=10 over steps 5..30 of the schedule
+    assert [step for step, _ in tags["train/loss"]] == [10, 20, 30]
+    assert [step for step, _ in tags["train/learning_rate"]] == [10, 20, 30]
+    assert [step for step, _ in tags["test/accuracy"]] == [r["step"] for r in metrics["history"]]
+    np.testing.assert_allclose([float(v) for _, v in tags["val/loss"]], [r["val_loss"] for r in metrics["history"]],
+                               rtol=1e-6)
+    masks = rundir.load_arrays(experiment.path("round_02", "masks.npz"))
+    for name, mask in masks.items():
+        for when, step in (("start", 5), ("end", 30)):
+            (logged_step, density), = tags[f"density_{when}/{name}"]
+            assert logged_step == step and float(density) == pytest.approx(mask.mean())
+            (logged_step, histogram), = tags[f"weights_{when}/{name}"]
+            assert logged_step == step and histogram[:, 2].sum() == mask.sum()  # counts of surviving weights
+
+
+def test_lottery_run_matches_results_csv(tiny_run):
+    experiment, _ = tiny_run
+    tags = read_run(experiment.path("tensorboard", "lottery"))
+    rows = rundir.read_results(experiment.output_dir)
+    for branch in ("ticket", "reinit", "random_prune"):
+        branch_rows = [r for r in rows if r["branch"] == branch]
+        for column in ("test_accuracy", "early_stop_test_accuracy", "early_stop_step"):
+            logged = tags[f"lottery/{branch}/{column}"]
+            assert [step for step, _ in logged] == [round(float(r["weights_remaining_pct"]) * 100) for r in branch_rows]
+            np.testing.assert_allclose([float(v) for _, v in logged], [float(r[column]) for r in branch_rows],
+                                       rtol=1e-6)
+    (_, text), = tags["config"]
+    assert json.loads(text.item().decode().strip("`\n")) == rundir.read_json(experiment.path("config.json"))
