@@ -251,6 +251,7 @@ def export_round(experiment: Experiment, round_index: int, masks):
     if os.path.exists(saved_model):
         return
     started = time.time()
+    logging.info("round %d: exporting the ticket and its SavedModel to %s", round_index, folder)
     config, splits = experiment.config, experiment.splits
     theta_k = rundir.load_arrays(experiment.path("init", "theta_k.npz"))
     density = pruning.density(masks)

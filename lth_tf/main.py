@@ -48,6 +48,11 @@ def run(f):
     rows = lottery.run(experiment, f.export, f.tensorboard)
     print(summary_table(rows, config.lottery.controls))
     print(f"results: {os.path.join(output_dir, 'results.csv')}")
+    if f.export != "none":
+        print(f"tickets: {os.path.join(output_dir, 'tickets')}")
+    if f.tensorboard:
+        print(f"watch:   tensorboard --logdir {os.path.join(output_dir, 'tensorboard')}")
+    print(f"report:  python -m lth_tf.report --output_dir={output_dir}")
 
 
 def summary_table(rows: list[dict], controls) -> str:

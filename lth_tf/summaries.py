@@ -63,7 +63,9 @@ def write_lottery_run(output_dir: str, rows: list[dict], config: dict):
     writer = tf.summary.create_file_writer(path)
     with writer.as_default():
         tf.summary.text("config", "```\n" + json.dumps(config, indent=2, sort_keys=True) + "\n```", step=0)
-        for row in rows:
+        # TensorBoard drops every event of a run past a step that goes backwards
+        # (it takes that for a restart), so the sparsest round, the lowest step, comes first.
+        for row in sorted(rows, key=lambda r: pct_step(r["weights_remaining_pct"])):
             step = pct_step(row["weights_remaining_pct"])
             branch = row["branch"]
             tf.summary.scalar(f"lottery/{branch}/test_accuracy", float(row["test_accuracy"]), step=step)

@@ -55,3 +55,17 @@ def test_lottery_run_matches_results_csv(tiny_run):
                                        rtol=1e-6)
     (_, text), = tags["config"]
     assert json.loads(text.item().decode().strip("`\n")) == rundir.read_json(experiment.path("config.json"))
+
+
+def test_event_steps_never_go_backwards(tiny_run):
+    """TensorBoard takes a step that goes backwards for a restart and drops the
+    run's later events, so every run's file must be in step order."""
+    from tensorboard.backend.event_processing import event_file_loader
+    experiment, _ = tiny_run
+    root = experiment.path("tensorboard")
+    for run in os.listdir(root):
+        files = os.listdir(os.path.join(root, run))
+        assert len(files) == 1, run
+        steps = [e.step for e in event_file_loader.EventFileLoader(os.path.join(root, run, files[0])).Load()
+                 if e.HasField("summary")]
+        assert steps == sorted(steps), run
