@@ -49,10 +49,10 @@ def test_lottery_run_matches_results_csv(tiny_run):
     for branch in ("ticket", "reinit", "random_prune"):
         branch_rows = [r for r in rows if r["branch"] == branch]
         for column in ("test_accuracy", "early_stop_test_accuracy", "early_stop_step"):
-            logged = tags[f"lottery/{branch}/{column}"]
-            assert [step for step, _ in logged] == [round(float(r["weights_remaining_pct"]) * 100) for r in branch_rows]
-            np.testing.assert_allclose([float(v) for _, v in logged], [float(r[column]) for r in branch_rows],
-                                       rtol=1e-6)
+            logged = {step: float(v) for step, v in tags[f"lottery/{branch}/{column}"]}
+            expected = {round(float(r["weights_remaining_pct"]) * 100): float(r[column]) for r in branch_rows}
+            assert sorted(logged) == sorted(expected)
+            assert logged == pytest.approx(expected, rel=1e-6)
     (_, text), = tags["config"]
     assert json.loads(text.item().decode().strip("`\n")) == rundir.read_json(experiment.path("config.json"))
 
