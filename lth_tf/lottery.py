@@ -125,12 +125,13 @@ def run(experiment: Experiment, export_rounds: str = "last", tensorboard: bool =
         sparse = round_index > 0 or pruning.density(masks) < 1
         for branch in ["ticket"] + (list(experiment.config.lottery.controls) if sparse else []):
             metrics_path = experiment.path(f"round_{round_index:02d}", branch, "metrics.json")
-            if not os.path.exists(metrics_path):
+            trained = not os.path.exists(metrics_path)
+            if trained:
                 metrics = run_branch(experiment, round_index, branch, masks, tensorboard)
                 rundir.write_json(metrics_path, metrics)
             rows.append(result_row(rundir.read_json(metrics_path)))
             rundir.write_results(experiment.output_dir, rows)
-            if tensorboard:
+            if tensorboard and (trained or not os.path.isdir(summaries.lottery_run(experiment.output_dir))):
                 summaries.write_lottery_run(experiment.output_dir, rows, dataclasses.asdict(experiment.config))
         if round_index in exported:
             export_round(experiment, round_index, masks)

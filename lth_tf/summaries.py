@@ -18,6 +18,10 @@ import tensorflow as tf
 LOTTERY_RUN = "lottery"
 
 
+def lottery_run(output_dir: str) -> str:
+    return os.path.join(output_dir, "tensorboard", LOTTERY_RUN)
+
+
 def branch_run(output_dir: str, round_index: int, branch: str) -> str:
     return os.path.join(output_dir, "tensorboard", f"round_{round_index:02d}_{branch}")
 
@@ -58,7 +62,7 @@ def pct_step(weights_remaining_pct: float) -> int:
 def write_lottery_run(output_dir: str, rows: list[dict], config: dict):
     """Rewrites the experiment-level run from results.csv rows (so a resumed
     run never holds a value twice)."""
-    path = os.path.join(output_dir, "tensorboard", LOTTERY_RUN)
+    path = lottery_run(output_dir)
     shutil.rmtree(path, ignore_errors=True)
     writer = tf.summary.create_file_writer(path)
     with writer.as_default():
