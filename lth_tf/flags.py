@@ -64,12 +64,19 @@ flags.DEFINE_list("prune_exclude", [], "Global: layer names never pruned (e.g. o
 flags.DEFINE_enum("strategy", "default", ["default", "one_device", "mirrored", "multi_worker"],
                   "tf.distribute strategy: mirrored uses all GPUs (or all logical CPUs when there is none); "
                   "multi_worker reads TF_CONFIG.")
+flags.DEFINE_string("checkpoint_every", "1000", "Checkpoint a round every this many steps (or '<n>ep'); "
+                    "also at every epoch end. A rerun resumes from the last checkpoint.")
+flags.DEFINE_enum("on_nan", "stop", ["stop", "skip"],
+                  "A NaN/Inf loss is recorded in results.csv, then: stop (exit non-zero) or skip to the next "
+                  "branch (a diverged ticket always stops: later rounds need it).")
+flags.DEFINE_bool("deterministic", False, "TensorFlow op determinism: a rerun, interrupted or not, gives the "
+                  "same masks and metrics (slower on GPUs).")
 flags.DEFINE_integer("cpu_devices", 0, "Split the CPU into this many logical devices (to run mirrored on a CPU).",
                      lower_bound=0)
 
 for _name in ("prune_rate_fc", "prune_rate_conv", "prune_rate_output", "prune_rate"):
     flags.register_validator(_name, lambda rate: 0 < rate < 1, message="must be in (0, 1)")
-for _name in ("rewind_step", "train_steps", "warmup_steps", "eval_every"):
+for _name in ("rewind_step", "train_steps", "warmup_steps", "eval_every", "checkpoint_every"):
     flags.register_validator(_name, lambda text: STEPS.fullmatch(text) is not None,
                              message="must be a number of steps or '<n>ep'")
 flags.register_validator("milestones", lambda items: all(STEPS.fullmatch(i) for i in items),
@@ -112,6 +119,11 @@ def experiment_config(splits: data.Splits, f=FLAGS) -> lottery.ExperimentConfig:
     lottery_config = lottery.LotteryConfig(f.rounds, rewind, tuple(f.controls), f.seed, f.ticket)
     return lottery.ExperimentConfig(data_config(f), models.ModelConfig(f.model, f.width), training_config,
                                     pruning_config, lottery_config)
+
+
+def run_options(splits: data.Splits, f=FLAGS, should_stop=lambda: False) -> lottery.RunOptions:
+    epoch = data.steps_per_epoch(splits, f.batch_size)
+    return lottery.RunOptions(f.export, f.tensorboard, to_steps(f.checkpoint_every, epoch), f.on_nan, should_stop)
 
 
 def output_dir(f=FLAGS) -> str:

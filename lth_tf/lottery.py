@@ -10,13 +10,14 @@ is what makes a rerun on the same directory resume:
 import dataclasses
 import os
 import time
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
 from lth_tf import data as data_lib
-from lth_tf import export, models, pruning, rundir, summaries, training
+from lth_tf import checkpoints, export, models, pruning, rundir, summaries, training
 from lth_tf import tfmot_adapter as adapter
 
 CONTROLS = ("reinit", "random_prune")
@@ -80,6 +81,9 @@ def prepare(config: ExperimentConfig, splits, strategy, output_dir: str) -> Expe
             trainer = training.make_trainer(model, config.training, strategy)
         except ValueError as error:  # a model that does not fit the data, an option the strategy lacks
             raise ConfigError(str(error)) from error
+    if config.training.batch_size % strategy.num_replicas_in_sync:
+        raise ConfigError(f"--batch_size={config.training.batch_size} is not divisible by the "
+                          f"{strategy.num_replicas_in_sync} replicas of the strategy")
     unknown = set(config.pruning.exclude) - set(adapter.prunable_layers(model))
     if unknown:
         raise ConfigError(f"--prune_exclude names no prunable layer: {', '.join(sorted(unknown))}; "
@@ -112,27 +116,53 @@ def load_ticket(config: ExperimentConfig, model) -> tuple[dict, pruning.Masks]:
     return weights, masks
 
 
-def run(experiment: Experiment, export_rounds: str = "last", tensorboard: bool = True) -> list[dict]:
-    """Runs (or resumes) every round and branch; returns the rows of results.csv.
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """How to run an experiment, as opposed to what it is: none of this
+    changes a result, so none of it is in config.json."""
+    export: str = "last"            # rounds exported: all | last (and the dense one) | none
+    tensorboard: bool = True
+    checkpoint_every: int = 0       # steps; checkpoints come at epoch ends too
+    on_nan: str = "stop"            # stop | skip (a diverged control; the next branch goes on)
+    should_stop: Callable[[], bool] = lambda: False
 
-    export_rounds: 'all', 'last' (the dense round and the last one) or 'none'.
-    """
+
+class Failed(Exception):
+    """A branch diverged and the experiment cannot, or may not, go on."""
+
+
+def run(experiment: Experiment, options: RunOptions = RunOptions()) -> list[dict]:
+    """Runs (or resumes) every round and branch; returns the rows of results.csv."""
     rounds = experiment.config.lottery.rounds
-    exported = {"all": range(rounds + 1), "last": {0, rounds}, "none": ()}[export_rounds]
+    exported = {"all": range(rounds + 1), "last": {0, rounds}, "none": ()}[options.export]
     rows = []
     for round_index in range(rounds + 1):
         masks = round_masks(experiment, round_index)
         sparse = round_index > 0 or pruning.density(masks) < 1
         for branch in ["ticket"] + (list(experiment.config.lottery.controls) if sparse else []):
-            metrics_path = experiment.path(f"round_{round_index:02d}", branch, "metrics.json")
-            trained = not os.path.exists(metrics_path)
+            folder = experiment.path(f"round_{round_index:02d}", branch)
+            done = [os.path.join(folder, f) for f in ("metrics.json", "failed.json")]
+            trained = not any(map(os.path.exists, done))
             if trained:
-                metrics = run_branch(experiment, round_index, branch, masks, tensorboard)
-                rundir.write_json(metrics_path, metrics)
-            rows.append(result_row(rundir.read_json(metrics_path)))
+                if options.should_stop():
+                    raise training.Interrupted(f"before round {round_index} {branch}")
+                try:
+                    rundir.write_json(done[0], run_branch(experiment, round_index, branch, masks, options))
+                except training.Diverged as error:
+                    rundir.write_json(done[1], dict(round=round_index, branch=branch, error=str(error),
+                                                    density=pruning.density(masks)))
+                except training.Interrupted as stop:
+                    raise training.Interrupted(f"in round {round_index} {branch} {stop}") from None
+                checkpoints.clear(os.path.join(folder, "checkpoints"))
+            failed = os.path.exists(done[1])
+            rows.append(result_row(rundir.read_json(done[1] if failed else done[0]), failed))
             rundir.write_results(experiment.output_dir, rows)
-            if tensorboard and (trained or not os.path.isdir(summaries.lottery_run(experiment.output_dir))):
+            if options.tensorboard and (trained or not os.path.isdir(summaries.lottery_run(experiment.output_dir))):
                 summaries.write_lottery_run(experiment.output_dir, rows, dataclasses.asdict(experiment.config))
+            if failed and (branch == "ticket" or options.on_nan == "stop"):
+                what = "the next round has no trained ticket to prune" if branch == "ticket" else "--on_nan=stop"
+                raise Failed(f"round {round_index} {branch}: {rundir.read_json(done[1])['error']} ({what}); "
+                             f"finished rounds are in {experiment.output_dir}")
         if round_index in exported:
             export_round(experiment, round_index, masks)
     return rows
@@ -195,28 +225,40 @@ def rewind(trainer: training.Trainer, state, masks, step: int):
         training.reset_optimizer(trainer, step)
 
 
-def run_branch(experiment: Experiment, round_index: int, branch: str, masks, tensorboard=True) -> dict:
-    """Rewinds, trains to the end of the schedule, saves the final weights."""
+def run_branch(experiment: Experiment, round_index: int, branch: str, masks, options: RunOptions) -> dict:
+    """Rewinds (or resumes from a checkpoint), trains to the end of the
+    schedule, saves the final weights; returns the branch's metrics."""
     trainer, splits, output_dir = experiment.trainer, experiment.splits, experiment.output_dir
+    folder = experiment.path(f"round_{round_index:02d}", branch)
+    checkpoint_dir = os.path.join(folder, "checkpoints")
     state, masks, start = branch_start(experiment, round_index, branch, masks)
     rewind(trainer, state, masks, start)
+    resumed = checkpoints.restore_latest(trainer, checkpoint_dir)
+    history, spent = (resumed["history"], resumed["seconds"]) if resumed else ([], 0.0)
     density = pruning.density(masks)
-    writer = summaries.branch_writer(output_dir, round_index, branch) if tensorboard else None
-    on_log, on_eval = _branch_callbacks(round_index, branch, density, writer)
-    if writer:
+    writer = summaries.branch_writer(output_dir, round_index, branch) if options.tensorboard else None
+    if resumed:
+        logging.info("round %d %s: resuming from the checkpoint at step %d", round_index, branch, resumed["step"])
+    elif writer:
         summaries.log_weights(writer, start, "start", state, masks)
-    started, history = time.time(), []
-    if round_index == 0 and branch == "ticket":
+    started = time.time()
+
+    def on_checkpoint(step, records):
+        checkpoints.save(trainer, checkpoint_dir, step, records, spent + time.time() - started)
+
+    hooks = _branch_hooks(round_index, branch, density, writer, options, on_checkpoint)
+    step = resumed["step"] if resumed else start
+    rewind_step = experiment.config.lottery.rewind_step
+    if round_index == 0 and branch == "ticket" and step <= rewind_step:
         # The first round passes the rewind point on its way: save theta_k there.
-        rewind_step = experiment.config.lottery.rewind_step
-        history += training.train(trainer, splits, 0, rewind_step, on_log, on_eval) if rewind_step else []
+        history = training.train(trainer, splits, step, rewind_step, hooks, history)
         rundir.save_arrays(experiment.path("init", "theta_k.npz"), adapter.get_state(trainer.model))
-        start = rewind_step
+        step = rewind_step
     end = experiment.config.training.train_steps
-    history += training.train(trainer, splits, start, end, on_log, on_eval)
-    seconds = time.time() - started
+    history = training.train(trainer, splits, step, end, hooks, history)
+    seconds = spent + time.time() - started
     final_state = adapter.get_state(trainer.model)
-    rundir.save_arrays(experiment.path(f"round_{round_index:02d}", branch, "weights.npz"), final_state)
+    rundir.save_arrays(os.path.join(folder, "weights.npz"), final_state)
     if writer:
         summaries.log_weights(writer, end, "end", final_state, masks)
         writer.close()
@@ -229,7 +271,7 @@ def run_branch(experiment: Experiment, round_index: int, branch: str, masks, ten
                 history=history, seconds=seconds)
 
 
-def _branch_callbacks(round_index, branch, density, writer):
+def _branch_hooks(round_index, branch, density, writer, options, on_checkpoint) -> training.Hooks:
     def on_log(progress: training.Progress):
         logging.info("round %d %-12s step %6d/%d  loss %.4f  acc %.4f  density %6.2f%%  %.1fs, %.0fs left",
                      round_index, branch, progress.step, progress.end_step, progress.train_loss,
@@ -241,7 +283,8 @@ def _branch_callbacks(round_index, branch, density, writer):
     def on_eval(record: dict):
         if writer:
             summaries.log_eval(writer, record)
-    return on_log, on_eval
+
+    return training.Hooks(on_log, on_eval, on_checkpoint, options.checkpoint_every, options.should_stop)
 
 
 def export_round(experiment: Experiment, round_index: int, masks):
@@ -268,8 +311,11 @@ def export_round(experiment: Experiment, round_index: int, masks):
                  gzipped, time.time() - started)
 
 
-def result_row(metrics: dict) -> dict:
-    return dict(round=metrics["round"], branch=metrics["branch"],
+def result_row(metrics: dict, failed: bool = False) -> dict:
+    if failed:
+        return dict(round=metrics["round"], branch=metrics["branch"],
+                    weights_remaining_pct=round(100 * metrics["density"], 4), status="diverged: " + metrics["error"])
+    return dict(round=metrics["round"], branch=metrics["branch"], status="ok",
                 weights_remaining_pct=round(100 * metrics["density"], 4),
                 test_accuracy=metrics["final"]["test_accuracy"],
                 early_stop_step=metrics["early_stop"]["step"],

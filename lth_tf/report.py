@@ -60,7 +60,7 @@ def series(runs, branch, column):
     values = {}
     for run in runs:
         for row in run["rows"]:
-            if row["branch"] == branch:
+            if row["branch"] == branch and row["status"] == "ok":
                 values.setdefault(float(row["weights_remaining_pct"]), []).append(float(row[column]))
     return dict(sorted(values.items(), reverse=True))
 
@@ -150,7 +150,7 @@ def table(runs) -> str:
     for round_index in rounds:
         def values(branch, column):
             return [float(r[column]) for run in runs for r in run["rows"]
-                    if int(r["round"]) == round_index and r["branch"] == branch]
+                    if int(r["round"]) == round_index and r["branch"] == branch and r["status"] == "ok"]
         sizes = [run["sizes"][round_index] for run in runs if round_index in run["sizes"]]
         cells = [str(round_index), _cell(values("ticket", "weights_remaining_pct"), 4),
                  _cell(values("ticket", "test_accuracy")), _cell(values("ticket", "early_stop_test_accuracy")),

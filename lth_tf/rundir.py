@@ -1,11 +1,17 @@
 """The run directory on disk: atomic writes, the config guard, results.csv."""
+import contextlib
 import csv
 import io
 import json
 import os
+import socket
 import tempfile
 
 import numpy as np
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 class RunDirError(Exception):
@@ -18,6 +24,7 @@ def atomic_write(path: str, payload: bytes):
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-" + os.path.basename(path))
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are for sharing
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
             f.flush()
@@ -61,12 +68,65 @@ def claim(output_dir: str, config: dict):
             raise RunDirError(f"{output_dir} holds a run with another config (differs in "
                               f"{', '.join(changed[:5])}); use a new --output_dir")
         return
-    if os.path.isdir(output_dir) and os.listdir(output_dir):
+    if os.path.isdir(output_dir) and set(os.listdir(output_dir)) - {LOCK}:
         raise RunDirError(f"{output_dir} is not empty and has no config.json; use a new --output_dir")
     try:
         write_json(path, config)
     except OSError as error:
         raise RunDirError(f"cannot write to {output_dir}: {error.strerror}") from error
+
+
+LOCK = ".lock"
+
+
+@contextlib.contextmanager
+def locked(output_dir: str):
+    """Holds output_dir/.lock (pid and host) while the block runs, so a second
+    process on the same directory refuses; a dead process's lock is taken over."""
+    path = os.path.join(output_dir, LOCK)
+    host = socket.gethostname()
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+        while True:
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                break
+            except FileExistsError:
+                _check_stale_lock(path, output_dir, host)
+    except OSError as error:
+        raise RunDirError(f"cannot write to {output_dir}: {error.strerror}") from error
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{os.getpid()} {host}\n")
+    try:
+        yield
+    finally:
+        os.unlink(path)
+
+
+def _check_stale_lock(path, output_dir, host):
+    try:
+        owner_pid, owner_host = open(path).read().split()
+    except (FileNotFoundError, ValueError):
+        owner_pid, owner_host = "0", host  # half-written or just released: treat as stale
+    if owner_host != host:
+        raise RunDirError(f"{output_dir} is locked by process {owner_pid} on {owner_host}; "
+                          f"if that process is gone, delete {path}")
+    if _alive(int(owner_pid)):
+        raise RunDirError(f"{output_dir} is in use by lth_tf process {owner_pid}; wait for it or stop it")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0 or pid == os.getpid():
+        return pid == os.getpid()
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _diff(a, b, prefix=""):
@@ -78,7 +138,7 @@ def _diff(a, b, prefix=""):
 
 
 RESULT_COLUMNS = ("round", "branch", "weights_remaining_pct", "test_accuracy", "early_stop_step",
-                  "early_stop_test_accuracy", "early_stop_val_loss", "final_train_loss", "seconds")
+                  "early_stop_test_accuracy", "early_stop_val_loss", "final_train_loss", "seconds", "status")
 
 
 def write_results(output_dir: str, rows: list[dict]):
@@ -86,7 +146,10 @@ def write_results(output_dir: str, rows: list[dict]):
     writer = csv.DictWriter(buffer, RESULT_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write(os.path.join(output_dir, "results.csv"), buffer.getvalue().encode())
+    path = os.path.join(output_dir, "results.csv")
+    if os.path.exists(path) and open(path, "rb").read() == buffer.getvalue().encode():
+        return  # finished results are not rewritten
+    atomic_write(path, buffer.getvalue().encode())
 
 
 def read_results(output_dir: str) -> list[dict]:

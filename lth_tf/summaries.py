@@ -69,7 +69,8 @@ def write_lottery_run(output_dir: str, rows: list[dict], config: dict):
         tf.summary.text("config", "```\n" + json.dumps(config, indent=2, sort_keys=True) + "\n```", step=0)
         # TensorBoard drops every event of a run past a step that goes backwards
         # (it takes that for a restart), so the sparsest round, the lowest step, comes first.
-        for row in sorted(rows, key=lambda r: pct_step(r["weights_remaining_pct"])):
+        finished = [r for r in rows if r["status"] == "ok"]
+        for row in sorted(finished, key=lambda r: pct_step(r["weights_remaining_pct"])):
             step = pct_step(row["weights_remaining_pct"])
             branch = row["branch"]
             tf.summary.scalar(f"lottery/{branch}/test_accuracy", float(row["test_accuracy"]), step=step)

@@ -157,35 +157,60 @@ class Progress:
         return self.seconds / max(1, self.step - self.start_step) * (self.end_step - self.step)
 
 
-def train(trainer: Trainer, splits: data_lib.Splits, start_step: int, end_step: int,
-          on_log: Callable[[Progress], None] = lambda p: None,
-          on_eval: Callable[[dict], None] = lambda r: None) -> list[dict]:
-    """Trains from start_step to end_step; returns the evaluation records.
+class Interrupted(Exception):
+    """Training stopped on request at a step boundary, after a checkpoint."""
 
-    on_log gets the training loss and accuracy every log_every steps; the
-    validation and test sets are evaluated every eval_every steps and at the
-    end, and each record goes to on_eval.
+
+@dataclasses.dataclass
+class Hooks:
+    """What the caller wants to hear from a training run; all optional."""
+    on_log: Callable[[Progress], None] = lambda progress: None
+    on_eval: Callable[[dict], None] = lambda record: None
+    # Every checkpoint_every steps, at epoch ends and before stopping on request:
+    on_checkpoint: Callable[[int, list], None] | None = None
+    checkpoint_every: int = 0
+    should_stop: Callable[[], bool] = lambda: False
+
+
+def train(trainer: Trainer, splits: data_lib.Splits, start_step: int, end_step: int,
+          hooks: Hooks = Hooks(), history: list | None = None) -> list[dict]:
+    """Trains from start_step to end_step; returns the evaluation records
+    (`history`, when resuming, holds the records before start_step).
+
+    The training loss and accuracy go to hooks.on_log every log_every steps;
+    the validation and test sets are evaluated every eval_every steps and at
+    the end. Raises Diverged on a non-finite loss, Interrupted when
+    hooks.should_stop() turns true (after a checkpoint).
     """
     config = trainer.config
     dataset = trainer.strategy.distribute_datasets_from_function(
         lambda context: data_lib.train_batches(splits, config.batch_size, config.seed, start_step, context))
     iterator = iter(dataset)
-    history, step, started = [], start_step, time.time()
+    history, step, started = list(history or []), start_step, time.time()
+    epoch = data_lib.steps_per_epoch(splits, config.batch_size)
+    periods = [config.log_every, config.eval_every]
+    if hooks.on_checkpoint:
+        periods += [epoch] + ([hooks.checkpoint_every] if hooks.checkpoint_every else [])
     while step < end_step:
-        # Run compiled chunks up to the next log, evaluation or the end.
-        boundary = min(end_step, _next_multiple(step, config.log_every), _next_multiple(step, config.eval_every))
+        # Run compiled chunks up to the next log, evaluation, checkpoint or the end.
+        boundary = min([end_step] + [_next_multiple(step, p) for p in periods])
         learning_rate = current_learning_rate(trainer)
         loss, accuracy = (float(v) for v in trainer.train_steps(iterator, tf.constant(boundary - step)))
         step = boundary
         if not math.isfinite(loss):
             raise Diverged(f"training loss is {loss} at step {step}")
         if step % config.log_every == 0 or step == end_step:
-            on_log(Progress(step, start_step, end_step, loss, accuracy, learning_rate, time.time() - started))
+            hooks.on_log(Progress(step, start_step, end_step, loss, accuracy, learning_rate, time.time() - started))
         if step % config.eval_every == 0 or step == end_step:
             tfmot_adapter.apply_masks(trainer.model)
             history.append(dict(step=step, train_loss=loss, train_accuracy=accuracy,
                                 **_eval_record(trainer, splits)))
-            on_eval(history[-1])
+            hooks.on_eval(history[-1])
+        stopping = hooks.should_stop()
+        if hooks.on_checkpoint and step < end_step and (stopping or any(step % p == 0 for p in periods[2:])):
+            hooks.on_checkpoint(step, history)
+        if stopping and step < end_step:
+            raise Interrupted(f"at step {step}")
     tfmot_adapter.apply_masks(trainer.model)
     return history
 
@@ -227,6 +252,11 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     if name == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"unknown strategy {name!r}; valid: default, one_device, mirrored, multi_worker")
+
+
+def make_deterministic():
+    """Deterministic TensorFlow ops (the data order is seeded already)."""
+    tf.config.experimental.enable_op_determinism()
 
 
 def split_cpu(count: int):

@@ -1,0 +1,62 @@
+"""Mid-branch checkpoints, so an interrupted branch continues where it stopped.
+
+A checkpoint is tf.train.Checkpoint files (the model's weights, masks and
+tfmot step counters; the optimizer's moments and step) plus a JSON marker,
+written last, with the step, the evaluation history and the seconds spent.
+A checkpoint without its marker never counts, so one cut short by a kill is
+ignored; one that cannot be read is reported and the one before it is used.
+The data order needs no state: batch s is a function of (seed, s).
+"""
+import glob
+import os
+import re
+import shutil
+
+import tensorflow as tf
+from absl import logging
+
+from lth_tf import rundir
+
+KEEP = 2
+
+
+def _checkpoint(trainer):
+    return tf.train.Checkpoint(model=trainer.model, optimizer=trainer.optimizer)
+
+
+def _markers(directory):
+    found = [(int(re.search(r"ckpt-(\d+)\.json$", p).group(1)), p)
+             for p in glob.glob(os.path.join(directory, "ckpt-*.json"))]
+    return sorted(found, reverse=True)
+
+
+def save(trainer, directory: str, step: int, history: list, seconds: float):
+    prefix = os.path.join(directory, f"ckpt-{step}")
+    with trainer.strategy.scope():
+        _checkpoint(trainer).write(prefix)
+    rundir.write_json(prefix + ".json", dict(step=step, history=history, seconds=seconds))
+    for old_step, marker in _markers(directory)[KEEP:]:
+        os.unlink(marker)
+        for path in glob.glob(os.path.join(directory, f"ckpt-{old_step}.*")):
+            os.unlink(path)
+
+
+def restore_latest(trainer, directory: str) -> dict | None:
+    """Restores the newest readable checkpoint; returns its marker (step,
+    history, seconds), or None when there is none."""
+    for step, marker in _markers(directory):
+        try:
+            state = rundir.read_json(marker)
+            with trainer.strategy.scope():
+                _checkpoint(trainer).read(marker[: -len(".json")]).assert_existing_objects_matched()
+            if int(trainer.optimizer.iterations.numpy()) != step or state["step"] != step:
+                raise ValueError(f"it holds step {int(trainer.optimizer.iterations.numpy())}")
+            return state
+        except Exception as error:  # noqa: BLE001  a damaged file fails in many ways (IndexError, DataLoss, ...)
+            logging.warning("checkpoint %s is unreadable (%s); trying an older one", marker,
+                            str(error).splitlines()[0][:200])
+    return None
+
+
+def clear(directory: str):
+    shutil.rmtree(directory, ignore_errors=True)
