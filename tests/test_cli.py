@@ -76,6 +76,10 @@ def test_other_config_on_a_used_directory_is_refused_untouched(quick_run):
     (["--train_steps=ten"], "--train_steps"),
     (["--strategy=tpu"], "--strategy"),
     (["--flagfile=configs/missing.flags"], "missing.flags"),
+    (["--train_steps=-5"], "--train_steps"),
+    (["--checkpoint_every=often"], "--checkpoint_every"),
+    (["--on_nan=retry"], "--on_nan"),
+    (["--batch_size=0"], "--batch_size"),
 ])
 def test_bad_flags_exit_2_with_one_line(argv, names, capsys):
     flags.FLAGS.unparse_flags()
@@ -92,6 +96,7 @@ def test_bad_flags_exit_2_with_one_line(argv, names, capsys):
     (["--batch_size=5000"], "--batch_size=5000"),
     (["--prune_strategy=global", "--prune_exclude=fc9"], "--prune_exclude"),
     (["--model=conv4"], "needs image inputs"),
+    (["--strategy=mirrored", "--batch_size=33"], "not divisible by the 2 replicas"),
 ])
 def test_inconsistent_flags_exit_1_with_one_line(argv, message, tmp_path, capsys):
     flags.FLAGS.unparse_flags()
@@ -102,3 +107,16 @@ def test_inconsistent_flags_exit_1_with_one_line(argv, message, tmp_path, capsys
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("lth_tf: error:") and message in lines[0]
     flags.FLAGS.unparse_flags()
+
+
+def test_a_malformed_flagfile_is_one_line(tmp_path, capsys):
+    flagfile = tmp_path / "bad.flags"
+    flagfile.write_text("--rounds=2\nlearning_rate 0.1\n")
+    flags.FLAGS.unparse_flags()
+    argv = main.parse_flags(["lth_tf", f"--flagfile={flagfile}"])
+    with pytest.raises(SystemExit) as exit_info:
+        main.main(argv)
+    flags.FLAGS.unparse_flags()
+    assert exit_info.value.code == 2
+    line, = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("lth_tf: error: unexpected arguments 'learning_rate 0.1'")
