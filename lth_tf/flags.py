@@ -65,7 +65,7 @@ flags.DEFINE_enum("strategy", "default", ["default", "one_device", "mirrored", "
                   "tf.distribute strategy: mirrored uses all GPUs (or all logical CPUs when there is none); "
                   "multi_worker reads TF_CONFIG.")
 flags.DEFINE_string("checkpoint_every", "1000", "Checkpoint a round every this many steps (or '<n>ep'); "
-                    "also at every epoch end. A rerun resumes from the last checkpoint.")
+                    "also at epoch ends once the last checkpoint is 30 s old. A rerun resumes from the last one.")
 flags.DEFINE_enum("on_nan", "stop", ["stop", "skip"],
                   "A NaN/Inf loss is recorded in results.csv, then: stop (exit non-zero) or skip to the next "
                   "branch (a diverged ticket always stops: later rounds need it).")

@@ -241,10 +241,15 @@ def run_branch(experiment: Experiment, round_index: int, branch: str, masks, opt
         logging.info("round %d %s: resuming from the checkpoint at step %d", round_index, branch, resumed["step"])
     elif writer:
         summaries.log_weights(writer, start, "start", state, masks)
-    started = time.time()
+    started = last_checkpoint = time.time()
 
-    def on_checkpoint(step, records):
-        checkpoints.save(trainer, checkpoint_dir, step, records, spent + time.time() - started)
+    def on_checkpoint(step, records, due):
+        # Epochs of small models take well under a second: checkpointing each would
+        # cost more than it saves, so epoch ends count only once the last is old.
+        nonlocal last_checkpoint
+        if due or time.time() - last_checkpoint >= checkpoints.EPOCH_END_MIN_SECONDS:
+            checkpoints.save(trainer, checkpoint_dir, step, records, spent + time.time() - started)
+            last_checkpoint = time.time()
 
     hooks = _branch_hooks(round_index, branch, density, writer, options, on_checkpoint)
     step = resumed["step"] if resumed else start

@@ -166,8 +166,9 @@ class Hooks:
     """What the caller wants to hear from a training run; all optional."""
     on_log: Callable[[Progress], None] = lambda progress: None
     on_eval: Callable[[dict], None] = lambda record: None
-    # Every checkpoint_every steps, at epoch ends and before stopping on request:
-    on_checkpoint: Callable[[int, list], None] | None = None
+    # (step, history, due): due every checkpoint_every steps and before stopping
+    # on request; at other epoch ends the hook may skip.
+    on_checkpoint: Callable[[int, list, bool], None] | None = None
     checkpoint_every: int = 0
     should_stop: Callable[[], bool] = lambda: False
 
@@ -208,7 +209,8 @@ def train(trainer: Trainer, splits: data_lib.Splits, start_step: int, end_step: 
             hooks.on_eval(history[-1])
         stopping = hooks.should_stop()
         if hooks.on_checkpoint and step < end_step and (stopping or any(step % p == 0 for p in periods[2:])):
-            hooks.on_checkpoint(step, history)
+            due = stopping or (hooks.checkpoint_every and step % hooks.checkpoint_every == 0)
+            hooks.on_checkpoint(step, history, bool(due))
         if stopping and step < end_step:
             raise Interrupted(f"at step {step}")
     tfmot_adapter.apply_masks(trainer.model)
