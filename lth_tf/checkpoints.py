@@ -8,7 +8,7 @@ ignored; one that cannot be read is reported and the one before it is used.
 The data order needs no state: batch s is a function of (seed, s).
 
 Checkpoints come every --checkpoint_every steps, before a requested stop, and
-at epoch ends once the previous checkpoint is EPOCH_END_MIN_SECONDS old.
+at epoch ends once the previous checkpoint is old enough (lottery.RunOptions).
 """
 import glob
 import os
@@ -21,7 +21,6 @@ from absl import logging
 from lth_tf import rundir
 
 KEEP = 2
-EPOCH_END_MIN_SECONDS = 30  # an epoch-end checkpoint is skipped if the last one is younger
 
 
 def _checkpoint(trainer):

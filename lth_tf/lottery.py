@@ -124,6 +124,9 @@ class RunOptions:
     tensorboard: bool = True
     checkpoint_every: int = 0       # steps; checkpoints come at epoch ends too
     on_nan: str = "stop"            # stop | skip (a diverged control; the next branch goes on)
+    # Epoch-end checkpoints once the last is this old. Several workers must all
+    # make the same choice (saving can be a collective op): they use 0.
+    epoch_checkpoint_seconds: float = 30.0
     should_stop: Callable[[], bool] = lambda: False
 
 
@@ -247,7 +250,7 @@ def run_branch(experiment: Experiment, round_index: int, branch: str, masks, opt
         # Epochs of small models take well under a second: checkpointing each would
         # cost more than it saves, so epoch ends count only once the last is old.
         nonlocal last_checkpoint
-        if due or time.time() - last_checkpoint >= checkpoints.EPOCH_END_MIN_SECONDS:
+        if due or time.time() - last_checkpoint >= options.epoch_checkpoint_seconds:
             checkpoints.save(trainer, checkpoint_dir, step, records, spent + time.time() - started)
             last_checkpoint = time.time()
 

@@ -2,6 +2,7 @@
 
 flags -> config -> (dataset, model) -> IMP driver -> results in --output_dir.
 """
+import dataclasses
 import logging as logging_lib
 import os
 import signal
@@ -67,17 +68,29 @@ def run(f, should_stop=lambda: False):
         training.split_cpu(f.cpu_devices)
     if f.deterministic:
         training.make_deterministic()
+    # MultiWorkerMirroredStrategy must exist before TensorFlow does any other work.
+    strategy = training.make_strategy(f.strategy)
     splits = data.load(lth_flags.data_config(f))
     config = lth_flags.experiment_config(splits, f)
     options = lth_flags.run_options(splits, f, should_stop)
     output_dir = lth_flags.output_dir(f)
-    strategy = training.make_strategy(f.strategy)
+    chief, role = training.worker_role(strategy)
+    if f.strategy == "multi_worker":
+        options = dataclasses.replace(options, epoch_checkpoint_seconds=0.0)
+    if not chief:
+        # Every worker runs the same driver, and the driver reads back what it
+        # wrote; other workers keep that bookkeeping (and their checkpoints,
+        # which TensorFlow wants from every worker) beside the chief's run.
+        output_dir = f"{output_dir.rstrip('/')}.{role}"
+        options = dataclasses.replace(options, export="none", tensorboard=False)
     logging.info("%s: %d train / %d validation / %d test examples from %s; %d replica(s); writing to %s",
                  splits.name, len(splits.x_train), len(splits.x_val), len(splits.x_test), splits.source,
                  strategy.num_replicas_in_sync, output_dir)
     with rundir.locked(output_dir):
         experiment = lottery.prepare(config, splits, strategy, output_dir)
         rows = lottery.run(experiment, options)
+    if not chief:
+        return
     print(summary_table(rows, config.lottery.controls))
     print(f"results: {os.path.join(output_dir, 'results.csv')}")
     if f.export != "none":

@@ -243,6 +243,8 @@ def early_stop(history: list[dict]) -> dict:
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
     """default | one_device | mirrored (all GPUs, else all logical CPUs) | multi_worker (TF_CONFIG)."""
+    if name == "multi_worker":  # first: it must configure TensorFlow before anything starts it
+        return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")
     if name == "default":
         return tf.distribute.get_strategy()
@@ -251,9 +253,19 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     if name == "mirrored":
         devices = gpus or tf.config.list_logical_devices("CPU")
         return tf.distribute.MirroredStrategy([d.name for d in devices])
-    if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"unknown strategy {name!r}; valid: default, one_device, mirrored, multi_worker")
+
+
+def worker_role(strategy) -> tuple[bool, str]:
+    """(is this process the chief, a name for it). Only multi_worker has others:
+    the chief is task 'chief', or worker 0 when the cluster names no chief."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True, "chief"
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    chief = resolver.task_type == "chief" or (not has_chief and resolver.task_type == "worker"
+                                                and resolver.task_id == 0)
+    return chief, f"{resolver.task_type}-{resolver.task_id}"
 
 
 def make_deterministic():

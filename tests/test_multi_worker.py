@@ -1,0 +1,63 @@
+"""MultiWorkerMirroredStrategy: two worker processes on 127.0.0.1 find the
+masks a single process finds."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+
+from lth_tf import rundir
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--model=mlp_32_16", "--optimizer=sgd", "--learning_rate=0.05", "--batch_size=50", "--train_steps=30",
+        "--eval_every=10", "--log_every=10", "--rounds=2", "--rewind_step=5", "--controls=reinit",
+        "--export=none", "--checkpoint_every=10"]
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def cli(args, env=None):
+    return subprocess.Popen([sys.executable, "-m", "lth_tf.main", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_two_workers_match_a_single_process(tmp_path):
+    single = cli([*TINY, f"--output_dir={tmp_path / 'single'}"])
+    out, err = single.communicate(timeout=600)
+    assert single.returncode == 0, err[-2000:]
+
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    processes = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        env = {**os.environ, "TF_CONFIG": json.dumps(tf_config)}
+        processes.append(cli([*TINY, "--strategy=multi_worker", f"--output_dir={tmp_path / 'multi'}"], env))
+    outputs = [p.communicate(timeout=900) for p in processes]
+    for process, (_, err) in zip(processes, outputs):
+        assert process.returncode == 0, err[-3000:]
+    assert "2 replica(s)" in outputs[0][1]
+    assert "results:" in outputs[0][0] and outputs[1][0] == ""  # only the chief reports
+
+    chief, other = tmp_path / "multi", tmp_path / "multi.worker-1"
+    assert not os.path.exists(other / "tensorboard")  # the chief alone writes summaries
+    assert [r["branch"] for r in rundir.read_results(str(chief))] == ["ticket", "ticket", "reinit", "ticket", "reinit"]
+    for r in (1, 2):
+        reference = rundir.load_arrays(str(tmp_path / "single" / f"round_{r:02d}" / "masks.npz"))
+        for folder in (chief, other):
+            masks = rundir.load_arrays(str(folder / f"round_{r:02d}" / "masks.npz"))
+            for name in reference:
+                np.testing.assert_array_equal(masks[name], reference[name])
+    weights = rundir.load_arrays(str(chief / "round_02" / "ticket" / "weights.npz"))
+    reference = rundir.load_arrays(str(tmp_path / "single" / "round_02" / "ticket" / "weights.npz"))
+    for key in reference:
+        np.testing.assert_allclose(weights[key], reference[key], atol=1e-4)
