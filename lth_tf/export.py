@@ -80,7 +80,7 @@ def read_ticket(path: str) -> tuple[dict, dict, dict]:
     try:
         arrays = rundir.load_arrays(path)
         meta = json.loads(str(arrays.pop("meta")))
-    except (OSError, ValueError, KeyError) as error:
+    except (OSError, ValueError, KeyError, rundir.CorruptFile) as error:
         raise ValueError(f"{path} is not a readable lth_tf ticket file ({error})") from error
     if meta.get("format") != TICKET_FORMAT:
         raise ValueError(f"{path} has ticket format {meta.get('format')}, this lth_tf reads {TICKET_FORMAT}")

@@ -145,6 +145,8 @@ def run(experiment: Experiment, options: RunOptions = RunOptions()) -> list[dict
         for branch in ["ticket"] + (list(experiment.config.lottery.controls) if sparse else []):
             folder = experiment.path(f"round_{round_index:02d}", branch)
             done = [os.path.join(folder, f) for f in ("metrics.json", "failed.json")]
+            for path in done:
+                _drop_if_damaged(path)
             trained = not any(map(os.path.exists, done))
             if trained:
                 if options.should_stop():
@@ -171,7 +173,18 @@ def run(experiment: Experiment, options: RunOptions = RunOptions()) -> list[dict
     return rows
 
 
+def _drop_if_damaged(path):
+    """A damaged file that can be made again is reported and removed."""
+    if os.path.exists(path):
+        try:
+            rundir.load_arrays(path) if path.endswith(".npz") else rundir.read_json(path)
+        except rundir.CorruptFile as error:
+            logging.warning("%s; making it again", error)
+            os.unlink(path)
+
+
 def _load_or_save(path, make):
+    _drop_if_damaged(path)
     if os.path.exists(path):
         return rundir.load_arrays(path)
     arrays = make()
@@ -185,17 +198,14 @@ def round_masks(experiment: Experiment, round_index: int) -> pruning.Masks:
     model = experiment.trainer.model
     if round_index == 0:
         return experiment.initial_masks
-    path = experiment.path(f"round_{round_index:02d}", "masks.npz")
-    if os.path.exists(path):
-        return rundir.load_arrays(path)
-    previous = f"round_{round_index - 1:02d}"
-    previous_masks = round_masks(experiment, round_index - 1)
-    trained = rundir.load_arrays(experiment.path(previous, "ticket", "weights.npz"))
-    kernels = {name: trained[f"{name}/kernel"] for name in previous_masks}
-    kinds = {name: adapter.layer_kind(model, name) for name in previous_masks}
-    masks = pruning.prune(experiment.config.pruning, kernels, previous_masks, kinds)
-    rundir.save_arrays(path, masks)
-    return masks
+    def prune_previous():
+        previous = f"round_{round_index - 1:02d}"
+        previous_masks = round_masks(experiment, round_index - 1)
+        trained = rundir.load_arrays(experiment.path(previous, "ticket", "weights.npz"))
+        kernels = {name: trained[f"{name}/kernel"] for name in previous_masks}
+        kinds = {name: adapter.layer_kind(model, name) for name in previous_masks}
+        return pruning.prune(experiment.config.pruning, kernels, previous_masks, kinds)
+    return _load_or_save(experiment.path(f"round_{round_index:02d}", "masks.npz"), prune_previous)
 
 
 def branch_start(experiment: Experiment, round_index: int, branch: str, masks):

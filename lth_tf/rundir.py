@@ -6,6 +6,7 @@ import json
 import os
 import socket
 import tempfile
+import zipfile
 
 import numpy as np
 
@@ -40,9 +41,16 @@ def write_json(path: str, obj):
     atomic_write(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
+class CorruptFile(RunDirError):
+    """A file of the run exists but cannot be read back (truncated, damaged)."""
+
+
 def read_json(path: str):
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except ValueError as error:
+        raise CorruptFile(f"{path} is damaged ({error})") from error
 
 
 def save_arrays(path: str, arrays: dict[str, np.ndarray]):
@@ -52,8 +60,12 @@ def save_arrays(path: str, arrays: dict[str, np.ndarray]):
 
 
 def load_arrays(path: str) -> dict[str, np.ndarray]:
-    with np.load(path) as f:
-        return {key: f[key] for key in f.files}
+    """The arrays of an .npz file; zip's CRC-32 of every array is checked on read."""
+    try:
+        with np.load(path) as f:
+            return {key: f[key] for key in f.files}
+    except (zipfile.BadZipFile, ValueError, EOFError, KeyError) as error:
+        raise CorruptFile(f"{path} is damaged ({type(error).__name__}: {error})") from error
 
 
 def claim(output_dir: str, config: dict):

@@ -11,7 +11,7 @@ import tensorflow as tf
 from absl import flags
 
 from conftest import tiny_config
-from lth_tf import export, lottery, main, pruning, rundir, training
+from lth_tf import data, export, lottery, main, pruning, rundir, training
 
 PLAIN_TF_ACCURACY = textwrap.dedent("""
     import sys
@@ -114,6 +114,11 @@ def test_a_ticket_for_another_model_is_refused(tiny_run, tmp_path):
     config = config.__class__(**{**config.__dict__, "model": config.model.__class__("mlp_32_32")})
     with pytest.raises(lottery.ConfigError, match="is for --model=mlp_32_16"):
         lottery.prepare(config, experiment.splits, training.make_strategy("default"), str(tmp_path))
+    synthetic = data.load(data.DataConfig("synthetic", synthetic_like="mnist", validation_size=100))
+    with pytest.raises(lottery.ConfigError, match="does not fit mlp_32_16 on this dataset: weight fc1/kernel has "
+                                                  r"shape \(40, 32\), expected \(784, 32\)"):
+        lottery.prepare(tiny_config(ticket=ticket), synthetic, training.make_strategy("default"),
+                        str(tmp_path / "wrong_shape"))
     broken = tmp_path / "broken.npz"
     broken.write_bytes(b"not a ticket")
     with pytest.raises(lottery.ConfigError, match="not a readable lth_tf ticket"):

@@ -197,3 +197,25 @@ def test_a_full_disk_is_reported_at_the_failing_write(tmp_path, monkeypatch, cap
                     "finished rounds are kept")
     assert [r["round"] for r in rundir.read_results(str(tmp_path))] == ["0"]
     assert not os.path.exists(tmp_path / ".lock")
+
+
+def test_damaged_files_are_reported_and_made_again(tiny_run, tmp_path, caplog):
+    experiment, rows = tiny_run
+    copy = tmp_path / "run"
+    import shutil
+    shutil.copytree(experiment.output_dir, copy)
+    masks_path = copy / "round_02" / "masks.npz"
+    original_masks = rundir.load_arrays(str(masks_path))
+    masks_path.write_bytes(masks_path.read_bytes()[:200])          # truncated
+    metrics_path = copy / "round_03" / "reinit" / "metrics.json"
+    metrics_path.write_text(metrics_path.read_text()[:50])         # cut short
+    again = lottery.prepare(experiment.config, experiment.splits, experiment.trainer.strategy, str(copy))
+    new_rows = lottery.run(again)
+    assert f"{masks_path} is damaged" in caplog.text and f"{metrics_path} is damaged" in caplog.text
+    for name, mask in rundir.load_arrays(str(masks_path)).items():
+        np.testing.assert_array_equal(mask, original_masks[name])
+    strip = lambda r: {k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
+    assert [strip(r) for r in new_rows] == [strip(r) for r in rows]   # the reinit branch was retrained alike
+    with pytest.raises(rundir.CorruptFile, match="theta_k.npz is damaged"):
+        (copy / "init" / "theta_k.npz").write_bytes(b"PK\x03\x04 broken")
+        rundir.load_arrays(str(copy / "init" / "theta_k.npz"))
