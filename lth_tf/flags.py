@@ -123,7 +123,9 @@ def experiment_config(splits: data.Splits, f=FLAGS) -> lottery.ExperimentConfig:
 
 def run_options(splits: data.Splits, f=FLAGS, should_stop=lambda: False) -> lottery.RunOptions:
     epoch = data.steps_per_epoch(splits, f.batch_size)
-    return lottery.RunOptions(f.export, f.tensorboard, to_steps(f.checkpoint_every, epoch), f.on_nan, should_stop)
+    return lottery.RunOptions(export=f.export, tensorboard=f.tensorboard,
+                              checkpoint_every=to_steps(f.checkpoint_every, epoch), on_nan=f.on_nan,
+                              should_stop=should_stop)
 
 
 def output_dir(f=FLAGS) -> str:
