@@ -92,7 +92,15 @@ def _pct_axis(axis, runs):
     axis.grid(True, which="both", alpha=0.3)
 
 
+def _finish(figure, axis, path, ylabel, title):
+    axis.set_ylabel(ylabel)
+    axis.set_title(title)
+    axis.legend(fontsize=7, ncol=2 if len(axis.get_lines()) > 6 else 1)
+    figure.savefig(path, dpi=120, bbox_inches="tight")
+
+
 def plot_all(runs, folder, title):
+    """accuracy.png (Figures 1/3 of the paper), early_stop.png (Figure 4 style), layer_density.png."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -102,33 +110,23 @@ def plot_all(runs, folder, title):
         color = _plot_band(axis, series(runs, branch, "test_accuracy"), f"{branch} (end of training)")
         _plot_band(axis, series(runs, branch, "early_stop_test_accuracy"), f"{branch} (early stop)", "--", color)
     _pct_axis(axis, runs)
-    axis.set_ylabel("test accuracy")
-    axis.set_title(title)
-    axis.legend(fontsize=8)
-    figure.savefig(os.path.join(folder, "accuracy.png"), dpi=120, bbox_inches="tight")
+    _finish(figure, axis, os.path.join(folder, "accuracy.png"), "test accuracy", title)
 
     figure, axis = plt.subplots(figsize=(7, 4.5))
     for branch in branches(runs):
         _plot_band(axis, series(runs, branch, "early_stop_step"), branch)
     _pct_axis(axis, runs)
-    axis.set_ylabel("early-stop iteration (min validation loss)")
-    axis.set_title(title)
-    axis.legend(fontsize=8)
-    figure.savefig(os.path.join(folder, "early_stop.png"), dpi=120, bbox_inches="tight")
+    _finish(figure, axis, os.path.join(folder, "early_stop.png"), "early-stop iteration (min validation loss)", title)
 
     figure, axis = plt.subplots(figsize=(7, 4.5))
     layers = runs[0]["layers"]
     for layer in next(iter(layers.values()), {}):
         points = {r: [100 * run["layers"][r][layer] for run in runs if r in run["layers"]] for r in sorted(layers)}
-        x = np.array(list(points))
-        axis.plot(x, [np.mean(v) for v in points.values()], marker="o", markersize=3, label=layer)
+        axis.plot(list(points), [np.mean(v) for v in points.values()], marker="o", markersize=3, label=layer)
     axis.set_yscale("log")
     axis.set_xlabel("round")
-    axis.set_ylabel("% weights remaining in the layer")
-    axis.set_title(title)
     axis.grid(True, which="both", alpha=0.3)
-    axis.legend(fontsize=7, ncol=2)
-    figure.savefig(os.path.join(folder, "layer_density.png"), dpi=120, bbox_inches="tight")
+    _finish(figure, axis, os.path.join(folder, "layer_density.png"), "% weights remaining in the layer", title)
     plt.close("all")
 
 
