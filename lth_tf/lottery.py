@@ -143,34 +143,41 @@ def run(experiment: Experiment, options: RunOptions = RunOptions()) -> list[dict
         masks = round_masks(experiment, round_index)
         sparse = round_index > 0 or pruning.density(masks) < 1
         for branch in ["ticket"] + (list(experiment.config.lottery.controls) if sparse else []):
-            folder = experiment.path(f"round_{round_index:02d}", branch)
-            done = [os.path.join(folder, f) for f in ("metrics.json", "failed.json")]
-            for path in done:
-                _drop_if_damaged(path)
-            trained = not any(map(os.path.exists, done))
-            if trained:
-                if options.should_stop():
-                    raise training.Interrupted(f"before round {round_index} {branch}")
-                try:
-                    rundir.write_json(done[0], run_branch(experiment, round_index, branch, masks, options))
-                except training.Diverged as error:
-                    rundir.write_json(done[1], dict(round=round_index, branch=branch, error=str(error),
-                                                    density=pruning.density(masks)))
-                except training.Interrupted as stop:
-                    raise training.Interrupted(f"in round {round_index} {branch} {stop}") from None
-                checkpoints.clear(os.path.join(folder, "checkpoints"))
-            failed = os.path.exists(done[1])
-            rows.append(result_row(rundir.read_json(done[1] if failed else done[0]), failed))
+            metrics, failed, trained = finished_or_trained(experiment, round_index, branch, masks, options)
+            rows.append(result_row(metrics, failed))
             rundir.write_results(experiment.output_dir, rows)
             if options.tensorboard and (trained or not os.path.isdir(summaries.lottery_run(experiment.output_dir))):
                 summaries.write_lottery_run(experiment.output_dir, rows, dataclasses.asdict(experiment.config))
             if failed and (branch == "ticket" or options.on_nan == "stop"):
-                what = "the next round has no trained ticket to prune" if branch == "ticket" else "--on_nan=stop"
-                raise Failed(f"round {round_index} {branch}: {rundir.read_json(done[1])['error']} ({what}); "
+                why = "the next round has no trained ticket to prune" if branch == "ticket" else "--on_nan=stop"
+                raise Failed(f"round {round_index} {branch}: {metrics['error']} ({why}); "
                              f"finished rounds are in {experiment.output_dir}")
         if round_index in exported:
             export_round(experiment, round_index, masks)
     return rows
+
+
+def finished_or_trained(experiment, round_index, branch, masks, options) -> tuple[dict, bool, bool]:
+    """(metrics, diverged, trained now): a branch's record, training it first
+    unless metrics.json (or failed.json, for a diverged one) exists."""
+    folder = experiment.path(f"round_{round_index:02d}", branch)
+    done, failed = os.path.join(folder, "metrics.json"), os.path.join(folder, "failed.json")
+    for path in (done, failed):
+        _drop_if_damaged(path)
+    trained = not (os.path.exists(done) or os.path.exists(failed))
+    if trained:
+        if options.should_stop():
+            raise training.Interrupted(f"before round {round_index} {branch}")
+        try:
+            rundir.write_json(done, run_branch(experiment, round_index, branch, masks, options))
+        except training.Diverged as error:
+            rundir.write_json(failed, dict(round=round_index, branch=branch, error=str(error),
+                                           density=pruning.density(masks)))
+        except training.Interrupted as stop:
+            raise training.Interrupted(f"in round {round_index} {branch} {stop}") from None
+        checkpoints.clear(os.path.join(folder, "checkpoints"))
+    diverged = os.path.exists(failed)
+    return rundir.read_json(failed if diverged else done), diverged, trained
 
 
 def _drop_if_damaged(path):
