@@ -18,7 +18,7 @@ import shutil
 import tensorflow as tf
 from absl import logging
 
-from lth_tf import rundir
+from lth_tf import rundir, training
 
 KEEP = 2
 
@@ -45,20 +45,38 @@ def save(trainer, directory: str, step: int, history: list, seconds: float):
 
 
 def restore_latest(trainer, directory: str) -> dict | None:
-    """Restores the newest readable checkpoint; returns its marker (step,
-    history, seconds), or None when there is none."""
-    for step, marker in _markers(directory):
-        try:
-            state = rundir.read_json(marker)
-            with trainer.strategy.scope():
-                _checkpoint(trainer).read(marker[: -len(".json")]).assert_existing_objects_matched()
-            if int(trainer.optimizer.iterations.numpy()) != step or state["step"] != step:
-                raise ValueError(f"it holds step {int(trainer.optimizer.iterations.numpy())}")
-            return state
-        except Exception as error:  # noqa: BLE001  a damaged file fails in many ways (IndexError, DataLoss, ...)
-            logging.warning("checkpoint %s is unreadable (%s); trying an older one", marker,
-                            str(error).splitlines()[0][:200])
-    return None
+    """Restores the newest checkpoint that every worker has; returns its marker
+    (step, history, seconds), or None when there is none."""
+    steps = [step for step, _ in _markers(directory)] + [-1]  # -1: start afresh
+    step = _common_step(trainer.strategy, steps)
+    if step < 0:
+        return None
+    marker = os.path.join(directory, f"ckpt-{step}.json")
+    try:
+        state = rundir.read_json(marker)
+        with trainer.strategy.scope():
+            _checkpoint(trainer).read(marker[: -len(".json")]).assert_existing_objects_matched()
+        if int(trainer.optimizer.iterations.numpy()) != step or state["step"] != step:
+            raise ValueError(f"it holds step {int(trainer.optimizer.iterations.numpy())}")
+        return state
+    except Exception as error:  # noqa: BLE001  a damaged file fails in many ways (IndexError, DataLoss, ...)
+        logging.warning("checkpoint %s is unreadable (%s); trying an older one", marker,
+                        str(error).splitlines()[0][:200])
+        os.unlink(marker)
+        return restore_latest(trainer, directory)
+
+
+def _common_step(strategy, steps: list[int]) -> int:
+    """The newest step in `steps` (newest first) that all workers have: each
+    steps down past the mean of the workers' choices until they all agree.
+    A worker killed a moment before another may lack the newest checkpoint."""
+    index = 0
+    while True:
+        mean = training.all_workers_mean(strategy, steps[index])
+        if training.all_workers_mean(strategy, float(steps[index] != mean)) == 0:
+            return steps[index]
+        while steps[index] > mean:
+            index += 1
 
 
 def clear(directory: str):

@@ -165,6 +165,10 @@ def finished_or_trained(experiment, round_index, branch, masks, options) -> tupl
     for path in (done, failed):
         _drop_if_damaged(path)
     trained = not (os.path.exists(done) or os.path.exists(failed))
+    if 0 < training.all_workers_mean(experiment.trainer.strategy, float(trained)) < 1:
+        # Another worker was killed before it finished this branch: all train it again.
+        logging.warning("round %d %s: not finished on every worker; training it again", round_index, branch)
+        trained = True
     if trained:
         if options.should_stop():
             raise training.Interrupted(f"before round {round_index} {branch}")

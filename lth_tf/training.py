@@ -256,6 +256,13 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     raise ValueError(f"unknown strategy {name!r}; valid: default, one_device, mirrored, multi_worker")
 
 
+def all_workers_mean(strategy, value: float) -> float:
+    """The mean of `value` over all replicas of all workers (itself for one process).
+    Workers of a multi-worker run use it to agree on where to resume."""
+    per_replica = strategy.run(lambda: tf.constant(value, tf.float64))
+    return float(strategy.reduce("MEAN", per_replica, axis=None))
+
+
 def worker_role(strategy) -> tuple[bool, str]:
     """(is this process the chief, a name for it). Only multi_worker has others:
     the chief is task 'chief', or worker 0 when the cluster names no chief."""

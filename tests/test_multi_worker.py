@@ -1,5 +1,5 @@
 """MultiWorkerMirroredStrategy: two worker processes on 127.0.0.1 find the
-masks a single process finds."""
+masks a single process finds, also when both are killed and restarted."""
 import json
 import os
 import socket
@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from lth_tf import rundir
 
@@ -27,37 +28,68 @@ def free_ports(count):
 
 
 def cli(args, env=None):
+    env = {**(env or os.environ), "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "lth_tf.main", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_two_workers_match_a_single_process(tmp_path):
-    single = cli([*TINY, f"--output_dir={tmp_path / 'single'}"])
-    out, err = single.communicate(timeout=600)
-    assert single.returncode == 0, err[-2000:]
-
+def start_workers(output_dir):
     workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
     processes = []
     for index in range(2):
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        env = {**os.environ, "TF_CONFIG": json.dumps(tf_config)}
-        processes.append(cli([*TINY, "--strategy=multi_worker", f"--output_dir={tmp_path / 'multi'}"], env))
+        processes.append(cli([*TINY, "--strategy=multi_worker", f"--output_dir={output_dir}"],
+                             {**os.environ, "TF_CONFIG": json.dumps(tf_config)}))
+    return processes
+
+
+def finish(processes):
     outputs = [p.communicate(timeout=900) for p in processes]
     for process, (_, err) in zip(processes, outputs):
         assert process.returncode == 0, err[-3000:]
-    assert "2 replica(s)" in outputs[0][1]
-    assert "results:" in outputs[0][0] and outputs[1][0] == ""  # only the chief reports
+    return outputs
 
-    chief, other = tmp_path / "multi", tmp_path / "multi.worker-1"
-    assert not os.path.exists(other / "tensorboard")  # the chief alone writes summaries
-    assert [r["branch"] for r in rundir.read_results(str(chief))] == ["ticket", "ticket", "reinit", "ticket", "reinit"]
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("single")
+    finish([cli([*TINY, f"--output_dir={output_dir}"])])
+    return output_dir
+
+
+def assert_same_masks_and_weights(single, chief, other):
     for r in (1, 2):
-        reference = rundir.load_arrays(str(tmp_path / "single" / f"round_{r:02d}" / "masks.npz"))
+        reference = rundir.load_arrays(str(single / f"round_{r:02d}" / "masks.npz"))
         for folder in (chief, other):
             masks = rundir.load_arrays(str(folder / f"round_{r:02d}" / "masks.npz"))
             for name in reference:
                 np.testing.assert_array_equal(masks[name], reference[name])
     weights = rundir.load_arrays(str(chief / "round_02" / "ticket" / "weights.npz"))
-    reference = rundir.load_arrays(str(tmp_path / "single" / "round_02" / "ticket" / "weights.npz"))
+    reference = rundir.load_arrays(str(single / "round_02" / "ticket" / "weights.npz"))
     for key in reference:
         np.testing.assert_allclose(weights[key], reference[key], atol=1e-4)
+
+
+def test_two_workers_match_a_single_process(single, tmp_path):
+    outputs = finish(start_workers(tmp_path / "multi"))
+    assert "2 replica(s)" in outputs[0][1]
+    assert "results:" in outputs[0][0] and outputs[1][0] == ""  # only the chief reports
+    chief, other = tmp_path / "multi", tmp_path / "multi.worker-1"
+    assert not os.path.exists(other / "tensorboard")  # the chief alone writes summaries
+    assert [r["branch"] for r in rundir.read_results(str(chief))] == ["ticket", "ticket", "reinit", "ticket", "reinit"]
+    assert_same_masks_and_weights(single, chief, other)
+
+
+def test_killed_workers_restart_and_resume(single, tmp_path):
+    processes = start_workers(tmp_path / "multi")
+    for line in processes[0].stderr:
+        if "round 1 ticket       step     20/30" in line:
+            break
+    for process in processes:
+        process.kill()
+        process.wait()
+    assert os.path.exists(tmp_path / "multi" / "round_00" / "ticket" / "metrics.json")
+    outputs = finish(start_workers(tmp_path / "multi"))
+    for _, err in outputs:
+        assert "round 0 ticket       done" not in err  # finished on both workers, not redone
+    assert_same_masks_and_weights(single, tmp_path / "multi", tmp_path / "multi.worker-1")
