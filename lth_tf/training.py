@@ -5,7 +5,6 @@ import math
 import time
 from typing import Callable
 
-import numpy as np
 import tensorflow as tf
 
 from lth_tf import data as data_lib

@@ -1,6 +1,5 @@
 """Dataset sources and the deterministic training pipeline."""
 import gzip
-import os
 
 import numpy as np
 import pytest
@@ -56,7 +55,7 @@ def test_missing_dataset_says_what_was_tried(tmp_path, monkeypatch):
     with pytest.raises(data.DataError) as error:
         data.load(data.DataConfig("fashion_mnist", data_dir=str(tmp_path)))
     message = str(error.value)
-    assert f"IDX files" in message and str(tmp_path) in message
+    assert "IDX files" in message and str(tmp_path) in message
     assert "tensorflow-datasets (ConnectionError" in message and "apt-get install dataset-fashion-mnist" in message
 
 

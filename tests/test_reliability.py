@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from absl import flags
 
-from conftest import run_tiny, tiny_config
+from conftest import tiny_config
 from lth_tf import checkpoints, lottery, main, rundir, training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

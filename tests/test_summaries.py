@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
-from lth_tf import pruning, rundir
+from lth_tf import rundir
 
 
 def read_run(path):

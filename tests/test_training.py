@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lth_tf import data, models, pruning, training
+from lth_tf import data, models, training
 from lth_tf import tfmot_adapter as adapter
 
 
