@@ -177,7 +177,9 @@ def train(trainer: Trainer, splits: data_lib.Splits, start_step: int, end_step: 
     """Trains from start_step to end_step; returns the evaluation records
     (`history`, when resuming, holds the records before start_step).
 
-    The training loss and accuracy go to hooks.on_log every log_every steps;
+    The training loss and accuracy go to hooks.on_log every log_every steps,
+    averaged over the compiled chunk that ends there (chunks end at every log,
+    evaluation, epoch and checkpoint step, the same in a resumed run);
     the validation and test sets are evaluated every eval_every steps and at
     the end. Raises Diverged on a non-finite loss, Interrupted when
     hooks.should_stop() turns true (after a checkpoint).
