@@ -21,8 +21,6 @@ STATS = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
 }
 SHAPES = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1), "cifar10": (32, 32, 3), "mnist1d": (40,)}
-SIZES = {"mnist": (60000, 10000), "fashion_mnist": (60000, 10000), "cifar10": (50000, 10000),
-         "mnist1d": (4000, 1000)}
 DATASETS = ("mnist1d", "fashion_mnist", "mnist", "cifar10", "synthetic")
 
 
