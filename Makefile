@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# The tests read real Fashion-MNIST: Debian's dataset-fashion-mnist puts its IDX files here.
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
 .PHONY: run test benchmark clean
 
@@ -11,13 +13,22 @@ $(BIN)/activate: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(BIN)/activate
 
+# As root, installed with apt-get; otherwise one line saying what to install.
+$(FASHION_MNIST):
+	@if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+	  echo "make: the tests need Debian's dataset-fashion-mnist (real Fashion-MNIST, offline): run 'sudo apt-get install dataset-fashion-mnist', or make test as root" >&2; \
+	  exit 1; fi
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
+	@test -f $@ || { echo "make: dataset-fashion-mnist installed no $@" >&2; exit 1; }
+
 run: $(BIN)/activate
 	$(BIN)/python -m lth_tf.main $(ARGS)
 
-test: $(BIN)/activate
+test: $(BIN)/activate $(FASHION_MNIST)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-benchmark: $(BIN)/activate
+benchmark: $(BIN)/activate $(FASHION_MNIST)
 	$(BIN)/python benchmarks/throughput.py
 
 clean:

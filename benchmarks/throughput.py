@@ -17,8 +17,9 @@ import tensorflow as tf
 from absl import app, flags
 
 import lth_tf  # noqa: F401
-from lth_tf import data, models, training
+from lth_tf import data, networks, pipeline, training
 from lth_tf import tfmot_adapter as adapter
+from lth_tf.config import DataConfig, TrainingConfig
 
 flags.DEFINE_integer("resnet_steps", 10, "ResNet-20 steps per timed chunk.")
 flags.DEFINE_integer("repeats", 7, "Timed chunks per variant, alternating between variants; medians are reported.")
@@ -27,13 +28,13 @@ FLAGS = flags.FLAGS
 
 def make(name, splits, masked, batch_size, xla=False):
     tf.keras.utils.set_random_seed(0)
-    model = models.build(name, splits.input_shape, splits.num_classes)
+    model = networks.build(name, splits.input_shape, splits.num_classes)
     if masked:
         model = adapter.wrap(model)
         rng = np.random.default_rng(0)
         adapter.set_masks(model, {n: (rng.random(m.shape) < 0.5).astype(np.float32)
                                   for n, m in adapter.get_masks(model).items()})
-    config = training.TrainingConfig(optimizer="sgd", learning_rate=0.01, momentum=0.9, batch_size=batch_size,
+    config = TrainingConfig(optimizer="sgd", learning_rate=0.01, momentum=0.9, batch_size=batch_size,
                                      xla=xla)
     return training.make_trainer(model, config, tf.distribute.get_strategy())
 
@@ -45,7 +46,7 @@ def timed_chunks(trainers, splits, steps, repeats):
     iterators, seconds = {}, {variant: [] for variant in trainers}
     for variant, trainer in trainers.items():
         iterators[variant] = iter(trainer.strategy.distribute_datasets_from_function(
-            lambda c, t=trainer: data.train_batches(splits, t.config.batch_size, 0, 0, c)))
+            lambda c, t=trainer: pipeline.train_batches(splits, t.config.batch_size, 0, 0, c)))
         trainer.train_steps(iterators[variant], tf.constant(steps))
     for _ in range(repeats):
         for variant, trainer in trainers.items():
@@ -73,13 +74,13 @@ def compare(label, name, splits, batch_size, steps, xla=False):
 def main(argv):
     print(f"TensorFlow {tf.__version__}, {len(tf.config.list_logical_devices('CPU'))} CPU device(s), "
           f"{len(tf.config.list_logical_devices('GPU'))} GPU(s)")
-    fashion = data.load(data.DataConfig("fashion_mnist", validation_size=0))
+    fashion = data.load(DataConfig("fashion_mnist", validation_size=0))
     epoch = data.steps_per_epoch(fashion, 128)
     for xla in (False, True):
         label = "LeNet-300-100 Fashion-MNIST b128" + (" xla" if xla else "")
         per_step = compare(label, "lenet_300_100", fashion, 128, epoch, xla)
         print(f"{label:<36} masked epoch ({epoch} steps, SGD): {epoch * per_step['masked']:.3f} s")
-    cifar = data.load(data.DataConfig("synthetic", synthetic_like="cifar10", validation_size=0))
+    cifar = data.load(DataConfig("synthetic", synthetic_like="cifar10", validation_size=0))
     compare("ResNet-20 synthetic CIFAR b128", "resnet20", cifar, 128, FLAGS.resnet_steps)
 
 

@@ -1,16 +1,19 @@
-"""Dataset sources and the tf.data pipelines that feed the training loop.
+"""Dataset sources: in-memory, normalised numpy arrays with a validation split.
 
-Every source returns `Splits`: in-memory, normalised float32 arrays with a
-validation split held out of the training set. Data order is a pure function
-of (seed, step), so any step of any round can be replayed exactly.
+Every source returns `Splits`. Nothing here imports TensorFlow except the
+tensorflow-datasets source, when it is used: flags are checked against the
+datasets' facts (shapes, training-set sizes) before TensorFlow loads. The
+tf.data pipelines that feed the training loop are in pipeline.py.
 """
 import dataclasses
 import gzip
 import os
 import random
+from urllib.parse import urlsplit
 
 import numpy as np
-import tensorflow as tf
+
+from lth_tf.config import DataConfig
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
 
@@ -21,7 +24,12 @@ STATS = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
 }
 SHAPES = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1), "cifar10": (32, 32, 3), "mnist1d": (40,)}
+# Training examples (validation split included) of the standard sets; load() checks them.
+TRAIN_SIZES = {"mnist": 60000, "fashion_mnist": 60000, "cifar10": 50000, "mnist1d": 4000}
+SYNTHETIC_TRAIN, SYNTHETIC_TEST = 1000, 100  # beside the validation split, whatever its size
+NUM_CLASSES = 10
 DATASETS = ("mnist1d", "fashion_mnist", "mnist", "cifar10", "synthetic")
+PROBE_SECONDS = 5  # how long an unprepared tensorflow-datasets set may take to show its server answers
 
 
 class DataError(Exception):
@@ -47,29 +55,19 @@ class Splits:
         return self.x_train.shape[1:]
 
 
-@dataclasses.dataclass(frozen=True)
-class DataConfig:
-    dataset: str = "mnist1d"
-    data_dir: str = ""
-    validation_size: int = 500
-    synthetic_like: str = "mnist"  # shape of the synthetic set
-    augment: bool = True           # pad-crop-flip, for CIFAR-shaped data only
-    seed: int = 0
-
-
 def load(config: DataConfig) -> Splits:
     """Loads a dataset and holds `validation_size` training examples out."""
-    if config.dataset not in DATASETS:
-        raise DataError(f"unknown dataset {config.dataset!r}; valid: {', '.join(DATASETS)}")
-    if config.dataset == "mnist1d":
-        (x, y, x_test, y_test), source = _mnist1d(), "mnist1d.data.make_dataset"
-    elif config.dataset == "synthetic":
-        (x, y, x_test, y_test), source = _synthetic(config.synthetic_like, config.seed), "synthetic"
-    else:
-        (x, y, x_test, y_test), source = _load_images(config.dataset, config.data_dir)
+    check(config)
     name = config.dataset
-    if not 0 <= config.validation_size < len(x):
-        raise DataError(f"--validation_size={config.validation_size} must be in [0, {len(x)}) for {name}")
+    if name == "mnist1d":
+        (x, y, x_test, y_test), source = _mnist1d(), "mnist1d.data.make_dataset"
+    elif name == "synthetic":
+        arrays = _synthetic(config.synthetic_like, config.seed, config.validation_size + SYNTHETIC_TRAIN)
+        (x, y, x_test, y_test), source = arrays, "synthetic"
+    else:
+        (x, y, x_test, y_test), source = _load_images(name, config.data_dir)
+    if len(x) != train_examples(config):
+        raise DataError(f"{name} from {source} has {len(x)} training examples, expected {train_examples(config)}")
     like = config.synthetic_like if name == "synthetic" else name
     scale, mean, std = normalisation = raw_normalisation(like)
     x, x_test = ((a.astype(np.float32) * scale - mean) / std for a in (x, x_test))
@@ -77,7 +75,39 @@ def load(config: DataConfig) -> Splits:
     order = np.random.default_rng(1234).permutation(len(x))
     val, train = order[: config.validation_size], order[config.validation_size:]
     return Splits(name, source, x[train], y[train].astype(np.int32), x[val], y[val].astype(np.int32),
-                  x_test, y_test.astype(np.int32), 10, config.augment and like == "cifar10", normalisation)
+                  x_test, y_test.astype(np.int32), NUM_CLASSES, config.augment and like == "cifar10",
+                  normalisation)
+
+
+def check(config: DataConfig):
+    """The dataset flags, checked without loading anything; DataError if wrong."""
+    if config.dataset not in DATASETS:
+        raise DataError(f"unknown dataset {config.dataset!r}; valid: {', '.join(DATASETS)}")
+    if config.dataset == "synthetic" and config.synthetic_like not in SHAPES:
+        raise DataError(f"--synthetic_like={config.synthetic_like!r}; valid: {', '.join(SHAPES)}")
+    total = train_examples(config)
+    if not 0 <= config.validation_size < total:
+        raise DataError(f"--validation_size={config.validation_size} must be in [0, {total}) for {config.dataset}")
+
+
+def train_examples(config: DataConfig) -> int:
+    """Training examples (the validation split included) that load() returns,
+    known without loading: the IDX files' header, or the standard set's size.
+    The synthetic set is as large as its validation split needs."""
+    if config.dataset == "synthetic":
+        return config.validation_size + SYNTHETIC_TRAIN
+    paths = _idx_paths(_idx_dir(config.dataset, config.data_dir))
+    if paths:
+        return _idx_shape(paths[1])[0]
+    return TRAIN_SIZES[config.dataset]
+
+
+def steps_per_epoch(splits: Splits, batch_size: int) -> int:
+    return len(splits.x_train) // batch_size
+
+
+def input_shape(config: DataConfig) -> tuple:
+    return SHAPES[config.synthetic_like if config.dataset == "synthetic" else config.dataset]
 
 
 def raw_normalisation(kind: str) -> tuple:
@@ -101,18 +131,16 @@ def _mnist1d():
     return data["x"], data["y"], data["x_test"], data["y_test"]
 
 
-def _synthetic(like, seed):
-    if like not in SHAPES:
-        raise DataError(f"--synthetic_like={like!r}; valid: {', '.join(SHAPES)}")
+def _synthetic(like, seed, n_train):
     rng = np.random.default_rng(seed)
     shape = SHAPES[like]
-    n_train, n_test = 1000, 100  # smoke tests only: sized to be quick, not like the real set
 
     def images(n):
         if like == "mnist1d":
             return rng.standard_normal((n, *shape)).astype(np.float32)
         return rng.integers(0, 256, (n, *shape), dtype=np.uint8)
-    return images(n_train), rng.integers(0, 10, n_train), images(n_test), rng.integers(0, 10, n_test)
+    return (images(n_train), rng.integers(0, NUM_CLASSES, n_train),
+            images(SYNTHETIC_TEST), rng.integers(0, NUM_CLASSES, SYNTHETIC_TEST))
 
 
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
@@ -122,118 +150,84 @@ IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
 def _load_images(name, data_dir):
     """IDX files from a directory when present, else tensorflow-datasets."""
     tried = []
-    idx_dir = data_dir or (FASHION_MNIST_DIR if name == "fashion_mnist" else "")
-    if name in ("mnist", "fashion_mnist") and idx_dir:
-        arrays = _read_idx_dir(idx_dir)
-        if arrays is not None:
-            x, y, x_test, y_test = arrays
+    idx_dir = _idx_dir(name, data_dir)
+    if idx_dir:
+        paths = _idx_paths(idx_dir)
+        if paths:
+            x, y, x_test, y_test = (read_idx(p) for p in paths)
             return (x[..., None], y, x_test[..., None], y_test), f"IDX files in {idx_dir}"
         tried.append(f"IDX files ({', '.join(IDX_FILES)}[.gz]) in {idx_dir}: not found")
     try:
         return _tfds(name, data_dir), "tensorflow-datasets"
+    except DataError as error:
+        tried.append(f"tensorflow-datasets: {error}")
     except Exception as error:  # tfds raises many types; all mean "not available"
-        tried.append(f"tensorflow-datasets ({type(error).__name__}: {str(error).splitlines()[0][:160]})")
-    hint = {"fashion_mnist": "apt-get install dataset-fashion-mnist, or",
-            "mnist": "put the four MNIST IDX files in --data_dir, or"}.get(name, "")
-    raise DataError(f"could not load {name}: tried {'; '.join(tried)}. To get it: {hint} "
+        tried.append(f"tensorflow-datasets ({type(error).__name__}: {str(error).splitlines()[0][:200]})")
+    hint = {"fashion_mnist": "apt-get install dataset-fashion-mnist, or ",
+            "mnist": "put the four MNIST IDX files in --data_dir, or "}.get(name, "")
+    raise DataError(f"could not load {name}: tried {'; '.join(tried)}. To get it: {hint}"
                     f"run once with network access so tensorflow-datasets can download it into --data_dir")
 
 
-def _read_idx_dir(directory):
+def _idx_dir(name, data_dir) -> str:
+    """Where IDX files of `name` may be: --data_dir, or Debian's Fashion-MNIST."""
+    if name not in ("mnist", "fashion_mnist"):
+        return ""
+    return data_dir or (FASHION_MNIST_DIR if name == "fashion_mnist" else "")
+
+
+def _idx_paths(directory) -> list[str]:
+    """The four IDX files (plain or .gz) in `directory`, in IDX_FILES order; [] unless all are there."""
     paths = []
-    for stem in IDX_FILES:
+    for stem in IDX_FILES if directory else ():
         found = [p for p in (os.path.join(directory, stem), os.path.join(directory, stem + ".gz"))
                  if os.path.exists(p)]
         if not found:
-            return None
+            return []
         paths.append(found[0])
-    return tuple(read_idx(p) for p in paths)
+    return paths
+
+
+def _idx_shape(path) -> tuple:
+    with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
+        header = f.read(4)
+        if len(header) < 4 or header[:3] != b"\0\0\x08":
+            raise DataError(f"{path} is not an unsigned-byte IDX file")
+        raw = f.read(4 * header[3])
+    return tuple(int.from_bytes(raw[4 * i: 4 * i + 4], "big") for i in range(header[3]))
 
 
 def read_idx(path) -> np.ndarray:
     """Reads one IDX file (the MNIST format), gzipped or not."""
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
+    shape = _idx_shape(path)
+    with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
         raw = f.read()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise DataError(f"{path} is not an unsigned-byte IDX file")
-    ndim = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
+    data = np.frombuffer(raw, np.uint8, offset=4 + 4 * len(shape))
     if data.size != int(np.prod(shape)):
         raise DataError(f"{path} is truncated: header says {shape}, found {data.size} values")
     return data.reshape(shape)
 
 
 def _tfds(name, data_dir):
+    """tensorflow-datasets' copy, downloaded and prepared first if it must be
+    and its server answers: offline, that fails in seconds, not minutes of retries."""
     import tensorflow_datasets as tfds
-    splits = tfds.load(name, split=["train", "test"], data_dir=data_dir or None,
-                       as_supervised=True, batch_size=-1)
+    builder = tfds.builder(name, data_dir=data_dir or None)
+    if not builder.is_prepared():
+        _check_reachable(builder.url_infos or {}, str(builder.data_dir))
+        builder.download_and_prepare()
+    splits = builder.as_dataset(split=["train", "test"], as_supervised=True, batch_size=-1)
     (x, y), (x_test, y_test) = tfds.as_numpy(splits)
     return x, y, x_test, y_test
 
 
-# ---------------------------------------------------------------- pipelines
-
-def steps_per_epoch(splits: Splits, batch_size: int) -> int:
-    return len(splits.x_train) // batch_size
-
-
-def train_batches(splits: Splits, batch_size: int, seed: int, start_step: int,
-                  context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
-    """Per-replica training batches from `start_step` on, forever.
-
-    Epoch e visits the training set in the order stateless_shuffle(seed, e),
-    dropping the last partial batch; global batch b of that epoch is split
-    into equal per-replica slices. Step s is therefore the same examples
-    whatever the strategy and wherever a run was resumed.
-    """
-    context = context or tf.distribute.InputContext()
-    replicas = context.num_replicas_in_sync
-    if batch_size % replicas:
-        raise ValueError(f"batch size {batch_size} is not divisible by {replicas} replicas")
-    per_replica = batch_size // replicas
-    local = replicas // context.num_input_pipelines
-    first_replica = context.input_pipeline_id * local
-    epoch_steps = steps_per_epoch(splits, batch_size)
-    x, y = tf.constant(splits.x_train), tf.constant(splits.y_train)
-    n = len(splits.x_train)
-
-    def epoch_batches(epoch):
-        order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=[seed, epoch])
-        return tf.data.Dataset.from_tensor_slices(tf.reshape(order[: epoch_steps * batch_size],
-                                                             [epoch_steps, batch_size]))
-
-    def replica_slices(indices):
-        slices = tf.reshape(indices, [replicas, per_replica])[first_replica:first_replica + local]
-        return tf.data.Dataset.from_tensor_slices(slices)
-
-    def gather(indices, step):
-        images, labels = tf.gather(x, indices), tf.gather(y, indices)
-        if splits.augment:
-            images = pad_crop_flip(images, tf.stack([tf.cast(seed, tf.int64), step]))
-        return images, labels
-
-    start_epoch, skip = divmod(start_step, epoch_steps)
-    batches = (tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_batches).skip(skip))
-    steps = tf.data.Dataset.range(start_step, 2**62)
-    dataset = tf.data.Dataset.zip(batches, steps).flat_map(
-        lambda indices, step: tf.data.Dataset.zip(replica_slices(indices),
-                                                  tf.data.Dataset.from_tensors(step).repeat(local)))
-    return dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
-
-
-def pad_crop_flip(images, seed):
-    """Pad 4 pixels, crop back to size at a random offset, flip half (stateless)."""
-    n, h, w = tf.shape(images)[0], images.shape[1], images.shape[2]
-    padded = tf.pad(images, [[0, 0], [4, 4], [4, 4], [0, 0]])
-    offsets = tf.random.stateless_uniform([n, 2], seed, 0, 9, dtype=tf.int32)
-    rows = offsets[:, :1] + tf.range(h)[None]
-    cols = offsets[:, 1:] + tf.range(w)[None]
-    cropped = tf.gather(tf.gather(padded, rows, axis=1, batch_dims=1), cols, axis=2, batch_dims=1)
-    flip = tf.random.stateless_uniform([n], seed + 1, 0, 2, dtype=tf.int32) > 0
-    return tf.where(flip[:, None, None, None], tf.reverse(cropped, axis=[2]), cropped)
-
-
-def eval_batches(x, y, batch_size: int) -> tf.data.Dataset:
-    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+def _check_reachable(urls, data_dir):
+    """One request per download host, bounded by PROBE_SECONDS; DataError if any fails."""
+    import requests
+    by_host = {urlsplit(url).netloc: url for url in sorted(urls)}
+    for host, url in sorted(by_host.items()):
+        try:
+            requests.head(url, timeout=PROBE_SECONDS, allow_redirects=True)
+        except requests.RequestException as error:
+            raise DataError(f"not prepared in {data_dir}, and its download server {host} does not answer "
+                            f"({type(error).__name__}; no network?)") from None

@@ -6,32 +6,24 @@ tickets/round_NN/ticket.npz     the ticket itself: masks and rewind weights thet
 tickets/sizes.csv               bytes of each SavedModel and of its gzip-compressed tar,
                                 and the gzip size as a fraction of the dense round's
 
-ticket.npz (numpy .npz, format 1):
-  meta                  JSON string: format, model, width, input_shape, num_classes,
-                        dataset, round, density, rewind_step, source
-  mask/<layer>          float32 0/1, one per prunable layer
-  weights/<layer>/<w>   float32 rewind weights theta_k (kernels already times the mask),
-                        every trainable weight and BatchNorm statistic
+The ticket file's format is in tickets.py.
 """
 import io
-import json
 import os
 import shutil
 import tarfile
 
-import numpy as np
 import tensorflow as tf
 
-from lth_tf import models, rundir
+from lth_tf import networks, rundir
+from lth_tf.config import ModelConfig
 from lth_tf import tfmot_adapter as adapter
 
-TICKET_FORMAT = 1
 
-
-def build_stripped(model_config: models.ModelConfig, input_shape, num_classes, state, masks) -> tf.keras.Model:
+def build_stripped(model_config: ModelConfig, input_shape, num_classes, state, masks) -> tf.keras.Model:
     """A plain Keras model holding `state` under `masks`: wrapped, masked, then
     stripped of its wrappers with tfmot's strip_pruning."""
-    plain = models.build(model_config.name, input_shape, num_classes, model_config.width or None)
+    plain = networks.build(model_config.name, input_shape, num_classes, model_config.width or None)
     wrapped = adapter.wrap(plain)
     adapter.assign_state(wrapped, state)
     adapter.set_masks(wrapped, masks)
@@ -63,30 +55,6 @@ def export_saved_model(model, input_shape, normalisation, path: str):
     tf.saved_model.save(module, tmp, signatures={"serving_default": module.serve})
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
-
-
-def write_ticket(path: str, masks, theta_k, meta: dict):
-    arrays = {f"mask/{name}": m.astype(np.float32) for name, m in masks.items()}
-    for key, value in theta_k.items():
-        layer = key.split("/")[0]
-        is_masked_kernel = key.endswith("/kernel") and layer in masks
-        arrays[f"weights/{key}"] = value * masks[layer] if is_masked_kernel else value
-    arrays["meta"] = np.array(json.dumps({"format": TICKET_FORMAT, **meta}, sort_keys=True))
-    rundir.save_arrays(path, arrays)
-
-
-def read_ticket(path: str) -> tuple[dict, dict, dict]:
-    """(meta, masks, weights) of a ticket file; ValueError if it is not one."""
-    try:
-        arrays = rundir.load_arrays(path)
-        meta = json.loads(str(arrays.pop("meta")))
-    except (OSError, ValueError, KeyError, rundir.CorruptFile) as error:
-        raise ValueError(f"{path} is not a readable lth_tf ticket file ({error})") from error
-    if meta.get("format") != TICKET_FORMAT:
-        raise ValueError(f"{path} has ticket format {meta.get('format')}, this lth_tf reads {TICKET_FORMAT}")
-    masks = {k[len("mask/"):]: v for k, v in arrays.items() if k.startswith("mask/")}
-    weights = {k[len("weights/"):]: v for k, v in arrays.items() if k.startswith("weights/")}
-    return meta, masks, weights
 
 
 def directory_sizes(path: str) -> tuple[int, int]:

@@ -3,17 +3,20 @@
 Library modules take the dataclasses and never read FLAGS. The defaults are
 the quick experiment of configs/quick.flags (a test keeps the two equal).
 Lengths in steps accept an epoch suffix at this boundary only: '500' or '2ep'.
+No TensorFlow here or in what this imports: every flag, and the config they
+make, is checked before TensorFlow loads.
 """
 import re
 
 from absl import flags
 
-from lth_tf import data, lottery, models, pruning, training
+from lth_tf import data, models
+from lth_tf.config import (CONTROLS, ConfigError, DataConfig, ExperimentConfig, LotteryConfig, ModelConfig,
+                           PruningConfig, TrainingConfig)
 
 STEPS = re.compile(r"[0-9]+(ep)?")
 
-flags.DEFINE_string("model", "mlp_100_100",
-                    f"Model: {', '.join(models.MODELS)}, or mlp_<w1>_<w2>... for any MLP widths.")
+flags.DEFINE_string("model", "mlp_100_100", f"Model: {models.VALID}.")
 flags.DEFINE_integer("width", 0, "ResNet base width (0 = 16, the paper's).", lower_bound=0)
 flags.DEFINE_enum("dataset", "mnist1d", list(data.DATASETS),
                   "Dataset. synthetic is random data shaped like --synthetic_like, for smoke tests only.")
@@ -29,8 +32,8 @@ flags.DEFINE_string("output_dir", "", "Run directory (default runs/<model>_<data
 
 flags.DEFINE_integer("rounds", 8, "Pruning rounds after the dense round.", lower_bound=0)
 flags.DEFINE_string("rewind_step", "0", "Step (or '<n>ep') to rewind surviving weights to; 0 = initialisation.")
-flags.DEFINE_list("controls", ["reinit"], f"Controls run at every pruned round: any of {', '.join(lottery.CONTROLS)}, "
-                  "or empty for none.")
+flags.DEFINE_list("controls", ["reinit"], f"Controls run at every pruned round: any of {', '.join(CONTROLS)}, "
+                  "or none (also: empty).")
 flags.DEFINE_integer("seed", 0, "Seed of the initialisation, data order and controls.")
 flags.DEFINE_string("ticket", "", "A ticket file (tickets/round_NN/ticket.npz of an earlier run) to train under "
                     "these flags as a new run: round 0 starts from its masks and rewind weights.")
@@ -39,7 +42,6 @@ flags.DEFINE_enum("export", "last", ["all", "last", "none"],
 flags.DEFINE_bool("tensorboard", True, "Write TensorBoard summaries under <output_dir>/tensorboard.")
 
 flags.DEFINE_string("train_steps", "2000", "Training length per round: steps, or '<n>ep' epochs.")
-flags.DEFINE_integer("epochs", 0, "Training length in epochs; overrides --train_steps when > 0.", lower_bound=0)
 flags.DEFINE_integer("batch_size", 100, "Global batch size (split across replicas).", lower_bound=1)
 flags.DEFINE_enum("optimizer", "adam", ["adam", "sgd"], "Optimizer.")
 flags.DEFINE_float("learning_rate", 1e-3, "Base learning rate.", lower_bound=0)
@@ -81,10 +83,9 @@ for _name in ("rewind_step", "train_steps", "warmup_steps", "eval_every", "check
                              message="must be a number of steps or '<n>ep'")
 flags.register_validator("milestones", lambda items: all(STEPS.fullmatch(i) for i in items),
                          message="must be steps or '<n>ep', comma-separated")
-flags.register_validator("model", models.is_known,
-                         message=f"unknown model; valid: {', '.join(models.MODELS)}, mlp_<w1>_<w2>...")
-flags.register_validator("controls", lambda items: set(items) <= set(lottery.CONTROLS),
-                         message=f"valid controls: {', '.join(lottery.CONTROLS)} (or none)")
+flags.register_validator("model", models.is_known, message=f"unknown model; valid: {models.VALID}")
+flags.register_validator("controls", lambda items: items == ["none"] or set(items) <= set(CONTROLS),
+                         message=f"must be none, or any of {', '.join(CONTROLS)}")
 
 FLAGS = flags.FLAGS
 
@@ -93,39 +94,54 @@ def to_steps(text: str, steps_per_epoch: int) -> int:
     return int(text[:-2]) * steps_per_epoch if text.endswith("ep") else int(text)
 
 
-def data_config(f=FLAGS) -> data.DataConfig:
+def controls(f=FLAGS) -> tuple:
+    return () if f.controls == ["none"] else tuple(f.controls)
+
+
+def data_config(f=FLAGS) -> DataConfig:
     validation = f.validation_size if f.validation_size >= 0 else (500 if f.dataset == "mnist1d" else 5000)
-    return data.DataConfig(f.dataset, f.data_dir, validation, f.synthetic_like, f.augment, f.seed)
+    return DataConfig(f.dataset, f.data_dir, validation, f.synthetic_like, f.augment, f.seed)
 
 
-def experiment_config(splits: data.Splits, f=FLAGS) -> lottery.ExperimentConfig:
-    """The whole experiment; lengths in epochs need the loaded training set's size."""
-    epoch = data.steps_per_epoch(splits, f.batch_size)
+def steps_per_epoch(f=FLAGS) -> int:
+    """Steps per epoch of the training set (validation split held out), known without loading it."""
+    config = data_config(f)
+    data.check(config)
+    return (data.train_examples(config) - config.validation_size) // f.batch_size
+
+
+def experiment_config(f=FLAGS) -> tuple[ExperimentConfig, list[str]]:
+    """The whole experiment, and warnings for the console; ConfigError (or
+    data.DataError) for flags that do not make one. Needs no TensorFlow."""
+    data_cfg = data_config(f)
+    epoch = steps_per_epoch(f)
     if epoch == 0:
-        raise lottery.ConfigError(f"--batch_size={f.batch_size} is larger than the {len(splits.x_train)} training examples")
-    train_steps = f.epochs * epoch if f.epochs else to_steps(f.train_steps, epoch)
-    rewind = to_steps(f.rewind_step, epoch)
+        raise ConfigError(f"--batch_size={f.batch_size} is larger than the "
+                          f"{data.train_examples(data_cfg) - data_cfg.validation_size} training examples")
+    models.check_input(f.model, data.input_shape(data_cfg))
+    train_steps, rewind = to_steps(f.train_steps, epoch), to_steps(f.rewind_step, epoch)
     if train_steps < 1:
-        raise lottery.ConfigError("--train_steps must be at least 1")
+        raise ConfigError("--train_steps must be at least 1")
+    warnings = []
     if rewind >= train_steps:
-        raise lottery.ConfigError(f"--rewind_step={f.rewind_step} ({rewind} steps) must be below the "
-                          f"training length ({train_steps} steps)")
-    training_config = training.TrainingConfig(
+        # A config's rewind point can lie past a short smoke run (--train_steps=3):
+        # such a run rewinds to initialisation, as Frankle & Carbin (2019) did, and says so.
+        warnings.append(f"--rewind_step={f.rewind_step} ({rewind} steps) is not below the training length "
+                        f"({train_steps} steps): rewinding to initialisation (step 0) instead")
+        rewind = 0
+    training_config = TrainingConfig(
         f.optimizer, f.learning_rate, f.momentum, f.weight_decay, f.batch_size, train_steps,
         tuple(to_steps(m, epoch) for m in f.milestones), f.lr_drop, to_steps(f.warmup_steps, epoch),
         max(1, to_steps(f.eval_every, epoch)), f.log_every, f.seed, f.xla)
-    pruning_config = pruning.PruningConfig(f.prune_strategy, f.prune_rate_fc, f.prune_rate_conv,
-                                           f.prune_rate_output, f.prune_rate, tuple(f.prune_exclude))
-    lottery_config = lottery.LotteryConfig(f.rounds, rewind, tuple(f.controls), f.seed, f.ticket)
-    return lottery.ExperimentConfig(data_config(f), models.ModelConfig(f.model, f.width), training_config,
-                                    pruning_config, lottery_config)
+    pruning_config = PruningConfig(f.prune_strategy, f.prune_rate_fc, f.prune_rate_conv,
+                                   f.prune_rate_output, f.prune_rate, tuple(f.prune_exclude))
+    lottery_config = LotteryConfig(f.rounds, rewind, controls(f), f.seed, f.ticket)
+    return ExperimentConfig(data_cfg, ModelConfig(f.model, f.width), training_config, pruning_config,
+                            lottery_config), warnings
 
 
-def run_options(splits: data.Splits, f=FLAGS, should_stop=lambda: False) -> lottery.RunOptions:
-    epoch = data.steps_per_epoch(splits, f.batch_size)
-    return lottery.RunOptions(export=f.export, tensorboard=f.tensorboard,
-                              checkpoint_every=to_steps(f.checkpoint_every, epoch), on_nan=f.on_nan,
-                              should_stop=should_stop)
+def checkpoint_every(f=FLAGS) -> int:
+    return to_steps(f.checkpoint_every, steps_per_epoch(f))
 
 
 def output_dir(f=FLAGS) -> str:

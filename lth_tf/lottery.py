@@ -10,39 +10,16 @@ is what makes a rerun on the same directory resume:
 import dataclasses
 import os
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
 from lth_tf import data as data_lib
-from lth_tf import checkpoints, export, models, pruning, rundir, summaries, training
+from lth_tf import checkpoints, export, networks, pruning, rundir, summaries, tickets, training
 from lth_tf import tfmot_adapter as adapter
-
-CONTROLS = ("reinit", "random_prune")
-
-
-class ConfigError(Exception):
-    """A configuration that does not make a consistent experiment."""
-
-
-@dataclasses.dataclass(frozen=True)
-class LotteryConfig:
-    rounds: int = 4
-    rewind_step: int = 0          # 0 = rewind to initialisation
-    controls: tuple = ("reinit",)
-    seed: int = 0
-    ticket: str = ""              # a ticket file to start from instead of a dense theta_0
-
-
-@dataclasses.dataclass(frozen=True)
-class ExperimentConfig:
-    data: data_lib.DataConfig
-    model: models.ModelConfig
-    training: training.TrainingConfig
-    pruning: pruning.PruningConfig
-    lottery: LotteryConfig
+from lth_tf.config import CONTROLS, ConfigError, ExperimentConfig
 
 
 @dataclasses.dataclass
@@ -61,7 +38,7 @@ class Experiment:
 def initial_state(config: ExperimentConfig, splits, seed: int) -> dict[str, np.ndarray]:
     """Weights of a freshly initialised (unwrapped) model under `seed`."""
     tf.keras.utils.set_random_seed(seed)
-    plain = models.build(config.model.name, splits.input_shape, splits.num_classes, config.model.width or None)
+    plain = networks.build(config.model.name, splits.input_shape, splits.num_classes, config.model.width or None)
     return adapter.get_state(plain)
 
 
@@ -76,7 +53,7 @@ def prepare(config: ExperimentConfig, splits, strategy, output_dir: str) -> Expe
     tf.keras.utils.set_random_seed(config.lottery.seed)
     with strategy.scope():
         try:
-            model = adapter.wrap(models.build(config.model.name, splits.input_shape, splits.num_classes,
+            model = adapter.wrap(networks.build(config.model.name, splits.input_shape, splits.num_classes,
                                               config.model.width or None))
             trainer = training.make_trainer(model, config.training, strategy)
         except ValueError as error:  # a model that does not fit the data, an option the strategy lacks
@@ -102,12 +79,10 @@ def load_ticket(config: ExperimentConfig, model) -> tuple[dict, pruning.Masks]:
     """(weights, masks) of --ticket, checked against the model they must fit."""
     path = config.lottery.ticket
     try:
-        meta, masks, weights = export.read_ticket(path)
+        meta, masks, weights = tickets.read_ticket(path)
     except ValueError as error:
         raise ConfigError(str(error)) from error
-    if (meta["model"], meta["width"]) != (config.model.name, config.model.width):
-        raise ConfigError(f"ticket {path} is for --model={meta['model']} --width={meta['width']}, "
-                          f"not --model={config.model.name} --width={config.model.width}")
+    tickets.check_model(meta, path, config.model)
     try:
         adapter.assign_state(model, weights)
         adapter.set_masks(model, masks)
@@ -128,6 +103,7 @@ class RunOptions:
     # make the same choice (saving can be a collective op): they use 0.
     epoch_checkpoint_seconds: float = 30.0
     should_stop: Callable[[], bool] = lambda: False
+    progress: Any = None            # a console.ExperimentProgress, told of every step logged and branch done
 
 
 class Failed(Exception):
@@ -138,13 +114,18 @@ def run(experiment: Experiment, options: RunOptions = RunOptions()) -> list[dict
     """Runs (or resumes) every round and branch; returns the rows of results.csv."""
     rounds = experiment.config.lottery.rounds
     exported = {"all": range(rounds + 1), "last": {0, rounds}, "none": ()}[options.export]
+    controls = list(experiment.config.lottery.controls)
+    dense_start = pruning.density(experiment.initial_masks) == 1
+    if options.progress:
+        options.progress.start((rounds + 1) * (1 + len(controls)) - (len(controls) if dense_start else 0))
     rows = []
     for round_index in range(rounds + 1):
         masks = round_masks(experiment, round_index)
-        sparse = round_index > 0 or pruning.density(masks) < 1
-        for branch in ["ticket"] + (list(experiment.config.lottery.controls) if sparse else []):
+        for branch in ["ticket"] + (controls if round_index > 0 or not dense_start else []):
             metrics, failed, trained = finished_or_trained(experiment, round_index, branch, masks, options)
             rows.append(result_row(metrics, failed))
+            if options.progress:
+                options.progress.branch_done(rows[-1], trained)
             rundir.write_results(experiment.output_dir, rows)
             if options.tensorboard and (trained or not os.path.isdir(summaries.lottery_run(experiment.output_dir))):
                 summaries.write_lottery_run(experiment.output_dir, rows, dataclasses.asdict(experiment.config))
@@ -265,6 +246,10 @@ def run_branch(experiment: Experiment, round_index: int, branch: str, masks, opt
         logging.info("round %d %s: resuming from the checkpoint at step %d", round_index, branch, resumed["step"])
     elif writer:
         summaries.log_weights(writer, start, "start", state, masks)
+    step = resumed["step"] if resumed else start
+    end = experiment.config.training.train_steps
+    if options.progress:
+        options.progress.branch_start(round_index, branch, density, step, end)
     started = last_checkpoint = time.time()
 
     def on_checkpoint(step, records, due):
@@ -276,14 +261,12 @@ def run_branch(experiment: Experiment, round_index: int, branch: str, masks, opt
             last_checkpoint = time.time()
 
     hooks = _branch_hooks(round_index, branch, density, writer, options, on_checkpoint)
-    step = resumed["step"] if resumed else start
     rewind_step = experiment.config.lottery.rewind_step
     if round_index == 0 and branch == "ticket" and step <= rewind_step:
         # The first round passes the rewind point on its way: save theta_k there.
         history = training.train(trainer, splits, step, rewind_step, hooks, history)
         rundir.save_arrays(experiment.path("init", "theta_k.npz"), adapter.get_state(trainer.model))
         step = rewind_step
-    end = experiment.config.training.train_steps
     history = training.train(trainer, splits, step, end, hooks, history)
     seconds = spent + time.time() - started
     final_state = adapter.get_state(trainer.model)
@@ -305,6 +288,8 @@ def _branch_hooks(round_index, branch, density, writer, options, on_checkpoint) 
         logging.info("round %d %-12s step %6d/%d  loss %.4f  acc %.4f  density %6.2f%%  %.1fs, %.0fs left",
                      round_index, branch, progress.step, progress.end_step, progress.train_loss,
                      progress.train_accuracy, 100 * density, progress.seconds, progress.seconds_left)
+        if options.progress:
+            options.progress.step(progress)
         if writer:
             summaries.log_train(writer, progress.step, progress.train_loss, progress.train_accuracy,
                                 progress.learning_rate)
@@ -328,7 +313,7 @@ def export_round(experiment: Experiment, round_index: int, masks):
     config, splits = experiment.config, experiment.splits
     theta_k = rundir.load_arrays(experiment.path("init", "theta_k.npz"))
     density = pruning.density(masks)
-    export.write_ticket(os.path.join(folder, "ticket.npz"), masks, theta_k, dict(
+    tickets.write_ticket(os.path.join(folder, "ticket.npz"), masks, theta_k, dict(
         model=config.model.name, width=config.model.width, input_shape=list(splits.input_shape),
         num_classes=splits.num_classes, dataset=splits.name, round=round_index, density=density,
         rewind_step=config.lottery.rewind_step, source=os.path.abspath(experiment.output_dir)))
@@ -351,4 +336,5 @@ def result_row(metrics: dict, failed: bool = False) -> dict:
                 early_stop_test_accuracy=metrics["early_stop"]["test_accuracy"],
                 early_stop_val_loss=metrics["early_stop"].get("val_loss", ""),
                 final_train_loss=metrics["final"]["train_loss"],
-                seconds=round(metrics["seconds"], 2))
+                seconds=round(metrics["seconds"], 2),
+                layer_density=metrics["layer_density"])  # not a results.csv column: for TensorBoard

@@ -1,20 +1,27 @@
 """Entry point: python -m lth_tf.main [--flagfile=configs/X.flags] [--flag=value ...]
 
 flags -> config -> (dataset, model) -> IMP driver -> results in --output_dir.
+
+Flags, the config they make, the run directory and a --ticket are checked
+before TensorFlow is imported, so bad input costs one line and well under a
+second. The modules that need TensorFlow are imported inside run() for that reason.
 """
 import dataclasses
-import logging as logging_lib
 import os
 import signal
 import sys
 import threading
+import traceback
 
 from absl import app, flags, logging
 
-from lth_tf import data, lottery, rundir, training
+from lth_tf import console as console_lib
+from lth_tf import data, rundir, tickets
 from lth_tf import flags as lth_flags
+from lth_tf.config import ConfigError
 
-USER_ERRORS = (data.DataError, lottery.ConfigError, rundir.RunDirError, lottery.Failed)
+PREFLIGHT_ERRORS = (data.DataError, ConfigError, rundir.RunDirError)
+flags.adopt_module_key_flags(lth_flags)  # --help lists lth_tf's flags, --helpfull absl's too
 
 
 def parse_flags(argv):
@@ -22,31 +29,53 @@ def parse_flags(argv):
     try:
         return flags.FLAGS(argv)
     except flags.Error as error:
-        sys.stderr.write(f"lth_tf: error: {error}\n")
-        sys.exit(2)
+        fail(f"error: {str(error).replace('ERROR:: ', '')}", 2)
 
 
-def fail(message: str, status: int):
-    sys.stderr.write(f"lth_tf: {message}\n")
+def fail(message: str, status: int, stream=None):
+    (stream or sys.stderr).write(f"lth_tf: {message}\n")
     sys.exit(status)
 
 
 def main(argv):
     if len(argv) > 1:
         fail(f"error: unexpected arguments {' '.join(argv[1:])!r} (flags start with --, also in a flagfile)", 2)
-    stop = install_stop_handlers()
     try:
-        run(lth_flags.FLAGS, stop.is_set)
-    except USER_ERRORS as error:
+        _, warnings, _ = preflight(lth_flags.FLAGS)
+    except PREFLIGHT_ERRORS as error:
         fail(f"error: {error}", 1)
-    except OSError as error:  # a full disk, a directory we may not write
-        fail(f"error: cannot write {error.filename or 'a file'}: {error.strerror or error}; "
-             "finished rounds are kept", 1)
-    except training.Interrupted as where:
-        fail(f"interrupted {where}; a checkpoint is saved: rerun the same command to resume", 130)
+    with console_lib.Console.capture() as console:
+        for warning in warnings:
+            console.say(f"lth_tf: warning: {warning}")
+        progress = console_lib.ExperimentProgress(console)
+        stop = install_stop_handlers(console)
+        try:
+            run(lth_flags.FLAGS, stop.is_set, console, progress)
+        except (Exception, KeyboardInterrupt) as error:
+            progress.close()
+            fail(*_failure(error, console), stream=console.stream)
 
 
-def install_stop_handlers() -> threading.Event:
+def _failure(error: BaseException, console) -> tuple[str, int]:
+    """(message, exit status) for whatever stopped a run; a traceback goes to the log."""
+    from lth_tf import lottery, training
+    if isinstance(error, PREFLIGHT_ERRORS + (lottery.Failed,)):
+        return f"error: {error}", 1
+    if isinstance(error, OSError):  # a full disk, a directory we may not write
+        return (f"error: cannot write {error.filename or 'a file'}: {error.strerror or error}; "
+                "finished rounds are kept"), 1
+    if isinstance(error, training.Interrupted):
+        return f"interrupted {error}; a checkpoint is saved: rerun the same command to resume", 130
+    if isinstance(error, KeyboardInterrupt):
+        return "stopped at once; rerun the same command to resume from the last checkpoint", 130
+    traceback.print_exc()  # into the log
+    where = console.log_path or "the output above"
+    if not console.log_path:
+        console.say(console.pending_log())
+    return f"internal error ({type(error).__name__}: {error}); the traceback is in {where}", 1
+
+
+def install_stop_handlers(console) -> threading.Event:
     """The first Ctrl-C (or SIGTERM) asks for a stop at the next step boundary,
     after a checkpoint; a second one stops at once."""
     stop = threading.Event()
@@ -55,25 +84,38 @@ def install_stop_handlers() -> threading.Event:
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
-        logging.warning("%s: stopping at the next step boundary after a checkpoint (again to stop at once)",
-                        signal.Signals(signum).name)
+        console.say(f"lth_tf: {signal.Signals(signum).name}: stopping at the next step boundary after a "
+                    "checkpoint (again to stop at once)")
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     return stop
 
 
-def run(f, should_stop=lambda: False):
-    logging_lib.getLogger("tensorflow").setLevel(logging_lib.WARNING)  # SavedModel export chatter
+def preflight(f) -> tuple:
+    """(config, warnings, output_dir), every check that needs no TensorFlow
+    passed: the flags make an experiment, the run directory holds none other,
+    and --ticket fits the model and the data."""
+    config, warnings = lth_flags.experiment_config(f)
+    output_dir = lth_flags.output_dir(f)
+    rundir.check_claim(output_dir, dataclasses.asdict(config))
+    if config.lottery.ticket:
+        tickets.check(config.lottery.ticket, config.model, data.input_shape(config.data), data.NUM_CLASSES)
+    return config, warnings, output_dir
+
+
+def run(f, should_stop=lambda: False, console=None, progress=None):
+    config, _, output_dir = preflight(f)
+    from lth_tf import lottery, training  # TensorFlow loads here
     if f.cpu_devices:
         training.split_cpu(f.cpu_devices)
     if f.deterministic:
         training.make_deterministic()
     # MultiWorkerMirroredStrategy must exist before TensorFlow does any other work.
     strategy = training.make_strategy(f.strategy)
-    splits = data.load(lth_flags.data_config(f))
-    config = lth_flags.experiment_config(splits, f)
-    options = lth_flags.run_options(splits, f, should_stop)
-    output_dir = lth_flags.output_dir(f)
+    splits = data.load(config.data)
+    options = lottery.RunOptions(export=f.export, tensorboard=f.tensorboard,
+                                 checkpoint_every=lth_flags.checkpoint_every(f), on_nan=f.on_nan,
+                                 should_stop=should_stop, progress=progress)
     chief, role = training.worker_role(strategy)
     if f.strategy == "multi_worker":
         options = dataclasses.replace(options, epoch_checkpoint_seconds=0.0)
@@ -82,11 +124,14 @@ def run(f, should_stop=lambda: False):
         # wrote; other workers keep that bookkeeping (and their checkpoints,
         # which TensorFlow wants from every worker) beside the chief's run.
         output_dir = f"{output_dir.rstrip('/')}.{role}"
-        options = dataclasses.replace(options, export="none", tensorboard=False)
-    logging.info("%s: %d train / %d validation / %d test examples from %s; %d replica(s); writing to %s",
-                 splits.name, len(splits.x_train), len(splits.x_val), len(splits.x_test), splits.source,
-                 strategy.num_replicas_in_sync, output_dir)
+        options = dataclasses.replace(options, export="none", tensorboard=False, progress=None)
     with rundir.locked(output_dir):
+        rundir.claim(output_dir, dataclasses.asdict(config))
+        if console:
+            console.attach(os.path.join(output_dir, "log.txt"))
+        logging.info("%s: %d train / %d validation / %d test examples from %s; %d replica(s); writing to %s",
+                     splits.name, len(splits.x_train), len(splits.x_val), len(splits.x_test), splits.source,
+                     strategy.num_replicas_in_sync, output_dir)
         experiment = lottery.prepare(config, splits, strategy, output_dir)
         rows = lottery.run(experiment, options)
     if not chief:
@@ -96,12 +141,15 @@ def run(f, should_stop=lambda: False):
     if f.export != "none":
         print(f"tickets: {os.path.join(output_dir, 'tickets')}")
     if f.tensorboard:
-        print(f"watch:   tensorboard --logdir {os.path.join(output_dir, 'tensorboard')}")
+        print(f"watch:   tensorboard --logdir {os.path.join(output_dir, 'tensorboard')}  "
+              "(then http://localhost:6006/#custom_scalars)")
     print(f"report:  python -m lth_tf.report --output_dir={output_dir}")
+    if console and console.log_path:
+        print(f"log:     {console.log_path}")
 
 
 def summary_table(rows: list[dict], controls) -> str:
-    """round | % weights remaining | ticket accuracy | one column per control."""
+    """round | % weights | ticket accuracy | one column per control."""
     header = ["round", "% weights", "ticket acc"] + [f"{c} acc" for c in controls]
     by_round = {}
     for row in rows:

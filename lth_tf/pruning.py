@@ -4,9 +4,9 @@ Masks are dicts {layer name: float32 array of 0/1}; weights are dicts with the
 same keys. Nothing here knows about TensorFlow, so the rules are tested on
 plain arrays.
 """
-import dataclasses
-
 import numpy as np
+
+from lth_tf.config import PruningConfig
 
 Masks = dict[str, np.ndarray]
 
@@ -86,16 +86,6 @@ def density(masks: Masks) -> float:
 
 def layer_densities(masks: Masks) -> dict[str, float]:
     return {name: float(m.sum() / m.size) for name, m in masks.items()}
-
-
-@dataclasses.dataclass(frozen=True)
-class PruningConfig:
-    strategy: str = "layerwise"  # layerwise | global
-    rate_fc: float = 0.2         # layerwise: fraction of remaining weights removed per round
-    rate_conv: float = 0.1
-    rate_output: float = 0.1
-    rate: float = 0.2            # global
-    exclude: tuple = ()          # global: layer names never pruned
 
 
 def prune(config: PruningConfig, weights: Masks, masks: Masks, kinds: dict[str, str]) -> Masks:

@@ -68,9 +68,9 @@ def load_arrays(path: str) -> dict[str, np.ndarray]:
         raise CorruptFile(f"{path} is damaged ({type(error).__name__}: {error})") from error
 
 
-def claim(output_dir: str, config: dict):
-    """Makes `output_dir` this experiment's: a new or empty directory gets
-    config.json; a directory of the same config is resumed; anything else is refused."""
+def check_claim(output_dir: str, config: dict) -> bool:
+    """True if `output_dir` holds this experiment (a resume), False if it is
+    new or empty; RunDirError if it holds anything else. Writes nothing."""
     path = os.path.join(output_dir, "config.json")
     config = json.loads(json.dumps(config))  # tuples -> lists, as read back
     if os.path.exists(path):
@@ -79,11 +79,21 @@ def claim(output_dir: str, config: dict):
             changed = sorted(_diff(previous, config))
             raise RunDirError(f"{output_dir} holds a run with another config (differs in "
                               f"{', '.join(changed[:5])}); use a new --output_dir")
-        return
+        return True
     if os.path.isdir(output_dir) and set(os.listdir(output_dir)) - {LOCK}:
         raise RunDirError(f"{output_dir} is not empty and has no config.json; use a new --output_dir")
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise RunDirError(f"{output_dir} is a file, not a directory; use a new --output_dir")
+    return False
+
+
+def claim(output_dir: str, config: dict):
+    """Makes `output_dir` this experiment's: a new or empty directory gets
+    config.json; a directory of the same config is resumed; anything else is refused."""
+    if check_claim(output_dir, config):
+        return
     try:
-        write_json(path, config)
+        write_json(os.path.join(output_dir, "config.json"), json.loads(json.dumps(config)))
     except OSError as error:
         raise RunDirError(f"cannot write to {output_dir}: {error.strerror}") from error
 

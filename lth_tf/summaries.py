@@ -5,15 +5,21 @@
                                      at each evaluation; per-layer density and weight
                                      histograms at the start and end of the round
     tensorboard/lottery/             the LTH curves: for each branch, final and early-stop
-                                     test accuracy and the early-stop iteration, with the
-                                     step axis = % weights remaining x 100 (10000 = dense);
-                                     the resolved config as text
+                                     test accuracy and the early-stop iteration, and the
+                                     ticket's per-layer density, with the step axis =
+                                     % weights remaining x 100 (10000 = dense); the
+                                     resolved config as text; the Custom Scalars layout
+                                     that puts ticket and controls on one chart
+
+Tag groups sort so that Time Series shows `lottery/` first ('weights/' comes last).
 """
 import json
 import os
 import shutil
 
 import tensorflow as tf
+from tensorboard.plugins.custom_scalar import layout_pb2
+from tensorboard.plugins.custom_scalar import summary as custom_scalar_summary
 
 LOTTERY_RUN = "lottery"
 
@@ -49,10 +55,23 @@ def log_weights(writer, step: int, when: str, state: dict, masks: dict):
     """Per-layer density and histograms of the surviving weights ('start' or 'end')."""
     with writer.as_default(step=step):
         for name, mask in masks.items():
-            tf.summary.scalar(f"density_{when}/{name}", float(mask.mean()))
+            tf.summary.scalar(f"weights/density_{when}/{name}", float(mask.mean()))
             kernel = state[f"{name}/kernel"]
-            tf.summary.histogram(f"weights_{when}/{name}", kernel[mask > 0])
+            tf.summary.histogram(f"weights/surviving_{when}/{name}", kernel[mask > 0])
     writer.flush()
+
+
+def _chart(title: str, tag_regex: str):
+    return layout_pb2.Chart(title=title, multiline=layout_pb2.MultilineChartContent(tag=[tag_regex]))
+
+
+# TensorBoard's Custom Scalars page: one chart per LTH figure, every branch on it.
+LAYOUT = layout_pb2.Layout(category=[layout_pb2.Category(
+    title="lottery ticket vs controls (x axis: % weights remaining x 100; 10000 = dense)",
+    chart=[_chart("final test accuracy", r"^lottery/[^/]+/test_accuracy$"),
+           _chart("test accuracy at early stop (min validation loss)", r"^lottery/[^/]+/early_stop_test_accuracy$"),
+           _chart("early-stop iteration", r"^lottery/[^/]+/early_stop_step$"),
+           _chart("ticket: % weights remaining per layer", r"^lottery/density/")])])
 
 
 def pct_step(weights_remaining_pct: float) -> int:
@@ -66,6 +85,7 @@ def write_lottery_run(output_dir: str, rows: list[dict], config: dict):
     shutil.rmtree(path, ignore_errors=True)
     writer = tf.summary.create_file_writer(path)
     with writer.as_default():
+        tf.summary.experimental.write_raw_pb(custom_scalar_summary.pb(LAYOUT).SerializeToString(), step=0)
         tf.summary.text("config", "```\n" + json.dumps(config, indent=2, sort_keys=True) + "\n```", step=0)
         # TensorBoard drops every event of a run past a step that goes backwards
         # (it takes that for a restart), so the sparsest round, the lowest step, comes first.
@@ -79,5 +99,7 @@ def write_lottery_run(output_dir: str, rows: list[dict], config: dict):
             tf.summary.scalar(f"lottery/{branch}/early_stop_step", float(row["early_stop_step"]), step=step)
             if branch == "ticket":
                 tf.summary.scalar("lottery/round", float(row["round"]), step=step)
+                for layer, density in row.get("layer_density", {}).items():
+                    tf.summary.scalar(f"lottery/density/{layer}", 100 * density, step=step)
     writer.close()
 

@@ -5,27 +5,12 @@ import math
 import time
 from typing import Callable
 
+import numpy as np
 import tensorflow as tf
 
 from lth_tf import data as data_lib
-from lth_tf import tfmot_adapter
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainingConfig:
-    optimizer: str = "adam"          # adam | sgd
-    learning_rate: float = 1e-3
-    momentum: float = 0.9            # sgd only
-    weight_decay: float = 0.0        # L2, added to the gradient as in PyTorch's SGD
-    batch_size: int = 100
-    train_steps: int = 2000
-    milestones: tuple = ()           # steps where the learning rate drops
-    lr_drop: float = 0.1             # factor applied at each milestone
-    warmup_steps: int = 0            # linear warmup from 0
-    eval_every: int = 100
-    log_every: int = 100
-    seed: int = 0                    # data order
-    xla: bool = False                # compile the step with XLA (single replica only)
+from lth_tf import pipeline, tfmot_adapter
+from lth_tf.config import TrainingConfig
 
 
 class StepSchedule(tf.keras.optimizers.schedules.LearningRateSchedule):
@@ -129,12 +114,18 @@ def reset_optimizer(trainer: Trainer, step: int):
 
 def evaluate(trainer: Trainer, x, y) -> tuple[float, float]:
     """Mean loss and accuracy of the model on (x, y)."""
-    dataset = data_lib.eval_batches(x, y, max(trainer.config.batch_size, 500))
+    dataset = pipeline.eval_batches(x, y, max(trainer.config.batch_size, 500))
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     dataset = trainer.strategy.experimental_distribute_dataset(dataset.with_options(options))
     loss, correct, count = trainer.evaluate_batches(dataset).numpy()
-    return float(loss / count), float(correct / count)
+    return short_float(loss / count), float(correct) / float(count)
+
+
+def short_float(value) -> float:
+    """A float32 as the shortest decimal that reads back as it (0.8815, not
+    0.8815000057220459): files and tables show the digits the value carries."""
+    return float(str(np.float32(value)))
 
 
 class Diverged(Exception):
@@ -186,7 +177,7 @@ def train(trainer: Trainer, splits: data_lib.Splits, start_step: int, end_step: 
     """
     config = trainer.config
     dataset = trainer.strategy.distribute_datasets_from_function(
-        lambda context: data_lib.train_batches(splits, config.batch_size, config.seed, start_step, context))
+        lambda context: pipeline.train_batches(splits, config.batch_size, config.seed, start_step, context))
     iterator = iter(dataset)
     history, step, started = list(history or []), start_step, time.time()
     epoch = data_lib.steps_per_epoch(splits, config.batch_size)
@@ -197,7 +188,7 @@ def train(trainer: Trainer, splits: data_lib.Splits, start_step: int, end_step: 
         # Run compiled chunks up to the next log, evaluation, checkpoint or the end.
         boundary = min([end_step] + [_next_multiple(step, p) for p in periods])
         learning_rate = current_learning_rate(trainer)
-        loss, accuracy = (float(v) for v in trainer.train_steps(iterator, tf.constant(boundary - step)))
+        loss, accuracy = (short_float(v) for v in trainer.train_steps(iterator, tf.constant(boundary - step)))
         step = boundary
         if not math.isfinite(loss):
             raise Diverged(f"training loss is {loss} at step {step}")
@@ -219,7 +210,7 @@ def train(trainer: Trainer, splits: data_lib.Splits, start_step: int, end_step: 
 
 
 def current_learning_rate(trainer: Trainer) -> float:
-    return float(trainer.schedule(trainer.optimizer.iterations))
+    return short_float(trainer.schedule(trainer.optimizer.iterations))
 
 
 def _next_multiple(step, every):

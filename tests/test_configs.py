@@ -5,6 +5,7 @@ import os
 import pytest
 from absl import flags
 
+from lth_tf import flags as lth_flags
 from lth_tf import main, rundir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,17 +29,38 @@ def test_quick_config_equals_the_flag_defaults():
     flags.FLAGS.unparse_flags()
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
-def test_config_runs_two_steps_on_synthetic_data(path, tmp_path, capsys):
+SMOKE = ["--dataset=synthetic", "--train_steps=3", "--rounds=1"]
+
+
+def parse(*argv):
     flags.FLAGS.unparse_flags()
-    main.parse_flags(["lth_tf", f"--flagfile={path}"])
-    dataset = flags.FLAGS.dataset
-    main.parse_flags(["lth_tf", f"--flagfile={path}", "--dataset=synthetic", f"--synthetic_like={dataset}",
-                      "--validation_size=50", "--batch_size=16", "--epochs=0", "--train_steps=2", "--rewind_step=1",
-                      "--eval_every=2", "--log_every=1", "--rounds=1", "--milestones=", "--warmup_steps=0",
-                      f"--output_dir={tmp_path}"])
-    main.run(flags.FLAGS)
+    main.parse_flags(["lth_tf", *argv])
+    return flags.FLAGS
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+def test_config_takes_the_smoke_flags_last_flag_wins(path):
+    """Only --dataset=synthetic --train_steps=3 --rounds=1 added: the synthetic
+    set holds the config's validation split, and 3 steps is the length."""
+    config, _ = lth_flags.experiment_config(parse(f"--flagfile={path}", *SMOKE))
+    assert config.training.train_steps == 3 and config.lottery.rounds == 1
+    assert config.data.dataset == "synthetic"
+    assert parse(f"--flagfile={path}").validation_size in (-1, config.data.validation_size)  # -1: the default
+    flags.FLAGS.unparse_flags()
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+def test_config_trains_three_steps_on_synthetic_data(path, tmp_path):
+    dataset = parse(f"--flagfile={path}").dataset
+    # A smaller validation split and batch, and no export, only to keep the suite quick (VGG-19 takes 100 s
+    # with its own); the test above checks that the config as it is takes the smoke flags.
+    f = parse(f"--flagfile={path}", *SMOKE, f"--synthetic_like={dataset}", "--validation_size=50", "--batch_size=16",
+              "--export=none", f"--output_dir={tmp_path}")
+    main.run(f)
     rows = rundir.read_results(str(tmp_path))
-    assert [r["branch"] for r in rows] == ["ticket"] + ["ticket"] + list(flags.FLAGS.controls)
+    assert [r["branch"] for r in rows] == ["ticket", "ticket", *lth_flags.controls(f)]
     assert float(rows[1]["weights_remaining_pct"]) < 100.0
+    for row in rows:
+        metrics = rundir.read_json(str(tmp_path / f"round_{int(row['round']):02d}" / row["branch"] / "metrics.json"))
+        assert metrics["history"][-1]["step"] == 3
     flags.FLAGS.unparse_flags()

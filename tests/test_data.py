@@ -5,11 +5,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lth_tf import data
+from conftest import write_idx, write_idx_dir
+from lth_tf import data, pipeline
+from lth_tf.config import DataConfig
 
 
 def test_fashion_mnist_from_debian_idx_files():
-    splits = data.load(data.DataConfig("fashion_mnist", validation_size=5000))
+    splits = data.load(DataConfig("fashion_mnist", validation_size=5000))
     assert splits.source == f"IDX files in {data.FASHION_MNIST_DIR}"
     assert splits.x_train.shape == (55000, 28, 28, 1) and splits.x_val.shape == (5000, 28, 28, 1)
     assert splits.x_test.shape == (10000, 28, 28, 1) and splits.x_train.dtype == np.float32
@@ -20,19 +22,10 @@ def test_fashion_mnist_from_debian_idx_files():
     assert abs(float(splits.x_train.mean())) < 0.05 and abs(float(splits.x_train.std()) - 1) < 0.05
 
 
-def write_idx(path, array):
-    header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
-
-
 def test_mnist_from_an_idx_directory(tmp_path):
-    rng = np.random.default_rng(0)
-    write_idx(tmp_path / "train-images-idx3-ubyte.gz", rng.integers(0, 256, (300, 28, 28)))
-    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.arange(300) % 10)
-    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (50, 28, 28)))
-    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.arange(50) % 10)
-    splits = data.load(data.DataConfig("mnist", data_dir=str(tmp_path), validation_size=100))
+    config = DataConfig("mnist", data_dir=str(write_idx_dir(tmp_path, 300, 50)), validation_size=100)
+    assert data.train_examples(config) == 300  # from the header, before loading
+    splits = data.load(config)
     assert (len(splits.x_train), len(splits.x_val), len(splits.x_test)) == (200, 100, 50)
     assert splits.input_shape == (28, 28, 1)
 
@@ -48,34 +41,44 @@ def test_truncated_idx_file_is_reported(tmp_path):
         data.read_idx(str(path))
 
 
-def test_missing_dataset_says_what_was_tried(tmp_path, monkeypatch):
-    def offline(name, data_dir):
-        raise ConnectionError("Failed to resolve 'storage.googleapis.com'")
-    monkeypatch.setattr(data, "_tfds", offline)
+@pytest.mark.parametrize("name, server", [("cifar10", "www.cs.toronto.edu"),
+                                          ("fashion_mnist", "fashion-mnist.s3-website.eu-central-1.amazonaws.com")])
+def test_a_dataset_to_download_fails_at_once_without_network(name, server, tmp_path, monkeypatch):
+    """No network (every request goes to a closed local port): tensorflow-datasets is
+    never asked to download (minutes of retries); the error says what was tried."""
+    import tensorflow_datasets as tfds
+    for variable in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(variable, "http://127.0.0.1:9")
+    for variable in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare",
+                        lambda *args, **kwargs: pytest.fail("a download was attempted"))
     with pytest.raises(data.DataError) as error:
-        data.load(data.DataConfig("fashion_mnist", data_dir=str(tmp_path)))
+        data.load(DataConfig(name, data_dir=str(tmp_path)))
     message = str(error.value)
-    assert "IDX files" in message and str(tmp_path) in message
-    assert "tensorflow-datasets (ConnectionError" in message and "apt-get install dataset-fashion-mnist" in message
+    assert f"its download server {server} does not answer" in message and "no network?" in message
+    if name == "fashion_mnist":
+        assert "IDX files" in message and str(tmp_path) in message
+        assert "apt-get install dataset-fashion-mnist" in message
 
 
 def test_unknown_dataset_lists_the_valid_ones():
     with pytest.raises(data.DataError, match="mnist1d, fashion_mnist"):
-        data.load(data.DataConfig("imagenet"))
+        data.load(DataConfig("imagenet"))
 
 
 def test_mnist1d_is_generated_offline_and_leaves_numpy_seed_alone(mnist1d):
     np.random.seed(123)
     expected = np.random.rand()
     np.random.seed(123)
-    splits = data.load(data.DataConfig("mnist1d", validation_size=500))
+    splits = data.load(DataConfig("mnist1d", validation_size=500))
     assert np.random.rand() == expected
     assert (len(splits.x_train), len(splits.x_val), len(splits.x_test)) == (3500, 500, 1000)
     np.testing.assert_array_equal(splits.x_train, mnist1d.x_train)
 
 
 def batches(splits, batch_size, seed, start, count, context=None):
-    return [(x.numpy(), y.numpy()) for x, y in data.train_batches(splits, batch_size, seed, start, context).take(count)]
+    return [(x.numpy(), y.numpy()) for x, y in pipeline.train_batches(splits, batch_size, seed, start, context).take(count)]
 
 
 def test_training_order_replays_from_any_step(mnist1d):
@@ -102,8 +105,8 @@ def test_replica_slices_partition_the_global_batch(mnist1d):
 def test_cifar_augmentation_is_a_shifted_or_flipped_crop_and_deterministic():
     images = tf.constant(np.arange(2 * 32 * 32 * 3, dtype=np.float32).reshape(2, 32, 32, 3))
     seed = tf.constant([0, 5], tf.int64)
-    out = data.pad_crop_flip(images, seed).numpy()
-    np.testing.assert_array_equal(out, data.pad_crop_flip(images, seed).numpy())
+    out = pipeline.pad_crop_flip(images, seed).numpy()
+    np.testing.assert_array_equal(out, pipeline.pad_crop_flip(images, seed).numpy())
     padded = np.pad(images.numpy(), [(0, 0), (4, 4), (4, 4), (0, 0)])
     for i in range(2):
         windows = [w for dy in range(9) for dx in range(9) for w in
@@ -112,7 +115,7 @@ def test_cifar_augmentation_is_a_shifted_or_flipped_crop_and_deterministic():
 
 
 def test_synthetic_has_the_shape_of_the_named_dataset():
-    splits = data.load(data.DataConfig("synthetic", synthetic_like="cifar10", validation_size=100))
+    splits = data.load(DataConfig("synthetic", synthetic_like="cifar10", validation_size=100))
     assert splits.input_shape == (32, 32, 3) and splits.augment
-    assert not data.load(data.DataConfig("synthetic", synthetic_like="cifar10", validation_size=100,
+    assert not data.load(DataConfig("synthetic", synthetic_like="cifar10", validation_size=100,
                                          augment=False)).augment

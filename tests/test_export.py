@@ -11,7 +11,8 @@ import tensorflow as tf
 from absl import flags
 
 from conftest import tiny_config
-from lth_tf import data, export, lottery, main, pruning, rundir, training
+from lth_tf import data, lottery, main, pruning, rundir, tickets, training
+from lth_tf.config import ConfigError, DataConfig
 
 PLAIN_TF_ACCURACY = textwrap.dedent("""
     import sys
@@ -66,7 +67,7 @@ def test_saved_model_weights_are_exactly_zero_under_the_mask(tiny_run):
 
 def test_ticket_file_holds_the_mask_and_the_rewind_weights(tiny_run):
     experiment, _ = tiny_run
-    meta, masks, weights = export.read_ticket(experiment.path("tickets", "round_03", "ticket.npz"))
+    meta, masks, weights = tickets.read_ticket(experiment.path("tickets", "round_03", "ticket.npz"))
     assert meta["model"] == "mlp_32_16" and meta["round"] == 3 and meta["rewind_step"] == 5
     round_masks = rundir.load_arrays(experiment.path("round_03", "masks.npz"))
     theta_k = rundir.load_arrays(experiment.path("init", "theta_k.npz"))
@@ -82,7 +83,7 @@ def test_ticket_file_holds_the_mask_and_the_rewind_weights(tiny_run):
 def test_a_ticket_trains_again_as_a_new_run(tiny_run, tmp_path, capsys):
     experiment, _ = tiny_run
     ticket = experiment.path("tickets", "round_03", "ticket.npz")
-    _, ticket_masks, ticket_weights = export.read_ticket(ticket)
+    _, ticket_masks, ticket_weights = tickets.read_ticket(ticket)
     flags.FLAGS.unparse_flags()
     main.parse_flags(["lth_tf", f"--ticket={ticket}", "--model=mlp_32_16", "--seed=4", "--learning_rate=0.01",
                       "--train_steps=20", "--eval_every=10", "--rounds=1", "--controls=reinit,random_prune",
@@ -112,16 +113,16 @@ def test_a_ticket_for_another_model_is_refused(tiny_run, tmp_path):
     ticket = experiment.path("tickets", "round_03", "ticket.npz")
     config = tiny_config(ticket=ticket)
     config = config.__class__(**{**config.__dict__, "model": config.model.__class__("mlp_32_32")})
-    with pytest.raises(lottery.ConfigError, match="is for --model=mlp_32_16"):
+    with pytest.raises(ConfigError, match="is for --model=mlp_32_16"):
         lottery.prepare(config, experiment.splits, training.make_strategy("default"), str(tmp_path))
-    synthetic = data.load(data.DataConfig("synthetic", synthetic_like="mnist", validation_size=100))
-    with pytest.raises(lottery.ConfigError, match="does not fit mlp_32_16 on this dataset: weight fc1/kernel has "
+    synthetic = data.load(DataConfig("synthetic", synthetic_like="mnist", validation_size=100))
+    with pytest.raises(ConfigError, match="does not fit mlp_32_16 on this dataset: weight fc1/kernel has "
                                                   r"shape \(40, 32\), expected \(784, 32\)"):
         lottery.prepare(tiny_config(ticket=ticket), synthetic, training.make_strategy("default"),
                         str(tmp_path / "wrong_shape"))
     broken = tmp_path / "broken.npz"
     broken.write_bytes(b"not a ticket")
-    with pytest.raises(lottery.ConfigError, match="not a readable lth_tf ticket"):
+    with pytest.raises(ConfigError, match="not a readable lth_tf ticket"):
         lottery.prepare(tiny_config(ticket=str(broken)), experiment.splits, training.make_strategy("default"),
                         str(tmp_path / "other"))
 

@@ -8,6 +8,7 @@ import pytest
 from conftest import run_tiny
 from lth_tf import lottery, pruning, rundir, training
 from lth_tf import tfmot_adapter as adapter
+from lth_tf.config import LotteryConfig
 
 
 def load(experiment, *parts):
@@ -159,7 +160,7 @@ def test_a_used_directory_refuses_another_config(tiny_run):
     experiment, _ = tiny_run
     before = {p: open(p, "rb").read() for p in _files(experiment.output_dir)}
     other = experiment.config.__class__(**{**experiment.config.__dict__,
-                                           "lottery": lottery.LotteryConfig(rounds=3, seed=99)})
+                                           "lottery": LotteryConfig(rounds=3, seed=99)})
     with pytest.raises(rundir.RunDirError, match="another config"):
         lottery.prepare(other, experiment.splits, experiment.trainer.strategy, experiment.output_dir)
     assert {p: open(p, "rb").read() for p in _files(experiment.output_dir)} == before

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import read_log, wait_for_log
 from lth_tf import rundir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -72,7 +73,7 @@ def assert_same_masks_and_weights(single, chief, other):
 
 def test_two_workers_match_a_single_process(single, tmp_path):
     outputs = finish(start_workers(tmp_path / "multi"))
-    assert "2 replica(s)" in outputs[0][1]
+    assert "2 replica(s)" in read_log(tmp_path / "multi")
     assert "results:" in outputs[0][0] and outputs[1][0] == ""  # only the chief reports
     chief, other = tmp_path / "multi", tmp_path / "multi.worker-1"
     assert not os.path.exists(other / "tensorboard")  # the chief alone writes summaries
@@ -82,14 +83,15 @@ def test_two_workers_match_a_single_process(single, tmp_path):
 
 def test_killed_workers_restart_and_resume(single, tmp_path):
     processes = start_workers(tmp_path / "multi")
-    for line in processes[0].stderr:
-        if "round 1 ticket       step     20/30" in line:
-            break
+    wait_for_log(tmp_path / "multi", "round 1 ticket       step     20/30", processes[0])
     for process in processes:
         process.kill()
         process.wait()
     assert os.path.exists(tmp_path / "multi" / "round_00" / "ticket" / "metrics.json")
-    outputs = finish(start_workers(tmp_path / "multi"))
-    for _, err in outputs:
-        assert "round 0 ticket       done" not in err  # finished on both workers, not redone
+    logged_before = [len(read_log(tmp_path / name)) for name in ("multi", "multi.worker-1")]
+    finish(start_workers(tmp_path / "multi"))
+    for name, since in zip(("multi", "multi.worker-1"), logged_before):
+        log = read_log(tmp_path / name)[since:]
+        assert "round 1 ticket       done" in log
+        assert "round 0 ticket       done" not in log  # finished on both workers, not redone
     assert_same_masks_and_weights(single, tmp_path / "multi", tmp_path / "multi.worker-1")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from absl import flags
 
-from conftest import tiny_config
+from conftest import read_log, tiny_config, wait_for_log
 from lth_tf import checkpoints, lottery, main, rundir, training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,16 +25,12 @@ def start(output_dir):
 
 
 def run_until(output_dir, marker, sig):
-    """Runs the CLI until a log line contains `marker`, then sends `sig`."""
+    """Runs the CLI until a new line of its log.txt contains `marker`, then sends `sig`."""
+    logged_before = len(read_log(output_dir))
     process = start(output_dir)
-    for line in process.stderr:
-        if marker in line:
-            process.send_signal(sig)
-            break
-    else:
-        pytest.fail(f"never logged {marker!r}")
-    stderr = process.stderr.read()
-    process.wait(timeout=300)
+    wait_for_log(output_dir, marker, process, since=logged_before)
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=300)
     return process.returncode, stderr
 
 
@@ -78,11 +74,13 @@ def test_killed_and_interrupted_runs_resume_to_the_uninterrupted_result(referenc
     assert last.startswith("lth_tf: interrupted in round 1 reinit at step") and "rerun the same command" in last
     assert any(f.endswith(".json") for f in os.listdir(output_dir / "round_01" / "reinit" / "checkpoints"))
     # and the rest, undisturbed
+    logged_before = len(read_log(output_dir))
     process = start(output_dir)
     _, stderr = process.communicate(timeout=600)
     assert process.returncode == 0, stderr[-2000:]
-    assert "round 0 ticket       done" not in stderr  # finished branches are not redone
-    assert "resuming from the checkpoint" in stderr
+    log = read_log(output_dir)[logged_before:]
+    assert "round 0 ticket       done" not in log  # finished branches are not redone
+    assert "round 1 reinit: resuming from the checkpoint at step" in log
     rows, arrays, metrics = outcome(output_dir)
     ref_rows, ref_arrays, ref_metrics = reference
     assert rows == ref_rows
@@ -165,7 +163,7 @@ def test_nan_stops_the_run_naming_round_and_step_and_keeps_finished_rounds(mnist
     assert open(tmp_path / "round_00" / "ticket" / "metrics.json").read() == before
 
 
-def test_a_real_nan_through_the_command_line(tmp_path, capsys):
+def test_a_real_nan_through_the_command_line(tmp_path, capfd):
     flags.FLAGS.unparse_flags()
     main.parse_flags(["lth_tf", "--learning_rate=1e12", "--optimizer=sgd", "--train_steps=40", "--rounds=1",
                       f"--output_dir={tmp_path}"])
@@ -173,12 +171,12 @@ def test_a_real_nan_through_the_command_line(tmp_path, capsys):
         main.main(["lth_tf"])
     flags.FLAGS.unparse_flags()
     assert exit_info.value.code == 1
-    line, = capsys.readouterr().err.strip().splitlines()
+    *_, line = capfd.readouterr().err.strip().splitlines()  # after the line of the diverged branch
     assert line.startswith("lth_tf: error: round 0 ticket: training loss is nan at step")
     assert rundir.read_results(str(tmp_path))[0]["status"].startswith("diverged: training loss is nan")
 
 
-def test_a_full_disk_is_reported_at_the_failing_write(tmp_path, monkeypatch, capsys):
+def test_a_full_disk_is_reported_at_the_failing_write(tmp_path, monkeypatch, capfd):
     real_write = rundir.atomic_write
 
     def disk_full_for_weights(path, payload):
@@ -192,7 +190,7 @@ def test_a_full_disk_is_reported_at_the_failing_write(tmp_path, monkeypatch, cap
         main.main(["lth_tf"])
     flags.FLAGS.unparse_flags()
     assert exit_info.value.code == 1
-    line, = capsys.readouterr().err.strip().splitlines()
+    *_, line = capfd.readouterr().err.strip().splitlines()  # after the line of the finished round 0
     assert line == (f"lth_tf: error: cannot write {tmp_path}/round_01/ticket/weights.npz: No space left on device; "
                     "finished rounds are kept")
     assert [r["round"] for r in rundir.read_results(str(tmp_path))] == ["0"]

@@ -1,11 +1,14 @@
 """TensorBoard event files, read back with TensorBoard's own reader."""
 import json
 import os
+import re
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.plugins.custom_scalar import layout_pb2
+from tensorboard.plugins.custom_scalar import metadata as custom_scalar_metadata
 
 from lth_tf import rundir
 
@@ -36,9 +39,9 @@ def test_branch_run_has_training_evaluation_and_weight_summaries(tiny_run):
     masks = rundir.load_arrays(experiment.path("round_02", "masks.npz"))
     for name, mask in masks.items():
         for when, step in (("start", 5), ("end", 30)):
-            (logged_step, density), = tags[f"density_{when}/{name}"]
+            (logged_step, density), = tags[f"weights/density_{when}/{name}"]
             assert logged_step == step and float(density) == pytest.approx(mask.mean())
-            (logged_step, histogram), = tags[f"weights_{when}/{name}"]
+            (logged_step, histogram), = tags[f"weights/surviving_{when}/{name}"]
             assert logged_step == step and histogram[:, 2].sum() == mask.sum()  # counts of surviving weights
 
 
@@ -53,8 +56,35 @@ def test_lottery_run_matches_results_csv(tiny_run):
             expected = {round(float(r["weights_remaining_pct"]) * 100): float(r[column]) for r in branch_rows}
             assert sorted(logged) == sorted(expected)
             assert logged == pytest.approx(expected, rel=1e-6)
+    for round_index in range(4):
+        metrics = rundir.read_json(experiment.path(f"round_{round_index:02d}", "ticket", "metrics.json"))
+        step = round(100 * 100 * metrics["density"])
+        for layer, density in metrics["layer_density"].items():
+            assert dict(tags[f"lottery/density/{layer}"])[step] == pytest.approx(100 * density)
     (_, text), = tags["config"]
     assert json.loads(text.item().decode().strip("`\n")) == rundir.read_json(experiment.path("config.json"))
+
+
+def test_custom_scalars_layout_puts_ticket_and_controls_on_one_chart(tiny_run):
+    """TensorBoard's Custom Scalars page reads this layout: each chart's regex
+    must pick every branch's series of one quantity, and nothing else."""
+    experiment, _ = tiny_run
+    tags = read_run(experiment.path("tensorboard", "lottery"))
+    (step, layout_bytes), = tags[custom_scalar_metadata.CONFIG_SUMMARY_TAG]
+    layout = layout_pb2.Layout.FromString(layout_bytes.item())
+    charts = {chart.title: chart.multiline.tag for category in layout.category for chart in category.chart}
+    scalar_tags = [tag for tag in tags if tag.startswith("lottery/")]
+
+    def matched(title):
+        (regex,) = charts[title]
+        return sorted(tag for tag in scalar_tags if re.search(regex, tag))
+    branches = ("random_prune", "reinit", "ticket")
+    assert matched("final test accuracy") == [f"lottery/{b}/test_accuracy" for b in branches]
+    assert matched("test accuracy at early stop (min validation loss)") == [
+        f"lottery/{b}/early_stop_test_accuracy" for b in branches]
+    assert matched("early-stop iteration") == [f"lottery/{b}/early_stop_step" for b in branches]
+    assert matched("ticket: % weights remaining per layer") == ["lottery/density/fc1", "lottery/density/fc2",
+                                                                 "lottery/density/output"]
 
 
 def test_event_steps_never_go_backwards(tiny_run):

@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lth_tf import data, models, training
+from lth_tf import networks, pipeline, training
 from lth_tf import tfmot_adapter as adapter
+from lth_tf.config import TrainingConfig
 
 
 def half_masks(model, seed=0):
@@ -16,16 +17,16 @@ def half_masks(model, seed=0):
 @pytest.mark.parametrize("optimizer, weight_decay", [("sgd", 5e-4), ("adam", 0.0), ("adam", 1e-4)])
 def test_masked_weights_are_exactly_zero_after_every_step(mnist1d, optimizer, weight_decay):
     strategy = tf.distribute.get_strategy()
-    config = training.TrainingConfig(optimizer=optimizer, learning_rate=0.05, weight_decay=weight_decay,
+    config = TrainingConfig(optimizer=optimizer, learning_rate=0.05, weight_decay=weight_decay,
                                      batch_size=32, train_steps=8)
     tf.keras.utils.set_random_seed(0)
-    model = adapter.wrap(models.build("mlp_64_32", mnist1d.input_shape, 10))
+    model = adapter.wrap(networks.build("mlp_64_32", mnist1d.input_shape, 10))
     trainer = training.make_trainer(model, config, strategy)
     masks = half_masks(model)
     adapter.set_masks(model, masks)
     before = adapter.get_kernels(model)
     iterator = iter(strategy.distribute_datasets_from_function(
-        lambda context: data.train_batches(mnist1d, 32, 0, 0, context)))
+        lambda context: pipeline.train_batches(mnist1d, 32, 0, 0, context)))
     for _ in range(8):
         trainer.train_steps(iterator, tf.constant(1))
         kernels = adapter.get_kernels(model)  # raw variables, no re-masking
@@ -43,8 +44,8 @@ def test_learning_rate_schedule_warms_up_and_drops():
 
 def test_reset_optimizer_zeroes_moments_and_sets_the_step(mnist1d):
     strategy = tf.distribute.get_strategy()
-    config = training.TrainingConfig(optimizer="sgd", batch_size=32, train_steps=5, eval_every=5, log_every=5)
-    model = adapter.wrap(models.build("mlp_16", mnist1d.input_shape, 10))
+    config = TrainingConfig(optimizer="sgd", batch_size=32, train_steps=5, eval_every=5, log_every=5)
+    model = adapter.wrap(networks.build("mlp_16", mnist1d.input_shape, 10))
     trainer = training.make_trainer(model, config, strategy)
     history = training.train(trainer, mnist1d, 0, 5)
     assert [r["step"] for r in history] == [5]
@@ -63,9 +64,9 @@ def test_early_stop_picks_the_minimum_validation_loss():
 
 def test_diverging_loss_raises_with_the_step(mnist1d):
     strategy = tf.distribute.get_strategy()
-    config = training.TrainingConfig(optimizer="sgd", learning_rate=1e6, batch_size=32, train_steps=40,
+    config = TrainingConfig(optimizer="sgd", learning_rate=1e6, batch_size=32, train_steps=40,
                                      eval_every=10, log_every=10)
-    model = adapter.wrap(models.build("mlp_16", mnist1d.input_shape, 10))
+    model = adapter.wrap(networks.build("mlp_16", mnist1d.input_shape, 10))
     trainer = training.make_trainer(model, config, strategy)
     with pytest.raises(training.Diverged, match="at step"):
         training.train(trainer, mnist1d, 0, 40)
@@ -78,7 +79,7 @@ def test_diverging_loss_raises_with_the_step(mnist1d):
     ("resnet56", (32, 32, 3), 58),
 ])
 def test_models_wrap_only_dense_and_conv_kernels(name, shape, prunable):
-    model = adapter.wrap(models.build(name, shape, 10))
+    model = adapter.wrap(networks.build(name, shape, 10))
     layers = adapter.prunable_layers(model)
     assert len(layers) == prunable and list(layers)[-1] == "output"
     masked = adapter.mask_for_variable(model)
@@ -88,17 +89,17 @@ def test_models_wrap_only_dense_and_conv_kernels(name, shape, prunable):
 
 
 def test_resnet_width_scales_channels():
-    model = models.build("resnet20", (32, 32, 3), 10, width=32)
+    model = networks.build("resnet20", (32, 32, 3), 10, width=32)
     assert model.get_layer("stem").filters == 32 and model.get_layer("s3b1_conv1").filters == 128
-    assert model.count_params() > 3 * models.build("resnet20", (32, 32, 3), 10).count_params()
+    assert model.count_params() > 3 * networks.build("resnet20", (32, 32, 3), 10).count_params()
 
 
 def test_paper_initialisers_are_untruncated_with_the_right_scale():
     tf.keras.utils.set_random_seed(0)
-    lenet = models.build("lenet_300_100", (28, 28, 1), 10)
+    lenet = networks.build("lenet_300_100", (28, 28, 1), 10)
     kernel = lenet.get_layer("fc1").kernel.numpy()
     assert kernel.std() == pytest.approx(np.sqrt(2 / (784 + 300)), rel=0.02)
     assert np.abs(kernel).max() > 2.5 * kernel.std()  # a truncated normal stops at 2 std
-    resnet = models.build("resnet20", (32, 32, 3), 10)
+    resnet = networks.build("resnet20", (32, 32, 3), 10)
     conv = resnet.get_layer("s2b1_conv2").kernel.numpy()
     assert conv.std() == pytest.approx(np.sqrt(2 / (3 * 3 * 32)), rel=0.05)

@@ -1,0 +1,76 @@
+"""What an experiment is: one frozen dataclass per concern, and the whole.
+
+Nothing here imports TensorFlow: flags.py builds these, and the run directory
+is checked against them, before TensorFlow loads (a bad flag is a one-line
+error in well under a second). Lengths are integer steps; '<n>ep' strings
+exist only at the flag boundary. config.json is `dataclasses.asdict` of an
+ExperimentConfig.
+"""
+import dataclasses
+
+CONTROLS = ("reinit", "random_prune")
+
+
+class ConfigError(Exception):
+    """A configuration that does not make a consistent experiment."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "mnist1d"
+    data_dir: str = ""
+    validation_size: int = 500
+    synthetic_like: str = "mnist"  # shape of the synthetic set
+    augment: bool = True           # pad-crop-flip, for CIFAR-shaped data only
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    name: str = "mlp_100_100"
+    width: int = 0  # ResNet base width; 0 = the paper's 16
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    optimizer: str = "adam"          # adam | sgd
+    learning_rate: float = 1e-3
+    momentum: float = 0.9            # sgd only
+    weight_decay: float = 0.0        # L2, added to the gradient as in PyTorch's SGD
+    batch_size: int = 100
+    train_steps: int = 2000
+    milestones: tuple = ()           # steps where the learning rate drops
+    lr_drop: float = 0.1             # factor applied at each milestone
+    warmup_steps: int = 0            # linear warmup from 0
+    eval_every: int = 100
+    log_every: int = 100
+    seed: int = 0                    # data order
+    xla: bool = False                # compile the step with XLA (single replica only)
+
+
+@dataclasses.dataclass(frozen=True)
+class PruningConfig:
+    strategy: str = "layerwise"  # layerwise | global
+    rate_fc: float = 0.2         # layerwise: fraction of remaining weights removed per round
+    rate_conv: float = 0.1
+    rate_output: float = 0.1
+    rate: float = 0.2            # global
+    exclude: tuple = ()          # global: layer names never pruned
+
+
+@dataclasses.dataclass(frozen=True)
+class LotteryConfig:
+    rounds: int = 4
+    rewind_step: int = 0          # 0 = rewind to initialisation
+    controls: tuple = ("reinit",)
+    seed: int = 0
+    ticket: str = ""              # a ticket file to start from instead of a dense theta_0
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    data: DataConfig
+    model: ModelConfig
+    training: TrainingConfig
+    pruning: PruningConfig
+    lottery: LotteryConfig

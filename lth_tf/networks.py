@@ -1,0 +1,108 @@
+"""Keras builders of the registry's model families (models.py has the names):
+plain, unwrapped functional models; tfmot_adapter wraps them."""
+import tensorflow as tf
+
+from lth_tf import models
+
+
+# The papers' initialisers are untruncated Gaussians (PyTorch xavier_normal_ and
+# kaiming_normal_); Keras' GlorotNormal/HeNormal truncate, hence VarianceScaling.
+def glorot_normal():
+    return tf.keras.initializers.VarianceScaling(1.0, "fan_avg", "untruncated_normal")
+
+
+def he_normal():
+    return tf.keras.initializers.VarianceScaling(2.0, "fan_in", "untruncated_normal")
+
+
+def mlp(widths, input_shape, num_classes, width=None):
+    """Fully connected ReLU network; LeNet-300-100 is mlp((300, 100))."""
+    inputs = tf.keras.Input(input_shape, name="inputs")
+    x = tf.keras.layers.Flatten(name="flatten")(inputs)
+    for i, units in enumerate(widths, start=1):
+        x = tf.keras.layers.Dense(units, "relu", kernel_initializer=glorot_normal(), name=f"fc{i}")(x)
+    outputs = tf.keras.layers.Dense(num_classes, kernel_initializer=glorot_normal(), name="output")(x)
+    return tf.keras.Model(inputs, outputs, name="mlp_" + "_".join(map(str, widths)))
+
+
+def conv_net(stages, input_shape, num_classes, width=None):
+    """Conv-2/4/6 of Frankle & Carbin (2019), Figure 2: pairs of 3x3 convs, each
+    pair followed by 2x2 max pooling, then FC 256-256-output."""
+    inputs = tf.keras.Input(input_shape, name="inputs")
+    x, n = inputs, 0
+    for filters in stages:
+        for _ in range(2):
+            n += 1
+            x = tf.keras.layers.Conv2D(filters, 3, padding="same", activation="relu",
+                                       kernel_initializer=glorot_normal(), name=f"conv{n}")(x)
+        x = tf.keras.layers.MaxPool2D(2, name=f"pool{n // 2}")(x)
+    x = tf.keras.layers.Flatten(name="flatten")(x)
+    for i in (1, 2):
+        x = tf.keras.layers.Dense(256, "relu", kernel_initializer=glorot_normal(), name=f"fc{i}")(x)
+    outputs = tf.keras.layers.Dense(num_classes, kernel_initializer=glorot_normal(), name="output")(x)
+    return tf.keras.Model(inputs, outputs, name="conv%d" % (2 * len(stages)))
+
+
+VGG_PLANS = {  # open_lth cifar_vgg plans: integers are conv widths, "M" max pooling
+    16: [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512],
+    19: [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
+         512, 512, 512, 512],
+}
+
+
+def vgg(depth, input_shape, num_classes, width=None):
+    """CIFAR VGG with BatchNorm as in open_lth: conv-BN-ReLU blocks, 2x2 average
+    pooling of the last feature map, one linear classifier."""
+    inputs = tf.keras.Input(input_shape, name="inputs")
+    x, n = inputs, 0
+    for item in VGG_PLANS[depth]:
+        if item == "M":
+            x = tf.keras.layers.MaxPool2D(2, name=f"pool{n}")(x)
+            continue
+        n += 1
+        x = tf.keras.layers.Conv2D(item, 3, padding="same", kernel_initializer=he_normal(),
+                                   name=f"conv{n}")(x)
+        x = tf.keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=f"bn{n}")(x)
+        x = tf.keras.layers.ReLU(name=f"relu{n}")(x)
+    x = tf.keras.layers.GlobalAveragePooling2D(name="avgpool")(x)
+    outputs = tf.keras.layers.Dense(num_classes, kernel_initializer=he_normal(), name="output")(x)
+    return tf.keras.Model(inputs, outputs, name=f"vgg{depth}")
+
+
+def resnet(depth, input_shape, num_classes, width=None):
+    """CIFAR ResNet of He et al. (2016) as in open_lth: 3 stages of (depth-2)/6
+    basic blocks, widths w, 2w, 4w (w = 16 by default), 1x1 conv shortcuts
+    where the shape changes."""
+    width = width or 16
+    blocks = (depth - 2) // 6
+
+    def conv_bn(x, filters, kernel, stride, name):
+        x = tf.keras.layers.Conv2D(filters, kernel, stride, padding="same", use_bias=False,
+                                   kernel_initializer=he_normal(), name=name)(x)
+        return tf.keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=name + "_bn")(x)
+
+    inputs = tf.keras.Input(input_shape, name="inputs")
+    x = tf.keras.layers.ReLU(name="stem_relu")(conv_bn(inputs, width, 3, 1, "stem"))
+    for stage in range(3):
+        filters = width * 2 ** stage
+        for block in range(blocks):
+            stride = 2 if stage > 0 and block == 0 else 1
+            name = f"s{stage + 1}b{block + 1}"
+            y = tf.keras.layers.ReLU(name=name + "_relu1")(conv_bn(x, filters, 3, stride, name + "_conv1"))
+            y = conv_bn(y, filters, 3, 1, name + "_conv2")
+            if stride != 1 or x.shape[-1] != filters:
+                x = conv_bn(x, filters, 1, stride, name + "_shortcut")
+            x = tf.keras.layers.ReLU(name=name + "_relu2")(tf.keras.layers.Add(name=name + "_add")([x, y]))
+    x = tf.keras.layers.GlobalAveragePooling2D(name="avgpool")(x)
+    outputs = tf.keras.layers.Dense(num_classes, kernel_initializer=he_normal(), name="output")(x)
+    return tf.keras.Model(inputs, outputs, name=f"resnet{depth}")
+
+
+def build(name: str, input_shape, num_classes: int, width: int | None = None) -> tf.keras.Model:
+    """Builds the named model with fresh weights from the global TF seed."""
+    models.check_input(name, input_shape)
+    family, argument = models.spec(name)
+    return FAMILIES[family](argument, input_shape, num_classes, width)
+
+
+FAMILIES = {"mlp": mlp, "conv": conv_net, "vgg": vgg, "resnet": resnet}
