@@ -98,7 +98,7 @@ class ExperimentProgress:
         self.total = self.done = 0
         self.seconds = []      # of every finished branch, earlier invocations' included
         self.bar = None
-        self.label = ""
+        self.label, self.density = "", 1.0
         self.last_line = 0.0
 
     def start(self, total_branches: int):

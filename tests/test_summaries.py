@@ -77,7 +77,7 @@ def test_custom_scalars_layout_puts_ticket_and_controls_on_one_chart(tiny_run):
 
     def matched(title):
         (regex,) = charts[title]
-        return sorted(tag for tag in scalar_tags if re.search(regex, tag))
+        return sorted(tag for tag in scalar_tags if re.match(regex, tag))  # as the plugin matches
     branches = ("random_prune", "reinit", "ticket")
     assert matched("final test accuracy") == [f"lottery/{b}/test_accuracy" for b in branches]
     assert matched("test accuracy at early stop (min validation loss)") == [
