@@ -160,7 +160,8 @@ def finished_or_trained(experiment, round_index, branch, masks, options) -> tupl
                                            density=pruning.density(masks)))
         except training.Interrupted as stop:
             raise training.Interrupted(f"in round {round_index} {branch} {stop}") from None
-        checkpoints.clear(os.path.join(folder, "checkpoints"))
+    # A finished branch keeps no checkpoints, also when a kill came between its metrics and this.
+    checkpoints.clear(os.path.join(folder, "checkpoints"))
     diverged = os.path.exists(failed)
     return rundir.read_json(failed if diverged else done), diverged, trained
 

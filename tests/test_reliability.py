@@ -2,6 +2,7 @@
 NaN losses, full disks."""
 import errno
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -217,3 +218,16 @@ def test_damaged_files_are_reported_and_made_again(tiny_run, tmp_path, caplog):
     with pytest.raises(rundir.CorruptFile, match="theta_k.npz is damaged"):
         (copy / "init" / "theta_k.npz").write_bytes(b"PK\x03\x04 broken")
         rundir.load_arrays(str(copy / "init" / "theta_k.npz"))
+
+
+def test_checkpoints_a_kill_left_beside_finished_metrics_are_removed_on_resume(tiny_run, tmp_path):
+    """A kill between a branch's metrics.json and the removal of its checkpoints."""
+    experiment, rows = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(experiment.output_dir, copy)
+    stale = copy / "round_01" / "ticket" / "checkpoints"
+    stale.mkdir()
+    (stale / "ckpt-10.json").write_text("{}")
+    again = lottery.prepare(experiment.config, experiment.splits, experiment.trainer.strategy, str(copy))
+    assert lottery.run(again) == rows  # nothing trained again
+    assert not stale.exists()
