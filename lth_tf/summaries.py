@@ -4,14 +4,14 @@
                                      log_every steps; validation and test loss/accuracy
                                      at each evaluation; per-layer density and weight
                                      histograms at the start and end of the round
-    tensorboard/lottery/             the LTH curves: for each branch, final and early-stop
-                                     test accuracy and the early-stop iteration, and the
-                                     ticket's per-layer density, with the step axis =
-                                     % weights remaining x 100 (10000 = dense); the
-                                     resolved config as text; the Custom Scalars layout
+    tensorboard/lottery/             the resolved config as text; the Custom Scalars layout
                                      that puts ticket and controls on one chart
+    tensorboard/lottery/<branch>/    the LTH curves: final and early-stop test accuracy,
+                                     the early-stop iteration and (ticket) per-layer
+                                     density, with the step axis = % weights remaining
+                                     x 100 (10000 = dense)
 
-Tag groups sort so that Time Series shows `lottery/` first ('weights/' comes last).
+Tag groups sort so that Time Series opens on `lottery/`, then `lottery_density/`; `weights/` comes last.
 """
 import json
 import os
@@ -65,13 +65,14 @@ def _chart(title: str, tag_regex: str):
     return layout_pb2.Chart(title=title, multiline=layout_pb2.MultilineChartContent(tag=[tag_regex]))
 
 
-# TensorBoard's Custom Scalars page: one chart per LTH figure, every branch on it.
+# TensorBoard's Custom Scalars page: one chart per LTH figure, every branch on it
+# (each branch is a run of its own, so each gets its own colour).
 LAYOUT = layout_pb2.Layout(category=[layout_pb2.Category(
     title="lottery ticket vs controls (x axis: % weights remaining x 100; 10000 = dense)",
-    chart=[_chart("final test accuracy", r"^lottery/[^/]+/test_accuracy$"),
-           _chart("test accuracy at early stop (min validation loss)", r"^lottery/[^/]+/early_stop_test_accuracy$"),
-           _chart("early-stop iteration", r"^lottery/[^/]+/early_stop_step$"),
-           _chart("ticket: % weights remaining per layer", r"^lottery/density/")])])
+    chart=[_chart("final test accuracy", r"^lottery/test_accuracy$"),
+           _chart("test accuracy at early stop (min validation loss)", r"^lottery/early_stop_test_accuracy$"),
+           _chart("early-stop iteration", r"^lottery/early_stop_step$"),
+           _chart("ticket: % weights remaining per layer", r"^lottery_density/")])])
 
 
 def pct_step(weights_remaining_pct: float) -> int:
@@ -79,27 +80,31 @@ def pct_step(weights_remaining_pct: float) -> int:
 
 
 def write_lottery_run(output_dir: str, rows: list[dict], config: dict):
-    """Rewrites the experiment-level run from results.csv rows (so a resumed
-    run never holds a value twice)."""
+    """Rewrites the experiment-level runs from results.csv rows (so a resumed
+    run never holds a value twice): `lottery` (the layout, the config) and
+    `lottery/<branch>` (its curves)."""
     path = lottery_run(output_dir)
     shutil.rmtree(path, ignore_errors=True)
     writer = tf.summary.create_file_writer(path)
     with writer.as_default():
         tf.summary.experimental.write_raw_pb(custom_scalar_summary.pb(LAYOUT).SerializeToString(), step=0)
         tf.summary.text("config", "```\n" + json.dumps(config, indent=2, sort_keys=True) + "\n```", step=0)
+    writer.close()
+    finished = [r for r in rows if r["status"] == "ok"]
+    for branch in dict.fromkeys(r["branch"] for r in finished):
+        writer = tf.summary.create_file_writer(os.path.join(path, branch))
         # TensorBoard drops every event of a run past a step that goes backwards
         # (it takes that for a restart), so the sparsest round, the lowest step, comes first.
-        finished = [r for r in rows if r["status"] == "ok"]
-        for row in sorted(finished, key=lambda r: pct_step(r["weights_remaining_pct"])):
-            step = pct_step(row["weights_remaining_pct"])
-            branch = row["branch"]
-            tf.summary.scalar(f"lottery/{branch}/test_accuracy", float(row["test_accuracy"]), step=step)
-            tf.summary.scalar(f"lottery/{branch}/early_stop_test_accuracy",
-                              float(row["early_stop_test_accuracy"]), step=step)
-            tf.summary.scalar(f"lottery/{branch}/early_stop_step", float(row["early_stop_step"]), step=step)
-            if branch == "ticket":
+        branch_rows = sorted((r for r in finished if r["branch"] == branch),
+                             key=lambda r: pct_step(r["weights_remaining_pct"]))
+        with writer.as_default():
+            for row in branch_rows:
+                step = pct_step(row["weights_remaining_pct"])
+                tf.summary.scalar("lottery/test_accuracy", float(row["test_accuracy"]), step=step)
+                tf.summary.scalar("lottery/early_stop_test_accuracy", float(row["early_stop_test_accuracy"]),
+                                  step=step)
+                tf.summary.scalar("lottery/early_stop_step", float(row["early_stop_step"]), step=step)
                 tf.summary.scalar("lottery/round", float(row["round"]), step=step)
-                for layer, density in row.get("layer_density", {}).items():
-                    tf.summary.scalar(f"lottery/density/{layer}", 100 * density, step=step)
-    writer.close()
-
+                for layer, density in row.get("layer_density", {}).items() if branch == "ticket" else ():
+                    tf.summary.scalar(f"lottery_density/{layer}", 100 * density, step=step)
+        writer.close()

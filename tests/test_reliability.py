@@ -201,7 +201,6 @@ def test_a_full_disk_is_reported_at_the_failing_write(tmp_path, monkeypatch, cap
 def test_damaged_files_are_reported_and_made_again(tiny_run, tmp_path, caplog):
     experiment, rows = tiny_run
     copy = tmp_path / "run"
-    import shutil
     shutil.copytree(experiment.output_dir, copy)
     masks_path = copy / "round_02" / "masks.npz"
     original_masks = rundir.load_arrays(str(masks_path))

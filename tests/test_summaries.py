@@ -24,6 +24,8 @@ def test_one_run_per_round_and_branch(tiny_run):
     experiment, rows = tiny_run
     runs = sorted(os.listdir(experiment.path("tensorboard")))
     assert runs == sorted(["lottery"] + [f"round_{int(r['round']):02d}_{r['branch']}" for r in rows])
+    assert sorted(d for d in os.listdir(experiment.path("tensorboard", "lottery")) if not d.startswith("events")) == [
+        "random_prune", "reinit", "ticket"]
 
 
 def test_branch_run_has_training_evaluation_and_weight_summaries(tiny_run):
@@ -45,46 +47,48 @@ def test_branch_run_has_training_evaluation_and_weight_summaries(tiny_run):
             assert logged_step == step and histogram[:, 2].sum() == mask.sum()  # counts of surviving weights
 
 
-def test_lottery_run_matches_results_csv(tiny_run):
+def test_lottery_runs_match_results_csv(tiny_run):
     experiment, _ = tiny_run
-    tags = read_run(experiment.path("tensorboard", "lottery"))
     rows = rundir.read_results(experiment.output_dir)
     for branch in ("ticket", "reinit", "random_prune"):
+        tags = read_run(experiment.path("tensorboard", "lottery", branch))
         branch_rows = [r for r in rows if r["branch"] == branch]
         for column in ("test_accuracy", "early_stop_test_accuracy", "early_stop_step"):
-            logged = {step: float(v) for step, v in tags[f"lottery/{branch}/{column}"]}
+            logged = {step: float(v) for step, v in tags[f"lottery/{column}"]}
             expected = {round(float(r["weights_remaining_pct"]) * 100): float(r[column]) for r in branch_rows}
             assert sorted(logged) == sorted(expected)
             assert logged == pytest.approx(expected, rel=1e-6)
+    tags = read_run(experiment.path("tensorboard", "lottery", "ticket"))
     for round_index in range(4):
         metrics = rundir.read_json(experiment.path(f"round_{round_index:02d}", "ticket", "metrics.json"))
         step = round(100 * 100 * metrics["density"])
         for layer, density in metrics["layer_density"].items():
-            assert dict(tags[f"lottery/density/{layer}"])[step] == pytest.approx(100 * density)
-    (_, text), = tags["config"]
+            assert dict(tags[f"lottery_density/{layer}"])[step] == pytest.approx(100 * density)
+    (_, text), = read_run(experiment.path("tensorboard", "lottery"))["config"]
     assert json.loads(text.item().decode().strip("`\n")) == rundir.read_json(experiment.path("config.json"))
 
 
 def test_custom_scalars_layout_puts_ticket_and_controls_on_one_chart(tiny_run):
     """TensorBoard's Custom Scalars page reads this layout: each chart's regex
-    must pick every branch's series of one quantity, and nothing else."""
+    must pick one quantity, which every branch's run has (the ticket alone has densities)."""
     experiment, _ = tiny_run
-    tags = read_run(experiment.path("tensorboard", "lottery"))
-    (step, layout_bytes), = tags[custom_scalar_metadata.CONFIG_SUMMARY_TAG]
+    (step, layout_bytes), = read_run(experiment.path("tensorboard", "lottery"))[
+        custom_scalar_metadata.CONFIG_SUMMARY_TAG]
     layout = layout_pb2.Layout.FromString(layout_bytes.item())
     charts = {chart.title: chart.multiline.tag for category in layout.category for chart in category.chart}
-    scalar_tags = [tag for tag in tags if tag.startswith("lottery/")]
+    branch_tags = {branch: read_run(experiment.path("tensorboard", "lottery", branch))
+                   for branch in ("ticket", "reinit", "random_prune")}
 
     def matched(title):
-        (regex,) = charts[title]
-        return sorted(tag for tag in scalar_tags if re.match(regex, tag))  # as the plugin matches
-    branches = ("random_prune", "reinit", "ticket")
-    assert matched("final test accuracy") == [f"lottery/{b}/test_accuracy" for b in branches]
-    assert matched("test accuracy at early stop (min validation loss)") == [
-        f"lottery/{b}/early_stop_test_accuracy" for b in branches]
-    assert matched("early-stop iteration") == [f"lottery/{b}/early_stop_step" for b in branches]
-    assert matched("ticket: % weights remaining per layer") == ["lottery/density/fc1", "lottery/density/fc2",
-                                                                 "lottery/density/output"]
+        (regex,) = charts[title]  # matched as the plugin does
+        return {branch: sorted(tag for tag in tags if re.match(regex, tag)) for branch, tags in branch_tags.items()}
+    for title, tag in [("final test accuracy", "lottery/test_accuracy"),
+                       ("test accuracy at early stop (min validation loss)", "lottery/early_stop_test_accuracy"),
+                       ("early-stop iteration", "lottery/early_stop_step")]:
+        assert matched(title) == {branch: [tag] for branch in branch_tags}
+    assert matched("ticket: % weights remaining per layer") == {
+        "ticket": ["lottery_density/fc1", "lottery_density/fc2", "lottery_density/output"],
+        "reinit": [], "random_prune": []}
 
 
 def test_event_steps_never_go_backwards(tiny_run):
@@ -92,10 +96,10 @@ def test_event_steps_never_go_backwards(tiny_run):
     run's later events, so every run's file must be in step order."""
     from tensorboard.backend.event_processing import event_file_loader
     experiment, _ = tiny_run
-    root = experiment.path("tensorboard")
-    for run in os.listdir(root):
-        files = os.listdir(os.path.join(root, run))
-        assert len(files) == 1, run
-        steps = [e.step for e in event_file_loader.EventFileLoader(os.path.join(root, run, files[0])).Load()
+    for folder, _, files in os.walk(experiment.path("tensorboard")):
+        if folder == experiment.path("tensorboard"):
+            continue
+        assert len(files) == 1, folder
+        steps = [e.step for e in event_file_loader.EventFileLoader(os.path.join(folder, files[0])).Load()
                  if e.HasField("summary")]
-        assert steps == sorted(steps), run
+        assert steps == sorted(steps), folder
