@@ -47,9 +47,9 @@ def control_seed(seed: int, round_index: int, branch: str) -> int:
 
 
 def prepare(config: ExperimentConfig, splits, strategy, output_dir: str) -> Experiment:
-    """Claims the run directory, builds the wrapped model and its trainer, and
+    """Builds the wrapped model and its trainer, checks what needs them, then
+    claims the run directory (a refused config leaves it untouched) and
     creates (or reloads) theta_0."""
-    rundir.claim(output_dir, dataclasses.asdict(config))
     tf.keras.utils.set_random_seed(config.lottery.seed)
     with strategy.scope():
         try:
@@ -71,6 +71,7 @@ def prepare(config: ExperimentConfig, splits, strategy, output_dir: str) -> Expe
         make_theta_0 = lambda: ticket_weights  # noqa: E731
     else:
         make_theta_0 = lambda: initial_state(config, splits, config.lottery.seed)  # noqa: E731
+    rundir.claim(output_dir, dataclasses.asdict(config))
     theta_0 = _load_or_save(os.path.join(output_dir, "init", "theta_0.npz"), make_theta_0)
     return Experiment(config, splits, trainer, output_dir, theta_0, masks)
 
@@ -304,10 +305,13 @@ def _branch_hooks(round_index, branch, density, writer, options, on_checkpoint) 
 
 def export_round(experiment: Experiment, round_index: int, masks):
     """tickets/round_NN/: the trained ticket as a SavedModel, the ticket file
-    (masks + theta_k), and its row of tickets/sizes.csv. Skipped if present."""
+    (masks + theta_k), and its row of tickets/sizes.csv. What exists is kept;
+    a kill between the SavedModel and its row leaves only the row to write."""
     folder = experiment.path("tickets", f"round_{round_index:02d}")
     saved_model = os.path.join(folder, "saved_model")
     if os.path.exists(saved_model):
+        if not any(int(row["round"]) == round_index for row in rundir.read_sizes(experiment.output_dir)):
+            export.record_size(experiment.output_dir, round_index, 100 * pruning.density(masks), saved_model)
         return
     started = time.time()
     logging.info("round %d: exporting the ticket and its SavedModel to %s", round_index, folder)

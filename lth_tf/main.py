@@ -48,12 +48,16 @@ def main(argv):
         for warning in warnings:
             console.say(f"lth_tf: warning: {warning}")
         progress = console_lib.ExperimentProgress(console)
+        previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
         stop = install_stop_handlers(console)
         try:
             run(lth_flags.FLAGS, stop.is_set, console, progress)
         except (Exception, KeyboardInterrupt) as error:
             progress.close()
             fail(*_failure(error, console), stream=console.stream)
+        finally:  # in-process callers (tests) keep their Ctrl-C
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
 
 def _failure(error: BaseException, console) -> tuple[str, int]:
@@ -125,14 +129,13 @@ def run(f, should_stop=lambda: False, console=None, progress=None):
         # which TensorFlow wants from every worker) beside the chief's run.
         output_dir = f"{output_dir.rstrip('/')}.{role}"
         options = dataclasses.replace(options, export="none", tensorboard=False, progress=None)
+    logging.info("%s: %d train / %d validation / %d test examples from %s; %d replica(s); writing to %s",
+                 splits.name, len(splits.x_train), len(splits.x_val), len(splits.x_test), splits.source,
+                 strategy.num_replicas_in_sync, output_dir)
     with rundir.locked(output_dir):
-        rundir.claim(output_dir, dataclasses.asdict(config))
+        experiment = lottery.prepare(config, splits, strategy, output_dir)  # the last checks, then the claim
         if console:
             console.attach(os.path.join(output_dir, "log.txt"))
-        logging.info("%s: %d train / %d validation / %d test examples from %s; %d replica(s); writing to %s",
-                     splits.name, len(splits.x_train), len(splits.x_val), len(splits.x_test), splits.source,
-                     strategy.num_replicas_in_sync, output_dir)
-        experiment = lottery.prepare(config, splits, strategy, output_dir)
         rows = lottery.run(experiment, options)
     if not chief:
         return

@@ -104,9 +104,11 @@ LOCK = ".lock"
 @contextlib.contextmanager
 def locked(output_dir: str):
     """Holds output_dir/.lock (pid and host) while the block runs, so a second
-    process on the same directory refuses; a dead process's lock is taken over."""
+    process on the same directory refuses; a dead process's lock is taken over.
+    A directory it made is removed again if the block left nothing in it."""
     path = os.path.join(output_dir, LOCK)
     host = socket.gethostname()
+    made = not os.path.exists(output_dir)
     try:
         os.makedirs(output_dir, exist_ok=True)
         while True:
@@ -123,6 +125,8 @@ def locked(output_dir: str):
         yield
     finally:
         os.unlink(path)
+        if made and not os.listdir(output_dir):
+            os.rmdir(output_dir)
 
 
 def _check_stale_lock(path, output_dir, host):

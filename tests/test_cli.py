@@ -152,11 +152,15 @@ def test_bad_input_is_one_line_before_tensorflow_loads(argv, status, names, tmp_
     (["--prune_strategy=global", "--prune_exclude=fc9"], "--prune_exclude names no prunable layer: fc9"),
     (["--strategy=mirrored", "--cpu_devices=2", "--batch_size=33"], "not divisible by the 2 replicas"),
 ])
-def test_errors_found_with_tensorflow_are_one_line_too(argv, message, tmp_path):
-    result = cli("--train_steps=10", f"--output_dir={tmp_path / 'run'}", *argv)
+def test_errors_found_with_tensorflow_are_one_line_too_and_leave_no_trace(argv, message, tmp_path):
+    common = ["--train_steps=10", "--eval_every=10", "--rounds=0", f"--output_dir={tmp_path / 'run'}"]
+    result = cli(*common, *argv)
     assert result.returncode == 1
-    line, = result.stderr.splitlines()  # TensorFlow's start-up lines went to log.txt
+    line, = result.stderr.splitlines()  # TensorFlow's start-up lines went to no log: there is no run
     assert line.startswith("lth_tf: error: ") and message in line
+    assert not os.path.exists(tmp_path / "run")
+    corrected = cli(*common, *[a for a in argv if "batch_size" not in a and "exclude" not in a])
+    assert corrected.returncode == 0, corrected.stderr  # not "holds a run with another config"
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["--helpfull"]])

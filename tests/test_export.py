@@ -1,6 +1,7 @@
 """Exported tickets: SavedModels that reproduce the run's accuracy without
 lth_tf, ticket files that lth_tf trains again, and their sizes."""
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -138,3 +139,14 @@ def test_size_table_compares_tickets_with_the_dense_round(tiny_run):
         assert 0 < int(row["saved_model_gzip_bytes"]) < on_disk
     assert float(sizes[0]["gzip_vs_dense_gzip"]) == 1.0
     assert float(sizes[1]["gzip_vs_dense_gzip"]) < 1.0  # zeros compress
+
+
+def test_a_resume_completes_an_export_killed_before_its_size_row(tiny_run, tmp_path):
+    experiment, rows = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(experiment.output_dir, copy)
+    sizes = rundir.read_sizes(str(copy))
+    rundir.write_sizes(str(copy), [row for row in sizes if row["round"] != "3"])  # killed after the SavedModel
+    again = lottery.prepare(experiment.config, experiment.splits, experiment.trainer.strategy, str(copy))
+    lottery.run(again)
+    assert rundir.read_sizes(str(copy)) == sizes

@@ -172,6 +172,7 @@ def test_a_real_nan_through_the_command_line(tmp_path, capfd):
         main.main(["lth_tf"])
     flags.FLAGS.unparse_flags()
     assert exit_info.value.code == 1
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # main put Python's handler back
     *_, line = capfd.readouterr().err.strip().splitlines()  # after the line of the diverged branch
     assert line.startswith("lth_tf: error: round 0 ticket: training loss is nan at step")
     assert rundir.read_results(str(tmp_path))[0]["status"].startswith("diverged: training loss is nan")
