@@ -265,8 +265,9 @@ def run_branch(experiment: Experiment, round_index: int, branch: str, masks, opt
     hooks = _branch_hooks(round_index, branch, density, writer, options, on_checkpoint)
     rewind_step = experiment.config.lottery.rewind_step
     if round_index == 0 and branch == "ticket" and step <= rewind_step:
-        # The first round passes the rewind point on its way: save theta_k there.
-        history = training.train(trainer, splits, step, rewind_step, hooks, history)
+        # The first round passes the rewind point on its way: save theta_k there (and evaluate
+        # at the same steps as every other round and branch).
+        history = training.train(trainer, splits, step, rewind_step, hooks, history, evaluate_at_end=False)
         rundir.save_arrays(experiment.path("init", "theta_k.npz"), adapter.get_state(trainer.model))
         step = rewind_step
     history = training.train(trainer, splits, step, end, hooks, history)

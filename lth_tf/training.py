@@ -164,7 +164,7 @@ class Hooks:
 
 
 def train(trainer: Trainer, splits: data_lib.Splits, start_step: int, end_step: int,
-          hooks: Hooks = Hooks(), history: list | None = None) -> list[dict]:
+          hooks: Hooks = Hooks(), history: list | None = None, evaluate_at_end: bool = True) -> list[dict]:
     """Trains from start_step to end_step; returns the evaluation records
     (`history`, when resuming, holds the records before start_step).
 
@@ -172,7 +172,8 @@ def train(trainer: Trainer, splits: data_lib.Splits, start_step: int, end_step: 
     averaged over the compiled chunk that ends there (chunks end at every log,
     evaluation, epoch and checkpoint step, the same in a resumed run);
     the validation and test sets are evaluated every eval_every steps and at
-    the end. Raises Diverged on a non-finite loss, Interrupted when
+    the end (unless evaluate_at_end is False: a stop on the way, not the end
+    of the schedule). Raises Diverged on a non-finite loss, Interrupted when
     hooks.should_stop() turns true (after a checkpoint).
     """
     config = trainer.config
@@ -194,7 +195,7 @@ def train(trainer: Trainer, splits: data_lib.Splits, start_step: int, end_step: 
             raise Diverged(f"training loss is {loss} at step {step}")
         if step % config.log_every == 0 or step == end_step:
             hooks.on_log(Progress(step, start_step, end_step, loss, accuracy, learning_rate, time.time() - started))
-        if step % config.eval_every == 0 or step == end_step:
+        if step % config.eval_every == 0 or (step == end_step and evaluate_at_end):
             tfmot_adapter.apply_masks(trainer.model)
             history.append(dict(step=step, train_loss=loss, train_accuracy=accuracy,
                                 **_eval_record(trainer, splits)))

@@ -19,7 +19,21 @@ def test_results_have_one_row_per_round_and_branch(tiny_run):
     experiment, rows = tiny_run
     assert [(int(r["round"]), r["branch"]) for r in rundir.read_results(experiment.output_dir)] == [
         (0, "ticket")] + [(r, b) for r in (1, 2, 3) for b in ("ticket", "reinit", "random_prune")]
-    assert [float(r["weights_remaining_pct"]) for r in rows] == [row["weights_remaining_pct"] for row in rows]
+    # mlp_32_16 on MNIST-1D: fc1 40x32, fc2 32x16, output 16x10 = 1952 weights. By hand, removing
+    # round(rate x remaining), halves up: fc 20% 1280 -> 1024 -> 819 -> 655 and 512 -> 410 -> 328 -> 262,
+    # output 10% 160 -> 144 -> 130 -> 117; so 1952 -> 1578 -> 1277 -> 1034 weights.
+    expected = [100.0] + [round(100 * n / 1952, 4) for n in (1578, 1277, 1034) for _ in range(3)]
+    assert [float(r["weights_remaining_pct"]) for r in rundir.read_results(experiment.output_dir)] == expected
+    assert expected[1:4] == [80.8402] * 3 and expected[-1] == 52.9713
+
+
+def test_every_round_and_branch_evaluates_at_the_same_steps(tiny_run):
+    """eval_every=10 over 30 steps, rewinding to step 5: round 0 passes step 5
+    on its way without an evaluation the other rounds cannot have."""
+    experiment, rows = tiny_run
+    for row in rows:
+        metrics = rundir.read_json(experiment.path(f"round_{row['round']:02d}", row["branch"], "metrics.json"))
+        assert [record["step"] for record in metrics["history"]] == [10, 20, 30], (row["round"], row["branch"])
 
 
 def test_each_round_removes_the_rule_count_per_layer(tiny_run):

@@ -82,3 +82,10 @@ def test_ties_at_the_threshold_break_by_position():
     np.testing.assert_array_equal(masks["a"], [1, 0, 1, 0, 0, 1])
     masks = pruning.prune_layerwise(weights, pruning.dense_masks({"a": (6,)}), {"a": 0.34})
     np.testing.assert_array_equal(masks["a"], [1, 0, 1, 0, 1, 1])
+
+
+def test_count_to_remove_rounds_halves_up():
+    assert pruning.count_to_remove(0.15, 370) == 56    # 55.5
+    assert pruning.count_to_remove(0.1, 145) == 15     # 14.5
+    assert pruning.count_to_remove(0.2, 512) == 102    # 102.4
+    assert pruning.count_to_remove(0.2, 819) == 164    # 163.8
