@@ -24,7 +24,7 @@ KEEP = 2
 
 
 def _checkpoint(trainer):
-    return tf.train.Checkpoint(model=trainer.model, optimizer=trainer.optimizer)
+    return tf.train.Checkpoint(model=trainer.model, optimizer=trainer.optimizer, step_offset=trainer.step_offset)
 
 
 def _markers(directory):
@@ -56,8 +56,8 @@ def restore_latest(trainer, directory: str) -> dict | None:
         state = rundir.read_json(marker)
         with trainer.strategy.scope():
             _checkpoint(trainer).read(marker[: -len(".json")]).assert_existing_objects_matched()
-        if int(trainer.optimizer.iterations.numpy()) != step or state["step"] != step:
-            raise ValueError(f"it holds step {int(trainer.optimizer.iterations.numpy())}")
+        if training.global_step(trainer) != step or state["step"] != step:
+            raise ValueError(f"it holds step {training.global_step(trainer)}")
         return state
     except Exception as error:  # noqa: BLE001  a damaged file fails in many ways (IndexError, DataLoss, ...)
         logging.warning("checkpoint %s is unreadable (%s); trying an older one", marker,

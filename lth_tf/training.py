@@ -14,13 +14,21 @@ from lth_tf.config import TrainingConfig
 
 
 class StepSchedule(tf.keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warmup, then the base rate times lr_drop ** (milestones passed)."""
+    """Linear warmup, then the base rate times lr_drop ** (milestones passed).
 
-    def __init__(self, base, milestones=(), drop=0.1, warmup=0):
+    The optimizer calls it with its own step count, which restarts at 0 when a
+    branch rewinds to step k (a fresh optimizer: Adam's bias correction starts
+    over); `offset`, a variable, holds k, so the rate is the schedule's at the
+    global step k + count, as in open_lth."""
+
+    def __init__(self, base, milestones=(), drop=0.1, warmup=0, offset=None):
         self.base, self.milestones, self.drop, self.warmup = base, tuple(milestones), drop, warmup
+        self.offset = offset
 
     def __call__(self, step):
         step = tf.cast(step, tf.float32)
+        if self.offset is not None:
+            step += tf.cast(self.offset, tf.float32)
         passed = tf.reduce_sum(tf.cast(step >= tf.constant(self.milestones, tf.float32), tf.float32)) \
             if self.milestones else 0.0
         rate = self.base * tf.pow(self.drop, passed)
@@ -48,13 +56,16 @@ class Trainer:
     strategy: tf.distribute.Strategy
     config: TrainingConfig
     schedule: StepSchedule
+    step_offset: tf.Variable  # the global step of the last rewind; the optimizer counts from there
     train_steps: Callable   # (iterator, n) -> (mean loss, accuracy) over n steps
     evaluate_batches: Callable  # (distributed dataset) -> (loss sum, correct, count)
 
 
 def make_trainer(model, config: TrainingConfig, strategy) -> Trainer:
     """Call inside strategy.scope(), with the model built there too."""
-    schedule = StepSchedule(config.learning_rate, config.milestones, config.lr_drop, config.warmup_steps)
+    step_offset = tf.Variable(0, dtype=tf.int64, trainable=False, name="step_offset")
+    schedule = StepSchedule(config.learning_rate, config.milestones, config.lr_drop, config.warmup_steps,
+                            step_offset)
     optimizer = make_optimizer(config, schedule)
     optimizer.build(model.trainable_variables)
     masks = tfmot_adapter.mask_for_variable(model)
@@ -102,14 +113,20 @@ def make_trainer(model, config: TrainingConfig, strategy) -> Trainer:
             totals += strategy.reduce("SUM", strategy.run(replica_eval, args=(images, labels)), axis=None)
         return totals
 
-    return Trainer(model, optimizer, strategy, config, schedule, train_steps, evaluate_batches)
+    return Trainer(model, optimizer, strategy, config, schedule, step_offset, train_steps, evaluate_batches)
 
 
 def reset_optimizer(trainer: Trainer, step: int):
-    """Fresh optimizer state, with the step (and so the LR schedule) at `step`."""
-    for variable in trainer.optimizer.variables:
+    """A fresh optimizer (zero moments, its step count at 0), with the
+    learning-rate schedule and the global step at `step`."""
+    for variable in trainer.optimizer.variables:  # the step count too
         variable.assign(tf.zeros_like(variable))
-    trainer.optimizer.iterations.assign(step)
+    trainer.step_offset.assign(step)
+
+
+def global_step(trainer: Trainer) -> int:
+    """Steps of the schedule done: the rewind step plus the optimizer's count since."""
+    return int(trainer.step_offset.numpy()) + int(trainer.optimizer.iterations.numpy())
 
 
 def evaluate(trainer: Trainer, x, y) -> tuple[float, float]:

@@ -108,7 +108,7 @@ def test_a_corrupt_checkpoint_is_reported_and_the_previous_one_used(tiny_run, tm
         f.truncate(100)
     state = checkpoints.restore_latest(trainer, str(tmp_path))
     assert state["step"] == 10 and state["history"] == [{"step": 10}]
-    assert int(trainer.optimizer.iterations.numpy()) == 10
+    assert training.global_step(trainer) == 10
     for restored, saved in zip(trainer.model.get_weights(), at_10):
         np.testing.assert_array_equal(restored, saved)
     assert "ckpt-20.json is unreadable" in caplog.text

@@ -51,8 +51,41 @@ def test_reset_optimizer_zeroes_moments_and_sets_the_step(mnist1d):
     assert [r["step"] for r in history] == [5]
     assert any(np.any(v.numpy()) for v in trainer.optimizer.variables[1:])
     training.reset_optimizer(trainer, 3)
-    assert int(trainer.optimizer.iterations.numpy()) == 3
-    assert all(not np.any(v.numpy()) for v in trainer.optimizer.variables if v is not trainer.optimizer.iterations)
+    assert training.global_step(trainer) == 3
+    assert all(not np.any(v.numpy()) for v in trainer.optimizer.variables)  # its own step count too
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_the_first_update_after_a_rewind_is_a_fresh_optimizers(mnist1d, optimizer):
+    """Rewound to step k = 5 after 8 steps: the next update equals that of a freshly made
+    optimizer from theta_k, with the schedule's rate at step k (Adam's bias correction from
+    step 1, SGD's momentum buffer empty), and the global step goes on from k."""
+    strategy = tf.distribute.get_strategy()
+    config = TrainingConfig(optimizer=optimizer, learning_rate=0.01, milestones=(3,), lr_drop=0.1,
+                            batch_size=32, train_steps=10, eval_every=100, log_every=100)
+    tf.keras.utils.set_random_seed(0)
+    model = adapter.wrap(networks.build("mlp_16", mnist1d.input_shape, 10))
+    trainer = training.make_trainer(model, config, strategy)
+    theta_k = [v.numpy() for v in model.trainable_variables]
+    training.train(trainer, mnist1d, 0, 8)
+    for variable, value in zip(model.trainable_variables, theta_k):
+        variable.assign(value)
+    training.reset_optimizer(trainer, 5)
+
+    images, labels = next(iter(pipeline.train_batches(mnist1d, 32, config.seed, 5)))  # the batch of step 5
+    with tf.GradientTape() as tape:
+        logits = model(images, training=True)
+        loss = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
+    grads = tape.gradient(loss, model.trainable_variables)
+    fresh = (tf.keras.optimizers.Adam(0.001) if optimizer == "adam" else
+             tf.keras.optimizers.SGD(0.001, momentum=config.momentum))  # 0.01 x 0.1: the rate at step 5
+    copies = [tf.Variable(value) for value in theta_k]
+    fresh.apply_gradients(zip(grads, copies))
+
+    training.train(trainer, mnist1d, 5, 6)
+    assert training.global_step(trainer) == 6
+    for variable, expected in zip(model.trainable_variables, copies):
+        np.testing.assert_allclose(variable.numpy(), expected.numpy(), rtol=1e-5, atol=1e-7)
 
 
 def test_early_stop_picks_the_minimum_validation_loss():
