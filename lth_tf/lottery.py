@@ -208,7 +208,10 @@ def branch_start(experiment: Experiment, round_index: int, branch: str, masks):
     ticket: theta_k (theta_0 in round 0) under the round's masks; reinit: fresh
     weights from the same initialiser and another seed, same masks;
     random_prune: theta_k under random masks of the same per-layer density.
-    Controls train over the same steps as the ticket.
+    Controls train over the same steps as the ticket. In a run started from
+    --ticket, theta_k is zero outside the ticket's masks (the ticket file holds
+    it masked): random_prune draws those positions from the initialiser (with
+    its own seed), so no weight it keeps starts at exactly 0.
     """
     config = experiment.config
     if round_index == 0:
@@ -221,6 +224,11 @@ def branch_start(experiment: Experiment, round_index: int, branch: str, masks):
     if branch == "random_prune":
         path = experiment.path(f"round_{round_index:02d}", branch, "masks.npz")
         masks = _load_or_save(path, lambda: pruning.random_masks_like(masks, np.random.default_rng(seed)))
+        if config.lottery.ticket:
+            fresh = initial_state(config, experiment.splits, seed)
+            state = dict(state, **{f"{name}/kernel": np.where(ticket_mask > 0, state[f"{name}/kernel"],
+                                                              fresh[f"{name}/kernel"])
+                                   for name, ticket_mask in experiment.initial_masks.items()})
     return state, masks, start
 
 

@@ -13,7 +13,7 @@ from absl import flags
 
 from conftest import tiny_config
 from lth_tf import data, lottery, main, pruning, rundir, tickets, training
-from lth_tf.config import ConfigError, DataConfig
+from lth_tf.config import ConfigError, DataConfig, LotteryConfig
 
 PLAIN_TF_ACCURACY = textwrap.dedent("""
     import sys
@@ -102,6 +102,17 @@ def test_a_ticket_trains_again_as_a_new_run(tiny_run, tmp_path, capsys):
     final = rundir.load_arrays(str(tmp_path / "round_00" / "ticket" / "weights.npz"))
     for name, mask in ticket_masks.items():
         assert np.all(final[f"{name}/kernel"][mask == 0] == 0)
+    # random_prune keeps weights outside the ticket: they start from the initialiser, not from 0
+    again = lottery.prepare(experiment.config.__class__(**{**experiment.config.__dict__,
+                                                           "lottery": LotteryConfig(ticket=ticket, seed=4)}),
+                            experiment.splits, training.make_strategy("default"), str(tmp_path / "probe"))
+    state, random_masks, _ = lottery.branch_start(again, 0, "random_prune", ticket_masks)
+    fresh = lottery.initial_state(again.config, again.splits, lottery.control_seed(4, 0, "random_prune"))
+    for name, mask in ticket_masks.items():
+        kernel = state[f"{name}/kernel"]
+        np.testing.assert_array_equal(kernel[mask > 0], ticket_weights[f"{name}/kernel"][mask > 0])
+        np.testing.assert_array_equal(kernel[mask == 0], fresh[f"{name}/kernel"][mask == 0])
+        assert np.all(kernel[random_masks[name] > 0] != 0)
     round_1 = rundir.load_arrays(str(tmp_path / "round_01" / "masks.npz"))
     for name, mask in round_1.items():
         before = int(ticket_masks[name].sum())

@@ -88,10 +88,14 @@ def test_killed_workers_restart_and_resume(single, tmp_path):
         process.kill()
         process.wait()
     assert os.path.exists(tmp_path / "multi" / "round_00" / "ticket" / "metrics.json")
+    for name in ("multi", "multi.worker-1"):  # killed mid-branch, with a checkpoint to resume from
+        assert not os.path.exists(tmp_path / name / "round_01" / "ticket" / "metrics.json")
+        assert any(f.endswith(".json") for f in os.listdir(tmp_path / name / "round_01" / "ticket" / "checkpoints"))
     logged_before = [len(read_log(tmp_path / name)) for name in ("multi", "multi.worker-1")]
     finish(start_workers(tmp_path / "multi"))
     for name, since in zip(("multi", "multi.worker-1"), logged_before):
         log = read_log(tmp_path / name)[since:]
+        assert "round 1 ticket: resuming from the checkpoint at step" in log
         assert "round 1 ticket       done" in log
         assert "round 0 ticket       done" not in log  # finished on both workers, not redone
     assert_same_masks_and_weights(single, tmp_path / "multi", tmp_path / "multi.worker-1")
