@@ -88,10 +88,13 @@ def test_training_order_replays_from_any_step(mnist1d):
     for (x1, y1), (x2, y2) in zip(straight[epoch - 2:], resumed):
         np.testing.assert_array_equal(x1, x2)
         np.testing.assert_array_equal(y1, y2)
-    # each epoch visits distinct examples, in a new order
-    first_epoch = np.concatenate([y for _, y in straight[:epoch]])
-    assert len(first_epoch) == epoch * 64
-    assert not np.array_equal(straight[0][0], straight[epoch][0])
+    # each epoch visits distinct examples (no example twice), the next epoch in another order
+    index = {row.tobytes(): i for i, row in enumerate(mnist1d.x_train)}
+    assert len(index) == len(mnist1d.x_train)  # MNIST-1D examples are distinct, so they identify themselves
+    first = [index[row.tobytes()] for x, _ in straight[:epoch] for row in x]
+    assert len(set(first)) == len(first) == epoch * 64
+    second = [index[row.tobytes()] for x, _ in straight[epoch:epoch + 5] for row in x]
+    assert second != first[:5 * 64]
 
 
 def test_replica_slices_partition_the_global_batch(mnist1d):
@@ -103,15 +106,23 @@ def test_replica_slices_partition_the_global_batch(mnist1d):
 
 
 def test_cifar_augmentation_is_a_shifted_or_flipped_crop_and_deterministic():
-    images = tf.constant(np.arange(2 * 32 * 32 * 3, dtype=np.float32).reshape(2, 32, 32, 3))
+    """Each output is one of the 9x9 pad-4 crops of its image, flipped or not; across a batch
+    the crops and flips vary (an augmentation that did nothing would fail)."""
+    images = tf.constant(np.random.default_rng(0).random((64, 32, 32, 3), dtype=np.float32))
     seed = tf.constant([0, 5], tf.int64)
     out = pipeline.pad_crop_flip(images, seed).numpy()
     np.testing.assert_array_equal(out, pipeline.pad_crop_flip(images, seed).numpy())
     padded = np.pad(images.numpy(), [(0, 0), (4, 4), (4, 4), (0, 0)])
-    for i in range(2):
-        windows = [w for dy in range(9) for dx in range(9) for w in
-                   (padded[i, dy:dy + 32, dx:dx + 32], padded[i, dy:dy + 32, dx:dx + 32][:, ::-1])]
-        assert any(np.array_equal(out[i], w) for w in windows)
+    chosen = []
+    for i in range(len(out)):
+        found = [(dy, dx, flip) for dy in range(9) for dx in range(9) for flip in (False, True)
+                 if np.array_equal(out[i], padded[i, dy:dy + 32, dx:dx + 32][:, ::-1] if flip
+                                   else padded[i, dy:dy + 32, dx:dx + 32])]
+        assert len(found) == 1, i
+        chosen.append(found[0])
+    assert len({(dy, dx) for dy, dx, _ in chosen}) > 20  # of the 81 offsets
+    assert 16 < sum(flip for _, _, flip in chosen) < 48
+    assert any((dy, dx, flip) != (4, 4, False) for dy, dx, flip in chosen)
 
 
 def test_synthetic_has_the_shape_of_the_named_dataset():
