@@ -17,6 +17,13 @@ training.split_cpu(2)
 
 
 @pytest.fixture(scope="session")
+def mirrored_strategy():
+    """One MirroredStrategy on the two logical CPUs for the whole session: two in one
+    process can hand out the same collective instance keys (a shape-mismatch abort)."""
+    return training.make_strategy("mirrored")
+
+
+@pytest.fixture(scope="session")
 def mnist1d():
     return data.load(DataConfig("mnist1d", validation_size=500))
 

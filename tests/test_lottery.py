@@ -117,6 +117,11 @@ def test_random_pruning_matches_per_layer_density_exactly(tiny_run):
         for name in ticket:
             assert random[name].sum() == ticket[name].sum()
             assert not np.array_equal(random[name], ticket[name])
+    theta_k = load(experiment, "init", "theta_k.npz")
+    state, _, start = lottery.branch_start(experiment, 2, "random_prune", load(experiment, "round_02", "masks.npz"))
+    assert start == 5 and state.keys() == theta_k.keys()  # random_prune starts from theta_k, the ticket's weights
+    for key, value in theta_k.items():
+        np.testing.assert_array_equal(state[key], value)
 
 
 def test_masks_are_never_recomputed_by_tfmot(tiny_run):
@@ -144,9 +149,9 @@ def test_other_seed_gives_other_masks(tiny_run, mnist1d, tmp_path):
                               load(other, "round_01", "masks.npz")["fc1"])
 
 
-def test_mirrored_on_two_cpus_gives_the_default_strategys_masks(tiny_run, mnist1d, tmp_path):
+def test_mirrored_on_two_cpus_gives_the_default_strategys_masks(tiny_run, mnist1d, tmp_path, mirrored_strategy):
     experiment, _ = tiny_run
-    strategy = training.make_strategy("mirrored")
+    strategy = mirrored_strategy
     assert strategy.num_replicas_in_sync == 2
     mirrored, _ = run_tiny(mnist1d, tmp_path, strategy=strategy, rounds=2, controls=())
     for r in (1, 2):

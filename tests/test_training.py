@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lth_tf import networks, pipeline, training
+from lth_tf import data, lottery, networks, pipeline, training
 from lth_tf import tfmot_adapter as adapter
-from lth_tf.config import TrainingConfig
+from lth_tf.config import DataConfig, TrainingConfig
 
 
 def half_masks(model, seed=0):
@@ -136,3 +136,35 @@ def test_paper_initialisers_are_untruncated_with_the_right_scale():
     resnet = networks.build("resnet20", (32, 32, 3), 10)
     conv = resnet.get_layer("s2b1_conv2").kernel.numpy()
     assert conv.std() == pytest.approx(np.sqrt(2 / (3 * 3 * 32)), rel=0.05)
+
+
+@pytest.mark.parametrize("strategy_name, xla", [("default", False), ("mirrored", False), ("default", True)],
+                         ids=["default", "mirrored", "xla"])
+def test_conv_batchnorm_zeros_after_every_step_and_rewound_statistics(strategy_name, xla, request):
+    """ResNet-20 (width 4, BatchNorm): pruned kernels exactly 0 after every step on one
+    device, on two mirrored replicas and under XLA; rewinding restores the BatchNorm statistics."""
+    splits = data.load(DataConfig("synthetic", synthetic_like="cifar10", validation_size=0))
+    strategy = (request.getfixturevalue("mirrored_strategy") if strategy_name == "mirrored"
+                else tf.distribute.get_strategy())
+    config = TrainingConfig(optimizer="sgd", learning_rate=0.1, batch_size=16, train_steps=3, xla=xla)
+    with strategy.scope():
+        tf.keras.utils.set_random_seed(0)
+        model = adapter.wrap(networks.build("resnet20", splits.input_shape, 10, width=4))
+        trainer = training.make_trainer(model, config, strategy)
+    masks, theta = half_masks(model), adapter.get_state(model)
+    lottery.rewind(trainer, theta, masks, 0)
+    iterator = iter(strategy.distribute_datasets_from_function(
+        lambda context: pipeline.train_batches(splits, 16, 0, 0, context)))
+    for _ in range(3):
+        trainer.train_steps(iterator, tf.constant(1))
+        kernels = adapter.get_kernels(model)
+        for name, mask in masks.items():
+            assert np.all(kernels[name][mask == 0] == 0.0), name
+    statistics = [key for key in theta if key.endswith(("moving_mean", "moving_variance"))]
+    assert len(statistics) == 2 * 21  # the stem, 18 block convs and 2 shortcut convs, each with BatchNorm
+    trained = adapter.get_state(model)
+    assert all(not np.array_equal(trained[key], theta[key]) for key in statistics)
+    lottery.rewind(trainer, theta, masks, 0)
+    rewound = adapter.get_state(model)
+    for key in statistics:
+        np.testing.assert_array_equal(rewound[key], theta[key])
