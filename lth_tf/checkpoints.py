@@ -45,12 +45,25 @@ def save(trainer, directory: str, step: int, history: list, seconds: float):
 
 
 def restore_latest(trainer, directory: str) -> dict | None:
-    """Restores the newest checkpoint that every worker has; returns its marker
-    (step, history, seconds), or None when there is none."""
-    steps = [step for step, _ in _markers(directory)] + [-1]  # -1: start afresh
-    step = _common_step(trainer.strategy, steps)
-    if step < 0:
-        return None
+    """Restores the newest checkpoint that every worker has and can read;
+    returns its marker (step, history, seconds), or None when there is none.
+
+    Every worker takes part in every agreement round, also one whose copy turns
+    out unreadable (it sets that copy aside, and all agree again): a worker
+    that went back alone would wait in a collective the others never join."""
+    while True:
+        steps = [step for step, _ in _markers(directory)] + [-1]  # -1: start afresh
+        step = _common_step(trainer.strategy, steps)
+        if step < 0:
+            return None
+        state = _read(trainer, directory, step)
+        if training.all_workers_mean(trainer.strategy, float(state is not None)) == 1:
+            return state
+
+
+def _read(trainer, directory: str, step: int) -> dict | None:
+    """The checkpoint of `step` restored into the trainer, or None (its marker
+    set aside, so it is not tried again) when it cannot be read."""
     marker = os.path.join(directory, f"ckpt-{step}.json")
     try:
         state = rundir.read_json(marker)
@@ -63,7 +76,7 @@ def restore_latest(trainer, directory: str) -> dict | None:
         logging.warning("checkpoint %s is unreadable (%s); trying an older one", marker,
                         str(error).splitlines()[0][:200])
         os.unlink(marker)
-        return restore_latest(trainer, directory)
+        return None
 
 
 def _common_step(strategy, steps: list[int]) -> int:

@@ -44,8 +44,8 @@ def start_workers(output_dir):
     return processes
 
 
-def finish(processes):
-    outputs = [p.communicate(timeout=900) for p in processes]
+def finish(processes, timeout=900):
+    outputs = [p.communicate(timeout=timeout) for p in processes]
     for process, (_, err) in zip(processes, outputs):
         assert process.returncode == 0, err[-3000:]
     return outputs
@@ -81,21 +81,37 @@ def test_two_workers_match_a_single_process(single, tmp_path):
     assert_same_masks_and_weights(single, chief, other)
 
 
-def test_killed_workers_restart_and_resume(single, tmp_path):
+def checkpoint_steps(folder):
+    return sorted(int(f[len("ckpt-"):-len(".json")]) for f in os.listdir(folder) if f.endswith(".json"))
+
+
+def test_killed_workers_restart_and_resume_past_a_damaged_checkpoint(single, tmp_path):
+    """Both workers killed mid-branch; worker 1's newest checkpoint then damaged. On restart
+    both agree on an older checkpoint (or a fresh start) instead of worker 1 going back alone
+    into a collective the chief never joins (a hang)."""
     processes = start_workers(tmp_path / "multi")
     wait_for_log(tmp_path / "multi", "round 1 ticket       step     20/30", processes[0])
     for process in processes:
         process.kill()
         process.wait()
     assert os.path.exists(tmp_path / "multi" / "round_00" / "ticket" / "metrics.json")
-    for name in ("multi", "multi.worker-1"):  # killed mid-branch, with a checkpoint to resume from
+    folders = {name: tmp_path / name / "round_01" / "ticket" / "checkpoints" for name in ("multi", "multi.worker-1")}
+    for name, folder in folders.items():  # killed mid-branch, with a checkpoint to resume from
         assert not os.path.exists(tmp_path / name / "round_01" / "ticket" / "metrics.json")
-        assert any(f.endswith(".json") for f in os.listdir(tmp_path / name / "round_01" / "ticket" / "checkpoints"))
-    logged_before = [len(read_log(tmp_path / name)) for name in ("multi", "multi.worker-1")]
-    finish(start_workers(tmp_path / "multi"))
-    for name, since in zip(("multi", "multi.worker-1"), logged_before):
-        log = read_log(tmp_path / name)[since:]
-        assert "round 1 ticket: resuming from the checkpoint at step" in log
+        assert checkpoint_steps(folder)
+    damaged = checkpoint_steps(folders["multi.worker-1"])[-1]
+    data_file = next(f for f in os.listdir(folders["multi.worker-1"]) if f.startswith(f"ckpt-{damaged}.data"))
+    with open(folders["multi.worker-1"] / data_file, "r+b") as f:
+        f.truncate(100)
+    common = set(checkpoint_steps(folders["multi"])) & set(checkpoint_steps(folders["multi.worker-1"]))
+    older = max((step for step in common if step < damaged), default=None)
+    logged_before = {name: len(read_log(tmp_path / name)) for name in folders}
+    finish(start_workers(tmp_path / "multi"), timeout=300)
+    logs = {name: read_log(tmp_path / name)[since:] for name, since in logged_before.items()}
+    assert f"ckpt-{damaged}.json is unreadable" in logs["multi.worker-1"]
+    for log in logs.values():
+        if older is not None:
+            assert f"round 1 ticket: resuming from the checkpoint at step {older}" in log
         assert "round 1 ticket       done" in log
         assert "round 0 ticket       done" not in log  # finished on both workers, not redone
     assert_same_masks_and_weights(single, tmp_path / "multi", tmp_path / "multi.worker-1")
