@@ -88,7 +88,7 @@ def checkpoint_steps(folder):
 def test_killed_workers_restart_and_resume_past_a_damaged_checkpoint(single, tmp_path):
     """Both workers killed mid-branch; worker 1's newest checkpoint then damaged. On restart
     both agree on an older checkpoint and resume there, instead of worker 1 going back alone
-    into a collective the chief never joins (a hang)."""
+    into a collective the chief never joins (the old code crashed there with a collective error)."""
     processes = start_workers(tmp_path / "multi")
     wait_for_log(tmp_path / "multi", "round 1 ticket       step     30/60", processes[0])
     for process in processes:
