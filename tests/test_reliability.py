@@ -170,11 +170,12 @@ def test_a_real_nan_through_the_command_line(tmp_path, capfd):
     flags.FLAGS.unparse_flags()
     main.parse_flags(["lth_tf", "--learning_rate=1e12", "--optimizer=sgd", "--train_steps=40", "--rounds=1",
                       f"--output_dir={tmp_path}"])
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     with pytest.raises(SystemExit) as exit_info:
         main.main(["lth_tf"])
     flags.FLAGS.unparse_flags()
     assert exit_info.value.code == 1
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # main put Python's handler back
+    assert {signum: signal.getsignal(signum) for signum in before} == before  # main put the handlers back
     *_, line = capfd.readouterr().err.strip().splitlines()  # after the line of the diverged branch
     assert line.startswith("lth_tf: error: round 0 ticket: training loss is nan at step")
     assert rundir.read_results(str(tmp_path))[0]["status"].startswith("diverged: training loss is nan")
