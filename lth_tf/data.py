@@ -66,8 +66,9 @@ def load(config: DataConfig) -> Splits:
         (x, y, x_test, y_test), source = arrays, "synthetic"
     else:
         (x, y, x_test, y_test), source = _load_images(name, config.data_dir)
-    if len(x) != train_examples(config):
-        raise DataError(f"{name} from {source} has {len(x)} training examples, expected {train_examples(config)}")
+    expected = train_examples(config)
+    if len(x) != expected:
+        raise DataError(f"{name} from {source} has {len(x)} training examples, expected {expected}")
     like = config.synthetic_like if name == "synthetic" else name
     scale, mean, std = normalisation = raw_normalisation(like)
     x, x_test = ((a.astype(np.float32) * scale - mean) / std for a in (x, x_test))

@@ -249,8 +249,8 @@ def run_branch(experiment: Experiment, round_index: int, branch: str, masks, opt
     state, masks, start = branch_start(experiment, round_index, branch, masks)
     rewind(trainer, state, masks, start)
     resumed = checkpoints.restore_latest(trainer, checkpoint_dir)
-    if not resumed:  # an unreadable checkpoint may have been half restored before it was set aside
-        rewind(trainer, state, masks, start)
+    if not resumed and os.path.isdir(checkpoint_dir):
+        rewind(trainer, state, masks, start)  # a checkpoint set aside as unreadable may have been half read
     history, spent = (resumed["history"], resumed["seconds"]) if resumed else ([], 0.0)
     density = pruning.density(masks)
     writer = summaries.branch_writer(output_dir, round_index, branch) if options.tensorboard else None

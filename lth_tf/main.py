@@ -41,17 +41,17 @@ def main(argv):
     if len(argv) > 1:
         fail(f"error: unexpected arguments {' '.join(argv[1:])!r} (flags start with --, also in a flagfile)", 2)
     try:
-        _, warnings, _ = preflight(lth_flags.FLAGS)
+        checked = preflight(lth_flags.FLAGS)
     except PREFLIGHT_ERRORS as error:
         fail(f"error: {error}", 1)
     with console_lib.Console.capture() as console:
-        for warning in warnings:
+        for warning in checked[1]:
             console.say(f"lth_tf: warning: {warning}")
         progress = console_lib.ExperimentProgress(console)
         previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
         stop = install_stop_handlers(console)
         try:
-            run(lth_flags.FLAGS, stop.is_set, console, progress)
+            run(lth_flags.FLAGS, stop.is_set, console, progress, checked)
         except (Exception, KeyboardInterrupt) as error:
             progress.close()
             fail(*_failure(error, console), stream=console.stream)
@@ -107,8 +107,9 @@ def preflight(f) -> tuple:
     return config, warnings, output_dir
 
 
-def run(f, should_stop=lambda: False, console=None, progress=None):
-    config, _, output_dir = preflight(f)
+def run(f, should_stop=lambda: False, console=None, progress=None, checked=None):
+    """The experiment of flags `f`; `checked`: preflight(f)'s result, if main already has it."""
+    config, _, output_dir = checked or preflight(f)
     from lth_tf import lottery, training  # TensorFlow loads here
     if f.cpu_devices:
         training.split_cpu(f.cpu_devices)
