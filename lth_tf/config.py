@@ -7,6 +7,7 @@ exist only at the flag boundary. config.json is `dataclasses.asdict` of an
 ExperimentConfig.
 """
 import dataclasses
+import json
 
 CONTROLS = ("reinit", "random_prune")
 
@@ -29,6 +30,7 @@ class DataConfig:
 class ModelConfig:
     name: str = "mlp_100_100"
     width: int = 0  # ResNet base width; 0 = the paper's 16
+    init: str = "default"  # the papers' initialisers, or "pytorch" (nn.Linear/Conv2d defaults)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +58,9 @@ class PruningConfig:
     rate_output: float = 0.1
     rate: float = 0.2            # global
     exclude: tuple = ()          # global: layer names never pruned
+    schedule: str = "geometric"  # geometric (the rates above, per round) | linear (cumulative, step per round)
+    step: float = 0.01           # linear: pruned fraction added per round
+    biases: bool = False         # mask biases too, ranked with their layer's kernel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +70,7 @@ class LotteryConfig:
     controls: tuple = ("reinit",)
     seed: int = 0
     ticket: str = ""              # a ticket file to start from instead of a dense theta_0
+    prune_from_step: int = 0      # the ticket's weights at this step are pruned; 0 = at the end of training
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,3 +80,12 @@ class ExperimentConfig:
     training: TrainingConfig
     pruning: PruningConfig
     lottery: LotteryConfig
+
+
+def upgrade(saved: dict) -> dict:
+    """A config.json written by an earlier lth_tf, with the fields added since
+    at their defaults (which reproduce what that version did)."""
+    defaults = json.loads(json.dumps(dataclasses.asdict(ExperimentConfig(
+        DataConfig(), ModelConfig(), TrainingConfig(), PruningConfig(), LotteryConfig()))))
+    return {section: {**defaults.get(section, {}), **values} if isinstance(values, dict) else values
+            for section, values in saved.items()}

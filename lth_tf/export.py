@@ -23,8 +23,9 @@ from lth_tf import tfmot_adapter as adapter
 def build_stripped(model_config: ModelConfig, input_shape, num_classes, state, masks) -> tf.keras.Model:
     """A plain Keras model holding `state` under `masks`: wrapped, masked, then
     stripped of its wrappers with tfmot's strip_pruning."""
-    plain = networks.build(model_config.name, input_shape, num_classes, model_config.width or None)
-    wrapped = adapter.wrap(plain)
+    plain = networks.build(model_config.name, input_shape, num_classes, model_config.width or None,
+                           model_config.init)
+    wrapped = adapter.wrap(plain, prune_biases=any(name.endswith("/bias") for name in masks))
     adapter.assign_state(wrapped, state)
     adapter.set_masks(wrapped, masks)
     return adapter.strip(wrapped)

@@ -6,6 +6,7 @@ Lengths in steps accept an epoch suffix at this boundary only: '500' or '2ep'.
 No TensorFlow here or in what this imports: every flag, and the config they
 make, is checked before TensorFlow loads.
 """
+import math
 import re
 
 from absl import flags
@@ -18,6 +19,10 @@ STEPS = re.compile(r"[0-9]+(ep)?")
 
 flags.DEFINE_string("model", "mlp_100_100", f"Model: {models.VALID}.")
 flags.DEFINE_integer("width", 0, "ResNet base width (0 = 16, the paper's).", lower_bound=0)
+flags.DEFINE_enum("init", "default", list(models.INITS),
+                  "Initialisation: default (the papers': Glorot/He normal kernels, zero biases) or pytorch "
+                  "(nn.Linear/nn.Conv2d defaults, kernels and biases uniform in +-1/sqrt(fan_in)); "
+                  "pytorch for MLPs and Conv-2/4/6 only.")
 flags.DEFINE_enum("dataset", "mnist1d", list(data.DATASETS),
                   "Dataset. synthetic is random data shaped like --synthetic_like, for smoke tests only.")
 flags.DEFINE_string("data_dir", "",
@@ -62,6 +67,14 @@ flags.DEFINE_float("prune_rate_conv", 0.1, "Layerwise: fraction of remaining con
 flags.DEFINE_float("prune_rate_output", 0.1, "Layerwise: fraction of remaining output-layer weights pruned per round.")
 flags.DEFINE_float("prune_rate", 0.2, "Global: fraction of remaining weights pruned per round.")
 flags.DEFINE_list("prune_exclude", [], "Global: layer names never pruned (e.g. output).")
+flags.DEFINE_enum("prune_schedule", "geometric", ["geometric", "linear"],
+                  "geometric: prune the --prune_rate* fraction of the surviving weights each round; linear: the "
+                  "pruned fraction grows by --prune_step each round (round r keeps 1 - r x step of every layer, "
+                  "or of all included layers under global), as in the MNIST-1D paper's lottery notebook.")
+flags.DEFINE_float("prune_step", 0.01, "Linear schedule: fraction of each layer's weights pruned per round.")
+flags.DEFINE_bool("prune_biases", False, "Mask biases too, ranked with their layer's kernel by magnitude.")
+flags.DEFINE_string("prune_from_step", "end", "Prune each round from the ticket's weights at this step (or "
+                    "'<n>ep') of its training instead of its final weights (end).")
 
 flags.DEFINE_enum("strategy", "default", ["default", "one_device", "mirrored", "multi_worker"],
                   "tf.distribute strategy: mirrored uses all GPUs (or all logical CPUs when there is none); "
@@ -77,11 +90,13 @@ flags.DEFINE_bool("deterministic", False, "TensorFlow op determinism: a rerun, i
 flags.DEFINE_integer("cpu_devices", 0, "Split the CPU into this many logical devices (to run mirrored on a CPU).",
                      lower_bound=0)
 
-for _name in ("prune_rate_fc", "prune_rate_conv", "prune_rate_output", "prune_rate"):
+for _name in ("prune_rate_fc", "prune_rate_conv", "prune_rate_output", "prune_rate", "prune_step"):
     flags.register_validator(_name, lambda rate: 0 < rate < 1, message="must be in (0, 1)")
 for _name in ("rewind_step", "train_steps", "warmup_steps", "eval_every", "checkpoint_every"):
     flags.register_validator(_name, lambda text: STEPS.fullmatch(text) is not None,
                              message="must be a number of steps or '<n>ep'")
+flags.register_validator("prune_from_step", lambda text: text == "end" or STEPS.fullmatch(text) is not None,
+                         message="must be end, a number of steps or '<n>ep'")
 flags.register_validator("milestones", lambda items: all(STEPS.fullmatch(i) for i in items),
                          message="must be steps or '<n>ep', comma-separated")
 flags.register_validator("model", models.is_known, message=f"unknown model; valid: {models.VALID}")
@@ -120,6 +135,7 @@ def experiment_config(f=FLAGS) -> tuple[ExperimentConfig, list[str]]:
         raise ConfigError(f"--batch_size={f.batch_size} is larger than the "
                           f"{data.train_examples(data_cfg) - data_cfg.validation_size} training examples")
     models.check_input(f.model, data.input_shape(data_cfg))
+    models.check_init(f.model, f.init)
     train_steps, rewind = to_steps(f.train_steps, epoch), to_steps(f.rewind_step, epoch)
     if train_steps < 1:
         raise ConfigError("--train_steps must be at least 1")
@@ -134,10 +150,18 @@ def experiment_config(f=FLAGS) -> tuple[ExperimentConfig, list[str]]:
         f.optimizer, f.learning_rate, f.momentum, f.weight_decay, f.batch_size, train_steps,
         tuple(to_steps(m, epoch) for m in f.milestones), f.lr_drop, to_steps(f.warmup_steps, epoch),
         max(1, to_steps(f.eval_every, epoch)), f.log_every, f.seed, f.xla)
-    pruning_config = PruningConfig(f.prune_strategy, f.prune_rate_fc, f.prune_rate_conv,
-                                   f.prune_rate_output, f.prune_rate, tuple(f.prune_exclude))
-    lottery_config = LotteryConfig(f.rounds, rewind, controls(f), f.seed, f.ticket)
-    return ExperimentConfig(data_cfg, ModelConfig(f.model, f.width), training_config, pruning_config,
+    pruning_config = PruningConfig(f.prune_strategy, f.prune_rate_fc, f.prune_rate_conv, f.prune_rate_output,
+                                   f.prune_rate, tuple(f.prune_exclude), f.prune_schedule, f.prune_step,
+                                   f.prune_biases)
+    if f.prune_schedule == "linear" and f.rounds * f.prune_step >= 1:
+        raise ConfigError(f"--rounds={f.rounds} x --prune_step={f.prune_step} prunes every weight; "
+                          f"at most {math.ceil(1 / f.prune_step) - 1} rounds")
+    prune_from = 0 if f.prune_from_step == "end" else to_steps(f.prune_from_step, epoch)
+    if not 0 < prune_from < train_steps and f.prune_from_step != "end":
+        raise ConfigError(f"--prune_from_step={f.prune_from_step} ({prune_from} steps) must lie inside the "
+                          f"training ({train_steps} steps), or be end")
+    lottery_config = LotteryConfig(f.rounds, rewind, controls(f), f.seed, f.ticket, prune_from)
+    return ExperimentConfig(data_cfg, ModelConfig(f.model, f.width, f.init), training_config, pruning_config,
                             lottery_config), warnings
 
 

@@ -6,6 +6,7 @@ is what makes a rerun on the same directory resume:
     round_00/ticket/             dense training from theta_0 (theta_k saved on the way)
     round_NN/masks.npz           ticket masks: round NN-1's ticket pruned by magnitude
     round_NN/<branch>/metrics.json, weights.npz   (and masks.npz for random_prune)
+    round_NN/ticket/prune_from.npz                 the weights the next round prunes, under --prune_from_step
 """
 import dataclasses
 import os
@@ -38,7 +39,8 @@ class Experiment:
 def initial_state(config: ExperimentConfig, splits, seed: int) -> dict[str, np.ndarray]:
     """Weights of a freshly initialised (unwrapped) model under `seed`."""
     tf.keras.utils.set_random_seed(seed)
-    plain = networks.build(config.model.name, splits.input_shape, splits.num_classes, config.model.width or None)
+    plain = networks.build(config.model.name, splits.input_shape, splits.num_classes, config.model.width or None,
+                           config.model.init)
     return adapter.get_state(plain)
 
 
@@ -54,7 +56,8 @@ def prepare(config: ExperimentConfig, splits, strategy, output_dir: str) -> Expe
     with strategy.scope():
         try:
             model = adapter.wrap(networks.build(config.model.name, splits.input_shape, splits.num_classes,
-                                              config.model.width or None))
+                                                config.model.width or None, config.model.init),
+                                 prune_biases=config.pruning.biases)
             trainer = training.make_trainer(model, config.training, strategy)
         except ValueError as error:  # a model that does not fit the data, an option the strategy lacks
             raise ConfigError(str(error)) from error
@@ -195,10 +198,11 @@ def round_masks(experiment: Experiment, round_index: int) -> pruning.Masks:
     def prune_previous():
         previous = f"round_{round_index - 1:02d}"
         previous_masks = round_masks(experiment, round_index - 1)
-        trained = rundir.load_arrays(experiment.path(previous, "ticket", "weights.npz"))
-        kernels = {name: trained[f"{name}/kernel"] for name in previous_masks}
-        kinds = {name: adapter.layer_kind(model, name) for name in previous_masks}
-        return pruning.prune(experiment.config.pruning, kernels, previous_masks, kinds)
+        trained = rundir.load_arrays(experiment.path(
+            previous, "ticket", "prune_from.npz" if experiment.config.lottery.prune_from_step else "weights.npz"))
+        masked_weights = {key: trained[pruning.variable_of(key)] for key in previous_masks}
+        kinds = {layer: adapter.layer_kind(model, layer) for layer in pruning.by_layer(previous_masks)}
+        return pruning.prune(experiment.config.pruning, masked_weights, previous_masks, kinds, round_index)
     return _load_or_save(experiment.path(f"round_{round_index:02d}", "masks.npz"), prune_previous)
 
 
@@ -226,9 +230,9 @@ def branch_start(experiment: Experiment, round_index: int, branch: str, masks):
         masks = _load_or_save(path, lambda: pruning.random_masks_like(masks, np.random.default_rng(seed)))
         if config.lottery.ticket:
             fresh = initial_state(config, experiment.splits, seed)
-            state = dict(state, **{f"{name}/kernel": np.where(ticket_mask > 0, state[f"{name}/kernel"],
-                                                              fresh[f"{name}/kernel"])
-                                   for name, ticket_mask in experiment.initial_masks.items()})
+            state = dict(state, **{pruning.variable_of(key): np.where(ticket_mask > 0, state[pruning.variable_of(key)],
+                                                                      fresh[pruning.variable_of(key)])
+                                   for key, ticket_mask in experiment.initial_masks.items()})
     return state, masks, start
 
 
@@ -273,13 +277,11 @@ def run_branch(experiment: Experiment, round_index: int, branch: str, masks, opt
             last_checkpoint = time.time()
 
     hooks = _branch_hooks(round_index, branch, density, writer, options, on_checkpoint)
-    rewind_step = experiment.config.lottery.rewind_step
-    if round_index == 0 and branch == "ticket" and step <= rewind_step:
-        # The first round passes the rewind point on its way: save theta_k there (and evaluate
-        # at the same steps as every other round and branch).
-        history = training.train(trainer, splits, step, rewind_step, hooks, history, evaluate_at_end=False)
-        rundir.save_arrays(experiment.path("init", "theta_k.npz"), adapter.get_state(trainer.model))
-        step = rewind_step
+    for at, path in snapshots(experiment, round_index, branch):
+        if step <= at:  # a resumed branch has saved the snapshots behind its checkpoint
+            history = training.train(trainer, splits, step, at, hooks, history, evaluate_at_end=False)
+            rundir.save_arrays(path, adapter.get_state(trainer.model))
+            step = at
     history = training.train(trainer, splits, step, end, hooks, history)
     seconds = spent + time.time() - started
     final_state = adapter.get_state(trainer.model)
@@ -294,6 +296,20 @@ def run_branch(experiment: Experiment, round_index: int, branch: str, masks, opt
     return dict(round=round_index, branch=branch, density=density,
                 layer_density=pruning.layer_densities(masks), final=history[-1], early_stop=best,
                 history=history, seconds=seconds)
+
+
+def snapshots(experiment: Experiment, round_index: int, branch: str) -> list[tuple[int, str]]:
+    """(step, file) of the weights a ticket saves on its way (evaluating at the
+    same steps as every other branch): theta_k in the first round, and the
+    weights the next round prunes from under --prune_from_step."""
+    lottery = experiment.config.lottery
+    if branch != "ticket":
+        return []
+    saves = [(lottery.rewind_step, experiment.path("init", "theta_k.npz"))] if round_index == 0 else []
+    if lottery.prune_from_step:
+        saves.append((lottery.prune_from_step, experiment.path(f"round_{round_index:02d}", "ticket",
+                                                               "prune_from.npz")))
+    return sorted(saves)
 
 
 def _branch_hooks(round_index, branch, density, writer, options, on_checkpoint) -> training.Hooks:

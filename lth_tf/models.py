@@ -21,8 +21,9 @@ MODELS = {  # name -> (family, the family builder's first argument)
     "resnet32": ("resnet", 32),
     "resnet56": ("resnet", 56),
 }
-MLP_NAME = re.compile(r"mlp(_[1-9][0-9]*)+")
-VALID = f"{', '.join(MODELS)}, or mlp_<w1>_<w2>... for any MLP widths"
+MLP_NAME = re.compile(r"(res)?mlp(_[1-9][0-9]*)+")
+VALID = (f"{', '.join(MODELS)}, mlp_<w1>_<w2>... for any MLP widths, or resmlp_<w1>_<w2>... for an MLP "
+         "whose hidden layers after the first add their input (the MNIST-1D paper's lottery network)")
 
 
 def is_known(name: str) -> bool:
@@ -30,17 +31,29 @@ def is_known(name: str) -> bool:
 
 
 def spec(name: str) -> tuple:
-    """(family, argument): ('mlp', widths), ('conv', stage widths), ('vgg', depth) or ('resnet', depth)."""
+    """(family, argument): ('mlp' or 'resmlp', widths), ('conv', stage widths), ('vgg', depth) or
+    ('resnet', depth)."""
     if MLP_NAME.fullmatch(name):
-        return "mlp", tuple(int(w) for w in name.split("_")[1:])
+        return name.split("_")[0], tuple(int(w) for w in name.split("_")[1:])
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r}; valid: {VALID}")
     return MODELS[name]
 
 
+INITS = ("default", "pytorch")
+WITH_INIT_CHOICE = ("mlp", "resmlp", "conv")
+
+
+def check_init(name: str, init: str):
+    if init not in INITS:
+        raise ConfigError(f"unknown --init={init}; valid: {', '.join(INITS)}")
+    if init != "default" and spec(name)[0] not in WITH_INIT_CHOICE:
+        raise ConfigError(f"--init={init} is for MLPs and Conv-2/4/6; {name} has its paper's initialiser only")
+
+
 def check_input(name: str, input_shape):
     """ConfigError unless the model can take examples of `input_shape`: only
     MLPs flatten any shape; the others need (height, width, channels)."""
-    if spec(name)[0] != "mlp" and len(input_shape) != 3:
+    if spec(name)[0] not in ("mlp", "resmlp") and len(input_shape) != 3:
         raise ConfigError(f"model {name} needs image inputs (height, width, channels); "
                           f"this dataset's examples have shape {tuple(input_shape)}")

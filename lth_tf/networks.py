@@ -15,17 +15,48 @@ def he_normal():
     return tf.keras.initializers.VarianceScaling(2.0, "fan_in", "untruncated_normal")
 
 
-def mlp(widths, input_shape, num_classes, width=None):
+def pytorch_default(fan_in: int) -> dict:
+    """PyTorch's nn.Linear / nn.Conv2d initialisation: kernel and bias both
+    uniform in +-1/sqrt(fan_in) (kaiming_uniform_ with a=sqrt(5) for the kernel)."""
+    bound = fan_in ** -0.5
+    return dict(kernel_initializer=tf.keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform"),
+                bias_initializer=tf.keras.initializers.RandomUniform(-bound, bound))
+
+
+def initialisers(init: str, fan_in: int) -> dict:
+    """A Dense/Conv layer's initialiser arguments: the papers' Glorot normal
+    kernel and zero bias ('default'), or PyTorch's defaults ('pytorch')."""
+    return pytorch_default(fan_in) if init == "pytorch" else dict(kernel_initializer=glorot_normal())
+
+
+def dense(x, units, name, activation=None, init="default"):
+    return tf.keras.layers.Dense(units, activation, name=name, **initialisers(init, x.shape[-1]))(x)
+
+
+def mlp(widths, input_shape, num_classes, width=None, init="default"):
     """Fully connected ReLU network; LeNet-300-100 is mlp((300, 100))."""
     inputs = tf.keras.Input(input_shape, name="inputs")
     x = tf.keras.layers.Flatten(name="flatten")(inputs)
     for i, units in enumerate(widths, start=1):
-        x = tf.keras.layers.Dense(units, "relu", kernel_initializer=glorot_normal(), name=f"fc{i}")(x)
-    outputs = tf.keras.layers.Dense(num_classes, kernel_initializer=glorot_normal(), name="output")(x)
+        x = dense(x, units, f"fc{i}", "relu", init)
+    outputs = dense(x, num_classes, "output", init=init)
     return tf.keras.Model(inputs, outputs, name="mlp_" + "_".join(map(str, widths)))
 
 
-def conv_net(stages, input_shape, num_classes, width=None):
+def residual_mlp(widths, input_shape, num_classes, width=None, init="default"):
+    """MLP whose hidden layers after the first add their input where the widths
+    match, h <- h + relu(W h + b): the network of the MNIST-1D paper's
+    lottery-ticket notebook (Greydanus & Kobak), resmlp((500, 500))."""
+    inputs = tf.keras.Input(input_shape, name="inputs")
+    x = tf.keras.layers.Flatten(name="flatten")(inputs)
+    for i, units in enumerate(widths, start=1):
+        y = dense(x, units, f"fc{i}", "relu", init)
+        x = tf.keras.layers.Add(name=f"residual{i}")([x, y]) if i > 1 and x.shape[-1] == units else y
+    outputs = dense(x, num_classes, "output", init=init)
+    return tf.keras.Model(inputs, outputs, name="resmlp_" + "_".join(map(str, widths)))
+
+
+def conv_net(stages, input_shape, num_classes, width=None, init="default"):
     """Conv-2/4/6 of Frankle & Carbin (2019), Figure 2: pairs of 3x3 convs, each
     pair followed by 2x2 max pooling, then FC 256-256-output."""
     inputs = tf.keras.Input(input_shape, name="inputs")
@@ -33,13 +64,13 @@ def conv_net(stages, input_shape, num_classes, width=None):
     for filters in stages:
         for _ in range(2):
             n += 1
-            x = tf.keras.layers.Conv2D(filters, 3, padding="same", activation="relu",
-                                       kernel_initializer=glorot_normal(), name=f"conv{n}")(x)
+            x = tf.keras.layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"conv{n}",
+                                       **initialisers(init, 9 * x.shape[-1]))(x)
         x = tf.keras.layers.MaxPool2D(2, name=f"pool{n // 2}")(x)
     x = tf.keras.layers.Flatten(name="flatten")(x)
     for i in (1, 2):
-        x = tf.keras.layers.Dense(256, "relu", kernel_initializer=glorot_normal(), name=f"fc{i}")(x)
-    outputs = tf.keras.layers.Dense(num_classes, kernel_initializer=glorot_normal(), name="output")(x)
+        x = dense(x, 256, f"fc{i}", "relu", init)
+    outputs = dense(x, num_classes, "output", init=init)
     return tf.keras.Model(inputs, outputs, name="conv%d" % (2 * len(stages)))
 
 
@@ -50,7 +81,7 @@ VGG_PLANS = {  # open_lth cifar_vgg plans: integers are conv widths, "M" max poo
 }
 
 
-def vgg(depth, input_shape, num_classes, width=None):
+def vgg(depth, input_shape, num_classes, width=None, init="default"):
     """CIFAR VGG with BatchNorm as in open_lth: conv-BN-ReLU blocks, 2x2 average
     pooling of the last feature map, one linear classifier."""
     inputs = tf.keras.Input(input_shape, name="inputs")
@@ -69,7 +100,7 @@ def vgg(depth, input_shape, num_classes, width=None):
     return tf.keras.Model(inputs, outputs, name=f"vgg{depth}")
 
 
-def resnet(depth, input_shape, num_classes, width=None):
+def resnet(depth, input_shape, num_classes, width=None, init="default"):
     """CIFAR ResNet of He et al. (2016) as in open_lth: 3 stages of (depth-2)/6
     basic blocks, widths w, 2w, 4w (w = 16 by default), 1x1 conv shortcuts
     where the shape changes."""
@@ -98,11 +129,12 @@ def resnet(depth, input_shape, num_classes, width=None):
     return tf.keras.Model(inputs, outputs, name=f"resnet{depth}")
 
 
-def build(name: str, input_shape, num_classes: int, width: int | None = None) -> tf.keras.Model:
+def build(name: str, input_shape, num_classes: int, width: int | None = None, init: str = "default"):
     """Builds the named model with fresh weights from the global TF seed."""
     models.check_input(name, input_shape)
+    models.check_init(name, init)
     family, argument = models.spec(name)
-    return FAMILIES[family](argument, input_shape, num_classes, width)
+    return FAMILIES[family](argument, input_shape, num_classes, width, init=init)
 
 
-FAMILIES = {"mlp": mlp, "conv": conv_net, "vgg": vgg, "resnet": resnet}
+FAMILIES = {"mlp": mlp, "resmlp": residual_mlp, "conv": conv_net, "vgg": vgg, "resnet": resnet}

@@ -34,34 +34,74 @@ def _drop_smallest(scores: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
     return new_mask
 
 
+def layer_of(key: str) -> str:
+    """The layer a mask belongs to: masks are keyed by layer name (its kernel)
+    or 'layer/bias' (its bias, when biases are pruned too)."""
+    return key.split("/")[0]
+
+
+def variable_of(key: str) -> str:
+    """The state key ('layer/kernel', 'layer/bias') of the weight a mask covers."""
+    return key if "/" in key else f"{key}/kernel"
+
+
+def by_layer(masks: Masks) -> dict[str, list[str]]:
+    groups = {}
+    for key in masks:
+        groups.setdefault(layer_of(key), []).append(key)
+    return groups
+
+
+def _prune_together(weights: Masks, masks: Masks, keys: list[str], n: int) -> Masks:
+    """The masks of `keys` with the n smallest-magnitude survivors among them, ranked together, removed."""
+    flat_masks = np.concatenate([masks[k].reshape(-1) for k in keys])
+    scores = np.concatenate([np.abs(weights[k]).reshape(-1) for k in keys])
+    dropped = _drop_smallest(scores, flat_masks, n)
+    new_masks, offset = {}, 0
+    for key in keys:
+        size = masks[key].size
+        new_masks[key] = dropped[offset:offset + size].reshape(masks[key].shape)
+        offset += size
+    return new_masks
+
+
+def _survivors(masks: Masks, keys) -> int:
+    return int(sum(masks[k].sum() for k in keys))
+
+
 def prune_layerwise(weights: Masks, masks: Masks, rates: dict[str, float]) -> Masks:
-    """Removes round(rate x surviving) weights of smallest magnitude per layer."""
-    new_masks = {}
-    for name, mask in masks.items():
-        flat = mask.reshape(-1)
-        n = count_to_remove(rates[name], int(flat.sum()))
-        dropped = _drop_smallest(np.abs(weights[name]).reshape(-1), flat, n)
-        new_masks[name] = dropped.reshape(mask.shape)
+    """Removes round(rate x surviving) weights of smallest magnitude per layer
+    (a layer's kernel and, where masked, bias ranked together); rates by layer."""
+    new_masks = dict(masks)
+    for layer, keys in by_layer(masks).items():
+        new_masks.update(_prune_together(weights, masks, keys,
+                                         count_to_remove(rates[layer], _survivors(masks, keys))))
     return new_masks
 
 
 def prune_global(weights: Masks, masks: Masks, rate: float, exclude=()) -> Masks:
     """Removes round(rate x surviving) weights of smallest magnitude, ranked
     together across all layers not named in `exclude`."""
-    names = [n for n in masks if n not in exclude]
-    if not names:
-        raise ValueError("global pruning: every prunable layer is excluded")
-    flat_masks = np.concatenate([masks[n].reshape(-1) for n in names])
-    scores = np.concatenate([np.abs(weights[n]).reshape(-1) for n in names])
-    n = count_to_remove(rate, int(flat_masks.sum()))
-    dropped = _drop_smallest(scores, flat_masks, n)
+    keys = _included(masks, exclude)
+    return {**masks, **_prune_together(weights, masks, keys, count_to_remove(rate, _survivors(masks, keys)))}
+
+
+def prune_to_density(weights: Masks, masks: Masks, target: float, strategy: str, exclude=()) -> Masks:
+    """Smallest-magnitude survivors removed until round(target x size) remain:
+    in every layer (layerwise) or across the included layers (global)."""
+    groups = list(by_layer(masks).values()) if strategy == "layerwise" else [_included(masks, exclude)]
     new_masks = dict(masks)
-    offset = 0
-    for name in names:
-        size = masks[name].size
-        new_masks[name] = dropped[offset:offset + size].reshape(masks[name].shape)
-        offset += size
+    for keys in groups:
+        keep = int(np.floor(target * sum(masks[k].size for k in keys) + 0.5))
+        new_masks.update(_prune_together(weights, masks, keys, max(0, _survivors(masks, keys) - keep)))
     return new_masks
+
+
+def _included(masks: Masks, exclude) -> list[str]:
+    keys = [k for k in masks if layer_of(k) not in exclude]
+    if not keys:
+        raise ValueError("global pruning: every prunable layer is excluded")
+    return keys
 
 
 def random_masks_like(masks: Masks, rng: np.random.Generator) -> Masks:
@@ -88,11 +128,25 @@ def layer_densities(masks: Masks) -> dict[str, float]:
     return {name: float(m.sum() / m.size) for name, m in masks.items()}
 
 
-def prune(config: PruningConfig, weights: Masks, masks: Masks, kinds: dict[str, str]) -> Masks:
-    """One IMP pruning step; `kinds` maps layer name -> 'fc' | 'conv' | 'output'."""
+def linear_target(config: PruningConfig, round_index: int) -> float:
+    """--prune_schedule=linear: the fraction of weights left after `round_index` rounds."""
+    return max(0.0, 1.0 - round_index * config.step)
+
+
+def prune(config: PruningConfig, weights: Masks, masks: Masks, kinds: dict[str, str], round_index: int) -> Masks:
+    """One IMP pruning step, to the masks of round `round_index`; `weights` and
+    `masks` share keys; `kinds` maps layer name -> 'fc' | 'conv' | 'output'.
+
+    geometric: per-kind (layerwise) or one (global) fraction of the surviving
+    weights per round; linear: the cumulative pruned fraction grows by
+    config.step per round, the same in every layer (layerwise) or overall (global).
+    """
+    if config.schedule == "linear":
+        return prune_to_density(weights, masks, linear_target(config, round_index), config.strategy,
+                                config.exclude)
     if config.strategy == "global":
         return prune_global(weights, masks, config.rate, config.exclude)
     if config.strategy == "layerwise":
         rates = {"fc": config.rate_fc, "conv": config.rate_conv, "output": config.rate_output}
-        return prune_layerwise(weights, masks, {name: rates[kinds[name]] for name in masks})
+        return prune_layerwise(weights, masks, {layer: rates[kinds[layer]] for layer in by_layer(masks)})
     raise ValueError(f"unknown pruning strategy {config.strategy!r}; valid: layerwise, global")

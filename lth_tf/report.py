@@ -15,6 +15,7 @@ import numpy as np
 from absl import flags
 
 from lth_tf import rundir
+from lth_tf.config import upgrade
 
 REPORT_FLAGS = flags.FlagValues()  # separate from the experiment's flags: this is its own program
 flags.DEFINE_list("output_dir", [], "Run directories (more may follow as arguments).", flag_values=REPORT_FLAGS)
@@ -41,7 +42,7 @@ def load_run(output_dir: str) -> dict:
             layers[int(row["round"])] = metrics["layer_density"]
     sizes = {int(r["round"]): r for r in rundir.read_sizes(output_dir)}
     return dict(dir=output_dir, rows=rows, layers=layers, sizes=sizes,
-                config=rundir.read_json(os.path.join(output_dir, "config.json")))
+                config=upgrade(rundir.read_json(os.path.join(output_dir, "config.json"))))
 
 
 def check_replicates(runs: list[dict]):
@@ -69,7 +70,7 @@ def branches(runs):
     return list(dict.fromkeys(row["branch"] for run in runs for row in run["rows"]))
 
 
-def _plot_band(axis, points: dict, label, style="-", color=None):
+def plot_band(axis, points: dict, label, style="-", color=None):
     x = np.array(list(points))
     values = [np.array(v) for v in points.values()]
     mean = np.array([v.mean() for v in values])
@@ -79,7 +80,7 @@ def _plot_band(axis, points: dict, label, style="-", color=None):
     return line.get_color()
 
 
-def _pct_axis(axis, runs):
+def pct_axis(axis, runs):
     """Log scale, reversed (sparser to the right), ticks at the rounds' densities."""
     from matplotlib import ticker
     axis.set_xscale("log")
@@ -107,15 +108,15 @@ def plot_all(runs, folder, title):
 
     figure, axis = plt.subplots(figsize=(7, 4.5))
     for branch in branches(runs):
-        color = _plot_band(axis, series(runs, branch, "test_accuracy"), f"{branch} (end of training)")
-        _plot_band(axis, series(runs, branch, "early_stop_test_accuracy"), f"{branch} (early stop)", "--", color)
-    _pct_axis(axis, runs)
+        color = plot_band(axis, series(runs, branch, "test_accuracy"), f"{branch} (end of training)")
+        plot_band(axis, series(runs, branch, "early_stop_test_accuracy"), f"{branch} (early stop)", "--", color)
+    pct_axis(axis, runs)
     _finish(figure, axis, os.path.join(folder, "accuracy.png"), "test accuracy", title)
 
     figure, axis = plt.subplots(figsize=(7, 4.5))
     for branch in branches(runs):
-        _plot_band(axis, series(runs, branch, "early_stop_step"), branch)
-    _pct_axis(axis, runs)
+        plot_band(axis, series(runs, branch, "early_stop_step"), branch)
+    pct_axis(axis, runs)
     _finish(figure, axis, os.path.join(folder, "early_stop.png"), "early-stop iteration (min validation loss)", title)
 
     figure, axis = plt.subplots(figsize=(7, 4.5))

@@ -10,6 +10,8 @@ import zipfile
 
 import numpy as np
 
+from lth_tf.config import upgrade
+
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -74,7 +76,7 @@ def check_claim(output_dir: str, config: dict) -> bool:
     path = os.path.join(output_dir, "config.json")
     config = json.loads(json.dumps(config))  # tuples -> lists, as read back
     if os.path.exists(path):
-        previous = read_json(path)
+        previous = upgrade(read_json(path))
         if previous != config:
             changed = sorted(_diff(previous, config))
             raise RunDirError(f"{output_dir} holds a run with another config (differs in "

@@ -21,6 +21,8 @@ import tensorflow as tf
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.custom_scalar import summary as custom_scalar_summary
 
+from lth_tf import pruning
+
 LOTTERY_RUN = "lottery"
 
 
@@ -56,8 +58,8 @@ def log_weights(writer, step: int, when: str, state: dict, masks: dict):
     with writer.as_default(step=step):
         for name, mask in masks.items():
             tf.summary.scalar(f"weights/density_{when}/{name}", float(mask.mean()))
-            kernel = state[f"{name}/kernel"]
-            tf.summary.histogram(f"weights/surviving_{when}/{name}", kernel[mask > 0])
+            weight = state[pruning.variable_of(name)]
+            tf.summary.histogram(f"weights/surviving_{when}/{name}", weight[mask > 0])
     writer.flush()
 
 

@@ -22,16 +22,21 @@ class NeverPrune(tfmot.sparsity.keras.PruningSchedule):
         return {}
 
 
-def wrap(model: tf.keras.Model) -> tf.keras.Model:
+def wrap(model: tf.keras.Model, prune_biases: bool = False) -> tf.keras.Model:
     """Clone of `model` with Dense/Conv layers wrapped; weights copied over.
+    With `prune_biases`, a layer's bias gets a mask too (tfmot masks what a
+    layer's get_prunable_weights returns; its registry returns the kernel only).
 
     prune_low_magnitude(model) would wrap BatchNorm, pooling and Add too, hence
     clone_model with a clone_function.
     """
     def wrap_layer(layer):
-        if isinstance(layer, PRUNABLE_TYPES):
-            return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=NeverPrune())
-        return layer.__class__.from_config(layer.get_config())
+        if not isinstance(layer, PRUNABLE_TYPES):
+            return layer.__class__.from_config(layer.get_config())
+        layer = layer.__class__.from_config(layer.get_config())
+        if prune_biases and layer.use_bias:
+            layer.get_prunable_weights = lambda: [layer.kernel, layer.bias]
+        return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=NeverPrune())
 
     wrapped = tf.keras.models.clone_model(model, clone_function=wrap_layer)
     assign_state(wrapped, {k: v.numpy() for k, v in state_variables(model).items()})
@@ -56,9 +61,12 @@ def layer_kind(model, name: str) -> str:
     return "conv" if isinstance(inner, tf.keras.layers.Conv2D) else "fc"
 
 
-def _kernel_and_mask(wrapper):
-    (kernel, mask, _threshold), = wrapper.pruning_vars
-    return kernel, mask
+def _masked(model):
+    """(mask key, weight variable, mask variable) of every masked weight: the
+    key is the layer's name for its kernel, 'layer/bias' for a masked bias."""
+    for name, wrapper in prunable_layers(model).items():
+        for weight, mask, _threshold in wrapper.pruning_vars:
+            yield (name if weight is wrapper.layer.kernel else f"{name}/bias"), weight, mask
 
 
 def start_pruning_step(model):
@@ -70,37 +78,36 @@ def start_pruning_step(model):
 
 def mask_for_variable(model) -> list:
     """For each trainable variable of `model`, its mask variable or None."""
-    masks = {kernel.ref(): mask for kernel, mask in map(_kernel_and_mask, prunable_layers(model).values())}
+    masks = {weight.ref(): mask for _key, weight, mask in _masked(model)}
     return [masks.get(v.ref()) for v in model.trainable_variables]
 
 
 def get_masks(model) -> dict[str, np.ndarray]:
-    return {name: _kernel_and_mask(w)[1].numpy() for name, w in prunable_layers(model).items()}
+    return {key: mask.numpy() for key, _weight, mask in _masked(model)}
 
 
 def get_kernels(model) -> dict[str, np.ndarray]:
-    return {name: _kernel_and_mask(w)[0].numpy() for name, w in prunable_layers(model).items()}
+    """The masked weights, keyed like the masks."""
+    return {key: weight.numpy() for key, weight, _mask in _masked(model)}
 
 
 def set_masks(model, masks: dict[str, np.ndarray]):
-    """Installs masks and zeroes the kernels where they are 0."""
-    layers = prunable_layers(model)
-    if set(masks) != set(layers):
-        raise ValueError(f"masks are for layers {sorted(masks)}, the model has {sorted(layers)}")
-    for name, wrapper in layers.items():
-        kernel, mask = _kernel_and_mask(wrapper)
-        if tuple(mask.shape) != masks[name].shape:
-            raise ValueError(f"mask for {name} has shape {masks[name].shape}, expected {tuple(mask.shape)}")
-        mask.assign(masks[name].astype(mask.dtype.as_numpy_dtype))
+    """Installs masks and zeroes the weights where they are 0."""
+    masked = list(_masked(model))
+    if set(masks) != {key for key, _, _ in masked}:
+        raise ValueError(f"masks are for {sorted(masks)}, the model masks {sorted(k for k, _, _ in masked)}")
+    for key, _weight, mask in masked:
+        if tuple(mask.shape) != masks[key].shape:
+            raise ValueError(f"mask for {key} has shape {masks[key].shape}, expected {tuple(mask.shape)}")
+        mask.assign(masks[key].astype(mask.dtype.as_numpy_dtype))
     apply_masks(model)
 
 
 def apply_masks(model):
-    """kernel <- kernel * mask. After apply_gradients a kernel is dense until the
+    """weight <- weight * mask. After apply_gradients a weight is dense until the
     wrapper's next forward pass: call this before reading or saving weights."""
-    for wrapper in prunable_layers(model).values():
-        kernel, mask = _kernel_and_mask(wrapper)
-        kernel.assign(kernel * mask)
+    for _key, weight, mask in _masked(model):
+        weight.assign(weight * mask)
 
 
 def state_variables(model) -> dict[str, tf.Variable]:

@@ -4,15 +4,16 @@ programs (numpy only, so a ticket is checked before TensorFlow loads).
 ticket.npz (numpy .npz, format 1):
   meta                  JSON string: format, model, width, input_shape, num_classes,
                         dataset, round, density, rewind_step, source
-  mask/<layer>          float32 0/1, one per prunable layer
-  weights/<layer>/<w>   float32 rewind weights theta_k (kernels already times the mask),
+  mask/<layer>          float32 0/1, one per prunable layer (its kernel)
+  mask/<layer>/bias     float32 0/1, where biases are pruned too (--prune_biases)
+  weights/<layer>/<w>   float32 rewind weights theta_k (masked weights already times the mask),
                         every trainable weight and BatchNorm statistic
 """
 import json
 
 import numpy as np
 
-from lth_tf import rundir
+from lth_tf import pruning, rundir
 from lth_tf.config import ConfigError, ModelConfig
 
 TICKET_FORMAT = 1
@@ -20,10 +21,9 @@ TICKET_FORMAT = 1
 
 def write_ticket(path: str, masks, theta_k, meta: dict):
     arrays = {f"mask/{name}": m.astype(np.float32) for name, m in masks.items()}
+    masked = {pruning.variable_of(name): mask for name, mask in masks.items()}
     for key, value in theta_k.items():
-        layer = key.split("/")[0]
-        is_masked_kernel = key.endswith("/kernel") and layer in masks
-        arrays[f"weights/{key}"] = value * masks[layer] if is_masked_kernel else value
+        arrays[f"weights/{key}"] = value * masked[key] if key in masked else value
     arrays["meta"] = np.array(json.dumps({"format": TICKET_FORMAT, **meta}, sort_keys=True))
     rundir.save_arrays(path, arrays)
 

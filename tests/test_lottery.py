@@ -1,14 +1,15 @@
 """The IMP driver on a tiny MNIST-1D experiment: masks, densities, rewinding,
 controls, determinism, resuming, strategies."""
+import dataclasses
 import os
 
 import numpy as np
 import pytest
 
-from conftest import run_tiny
-from lth_tf import lottery, pruning, rundir, training
+from conftest import run_tiny, tiny_config
+from lth_tf import lottery, pruning, rundir, tickets, training
 from lth_tf import tfmot_adapter as adapter
-from lth_tf.config import LotteryConfig
+from lth_tf.config import LotteryConfig, ModelConfig, PruningConfig
 
 
 def load(experiment, *parts):
@@ -187,3 +188,51 @@ def test_a_used_directory_refuses_another_config(tiny_run):
 
 def _files(root):
     return [os.path.join(d, f) for d, _, files in os.walk(root) for f in files]
+
+
+def test_the_mnist1d_papers_options_prune_biases_linearly_from_the_chosen_step(mnist1d, tmp_path):
+    config = dataclasses.replace(
+        tiny_config(rounds=2, rewind_step=0, controls=("random_prune",), prune_from_step=20),
+        model=ModelConfig("resmlp_32_32", init="pytorch"),
+        pruning=PruningConfig(schedule="linear", step=0.25, biases=True))
+    experiment = lottery.prepare(config, mnist1d, training.make_strategy("default"), str(tmp_path))
+    rows = lottery.run(experiment, lottery.RunOptions(export="last", tensorboard=False))
+    assert [float(r["weights_remaining_pct"]) for r in rows if r["branch"] == "ticket"] == pytest.approx([100, 75, 50], abs=0.05)
+    dense = lottery.round_masks(experiment, 0)
+    for r in (1, 2):
+        masks = lottery.round_masks(experiment, r)
+        for layer, keys in pruning.by_layer(masks).items():
+            assert set(keys) == {layer, f"{layer}/bias"}
+            size = sum(masks[k].size for k in keys)
+            assert sum(masks[k].sum() for k in keys) == np.floor((1 - 0.25 * r) * size + 0.5)
+        weights = rundir.load_arrays(tmp_path / f"round_{r:02d}" / "ticket" / "weights.npz")
+        for key, mask in masks.items():
+            assert np.all(weights[pruning.variable_of(key)][mask == 0] == 0), key
+        random = rundir.load_arrays(tmp_path / f"round_{r:02d}" / "random_prune" / "masks.npz")
+        assert {k: m.sum() for k, m in random.items()} == {k: m.sum() for k, m in masks.items()}
+    # round 1 prunes the ticket's weights at step 20, not its final ones (step 30)
+    kinds = {"fc1": "fc", "fc2": "fc", "output": "output"}
+    at_20 = rundir.load_arrays(tmp_path / "round_00" / "ticket" / "prune_from.npz")
+    final = rundir.load_arrays(tmp_path / "round_00" / "ticket" / "weights.npz")
+    expected = pruning.prune(config.pruning, {k: at_20[pruning.variable_of(k)] for k in dense}, dense, kinds, 1)
+    from_final = pruning.prune(config.pruning, {k: final[pruning.variable_of(k)] for k in dense}, dense, kinds, 1)
+    round_1 = lottery.round_masks(experiment, 1)
+    assert all(np.array_equal(round_1[k], expected[k]) for k in dense)
+    assert not all(np.array_equal(round_1[k], from_final[k]) for k in dense)
+    _, ticket_masks, ticket_weights = tickets.read_ticket(str(tmp_path / "tickets" / "round_02" / "ticket.npz"))
+    assert set(ticket_masks) == set(dense) and np.all(ticket_weights["fc1/bias"][ticket_masks["fc1/bias"] == 0] == 0)
+
+
+def test_a_run_of_an_earlier_lth_tf_resumes_when_the_new_fields_are_at_their_defaults(tiny_run, tmp_path):
+    experiment, _ = tiny_run
+    saved = rundir.read_json(experiment.path("config.json"))
+    for section, field in (("pruning", "schedule"), ("pruning", "biases"), ("model", "init"),
+                           ("lottery", "prune_from_step")):
+        del saved[section][field]  # as lth_tf wrote it before these options existed
+    rundir.write_json(str(tmp_path / "config.json"), saved)
+    config = dataclasses.asdict(experiment.config)
+    assert rundir.check_claim(str(tmp_path), config)
+    changed = dataclasses.replace(experiment.config,
+                                  pruning=dataclasses.replace(experiment.config.pruning, biases=True))
+    with pytest.raises(rundir.RunDirError, match="pruning.biases"):
+        rundir.check_claim(str(tmp_path), dataclasses.asdict(changed))

@@ -89,3 +89,38 @@ def test_count_to_remove_rounds_halves_up():
     assert pruning.count_to_remove(0.1, 145) == 15     # 14.5
     assert pruning.count_to_remove(0.2, 512) == 102    # 102.4
     assert pruning.count_to_remove(0.2, 819) == 164    # 163.8
+
+
+def test_linear_schedule_keeps_one_minus_round_times_step_of_every_layer():
+    from lth_tf.config import PruningConfig
+    weights, masks = random_layers()
+    kinds = {"fc1": "fc", "fc2": "fc", "output": "output"}
+    config = PruningConfig(schedule="linear", step=0.07, rate_fc=0.5, rate_output=0.5)  # rates do not apply
+    for r in range(1, 12):
+        new = pruning.prune(config, weights, masks, kinds, r)
+        for name, mask in new.items():
+            assert np.all(mask <= masks[name]), "masks only shrink"
+            assert mask.sum() == int(np.floor((1 - 0.07 * r) * mask.size + 0.5))
+        masks = new
+
+
+def test_linear_global_schedule_counts_all_included_layers_together():
+    from lth_tf.config import PruningConfig
+    weights, masks = random_layers()
+    config = PruningConfig(strategy="global", schedule="linear", step=0.1, exclude=("output",))
+    masks = pruning.prune(config, weights, masks, {}, 3)
+    total = masks["fc1"].size + masks["fc2"].size
+    assert masks["fc1"].sum() + masks["fc2"].sum() == int(np.floor(0.7 * total + 0.5))
+    assert masks["output"].sum() == masks["output"].size
+
+
+def test_a_layers_bias_is_ranked_with_its_kernel():
+    weights = {"fc1": np.full((4, 5), 1.0, np.float32), "fc1/bias": np.array([0.5, 3, 3, 0.1, 3], np.float32),
+               "fc2": np.full((5, 2), 2.0, np.float32)}
+    masks = pruning.dense_masks({k: v.shape for k, v in weights.items()})
+    new = pruning.prune_layerwise(weights, masks, {"fc1": 0.2, "fc2": 0.5})
+    # fc1's group has 25 entries: the 5 smallest are the biases 0.1 and 0.5 and three kernel entries (ties by position)
+    np.testing.assert_array_equal(new["fc1/bias"], [0, 1, 1, 0, 1])
+    assert new["fc1"].sum() == 17 and new["fc2"].sum() == 5
+    assert pruning.layer_of("fc1/bias") == "fc1" and pruning.variable_of("fc1/bias") == "fc1/bias"
+    assert pruning.variable_of("fc1") == "fc1/kernel"

@@ -109,7 +109,7 @@ def test_diverging_loss_raises_with_the_step(mnist1d):
     ("lenet_300_100", (28, 28, 1), 3), ("mlp_20_20_20", (40,), 4), ("conv2", (32, 32, 3), 5),
     ("conv4", (32, 32, 3), 7), ("conv6", (32, 32, 3), 9), ("vgg16", (32, 32, 3), 14),
     ("vgg19", (32, 32, 3), 17), ("resnet20", (32, 32, 3), 22), ("resnet32", (32, 32, 3), 34),
-    ("resnet56", (32, 32, 3), 58),
+    ("resnet56", (32, 32, 3), 58), ("resmlp_500_500", (40,), 3),
 ])
 def test_models_wrap_only_dense_and_conv_kernels(name, shape, prunable):
     model = adapter.wrap(networks.build(name, shape, 10))
@@ -168,3 +168,47 @@ def test_conv_batchnorm_zeros_after_every_step_and_rewound_statistics(strategy_n
     rewound = adapter.get_state(model)
     for key in statistics:
         np.testing.assert_array_equal(rewound[key], theta[key])
+
+
+def test_residual_mlp_adds_the_input_of_equal_width_hidden_layers():
+    tf.keras.utils.set_random_seed(0)
+    model = networks.build("resmlp_8_8_4", (6,), 3)
+    x = np.random.default_rng(0).standard_normal((5, 6)).astype(np.float32)
+    dense = {name: model.get_layer(name) for name in ("fc1", "fc2", "fc3", "output")}
+    h = tf.nn.relu(dense["fc1"](x))
+    h = h + tf.nn.relu(dense["fc2"](h))  # 8 -> 8: residual
+    h = tf.nn.relu(dense["fc3"](h))      # 8 -> 4: plain
+    np.testing.assert_allclose(model(x).numpy(), dense["output"](h).numpy(), rtol=1e-6)
+
+
+def test_pytorch_init_is_uniform_in_one_over_sqrt_fan_in_biases_included():
+    tf.keras.utils.set_random_seed(0)
+    model = networks.build("mlp_500", (40,), 10, init="pytorch")
+    for name, fan_in in (("fc1", 40), ("output", 500)):
+        layer = model.get_layer(name)
+        for values in (layer.kernel.numpy(), layer.bias.numpy()):
+            bound = fan_in ** -0.5
+            assert np.abs(values).max() <= bound and np.abs(values).max() > 0.9 * bound
+            assert values.std() == pytest.approx(bound / np.sqrt(3), rel=0.2)  # uniform, not normal
+
+
+def test_bias_masks_keep_biases_exactly_zero_through_training(mnist1d):
+    strategy = training.make_strategy("default")
+    with strategy.scope():
+        model = adapter.wrap(networks.build("mlp_16", mnist1d.input_shape, 10, init="pytorch"), prune_biases=True)
+        masks = adapter.get_masks(model)
+        assert set(masks) == {"fc1", "fc1/bias", "output", "output/bias"}
+        masks["fc1/bias"][::2] = 0
+        adapter.set_masks(model, masks)
+        trainer = training.make_trainer(model, TrainingConfig(optimizer="adam", learning_rate=0.01, batch_size=50,
+                                                              train_steps=20, eval_every=10, log_every=10), strategy)
+    training.train(trainer, mnist1d, 0, 20)
+    bias = model.get_layer("prune_low_magnitude_fc1").layer.bias.numpy()
+    assert np.all(bias[::2] == 0) and np.all(bias[1::2] != 0)
+
+
+def test_init_choice_is_refused_for_models_with_their_own_initialiser():
+    from lth_tf import models
+    from lth_tf.config import ConfigError
+    with pytest.raises(ConfigError, match="resnet20 has its paper's initialiser only"):
+        models.check_init("resnet20", "pytorch")

@@ -1,0 +1,306 @@
+"""RESULTS.md and docs/results/ from the studies' sweep directories
+(`python -m lth_tf.studies report`, `make results-report`).
+
+Every number comes from the runs on disk, except the published MNIST-1D
+numbers it is compared with, quoted in PUBLISHED with their source.
+"""
+import csv
+import io
+import os
+import shutil
+
+import numpy as np
+
+from lth_tf import report, rundir, studies, sweep
+
+# The MNIST-1D notebook's printed output (cell 18; "#80" is linspace(0, 1, 100)[79] = 79.8% pruned, our
+# round 79 of --prune_step=1/99), test accuracy in % as (last evaluation, best of the 16 evaluations).
+PUBLISHED_SOURCE = ("github.com/greydanus/mnist1d, notebooks/lottery-tickets.ipynb at commit 7878d96, "
+                    "the printed output of cell 18 (seeds 42 and 43)")
+PUBLISHED = [  # (what, round, branch, {seed: (last, best)})
+    ("dense", 0, "ticket", {42: (66.4, 66.4), 43: (64.8, 65.4)}),
+    ("ticket, 79.8% pruned", 79, "ticket", {42: (72.9, 72.9), 43: (72.1, 72.1)}),
+    ("random mask, 79.8% pruned", 79, "random_prune", {42: (68.6, 70.4), 43: (66.3, 69.7)}),
+    ("ticket, 97.0% pruned", 96, "ticket", {42: (68.1, 69.0), 43: (67.3, 68.3)}),
+    ("random mask, 97.0% pruned", 96, "random_prune", {42: (41.2, 41.2), 43: (43.7, 43.9)}),
+]
+COMPARE_AT = (21.0, 3.0)  # % weights remaining where the MNIST-1D variants are compared
+
+
+class MissingSweep(Exception):
+    pass
+
+
+# --- reading --------------------------------------------------------------------------------------------------
+
+def load_sweep(sweep_dir: str) -> dict:
+    """sweep.json and its finished runs (lth_tf.report's form), each row with its best test accuracy."""
+    path = os.path.join(sweep_dir, "sweep.json")
+    if not os.path.exists(path):
+        raise MissingSweep(f"{sweep_dir} holds no sweep: run `python -m lth_tf.studies run` first")
+    state = rundir.read_json(path)
+    runs, seeds = [], []
+    for record in state["experiments"].values():
+        if record.get("status") != "finished":
+            continue
+        run_dir = os.path.join(sweep_dir, sweep.point_name(record["point"]), f"seed_{record['seed']}")
+        run = report.load_run(run_dir)
+        for row in run["rows"]:
+            metrics = rundir.read_json(os.path.join(run_dir, f"round_{int(row['round']):02d}", row["branch"],
+                                                    "metrics.json"))
+            row["best_test_accuracy"] = max(entry["test_accuracy"] for entry in metrics["history"])
+        runs.append(run)
+        seeds.append(record["seed"])
+    if not runs:
+        raise MissingSweep(f"{sweep_dir} has no finished experiment yet")
+    return dict(state=state, runs=runs, seeds=sorted(seeds), dir=sweep_dir)
+
+
+def values(runs, round_index, branch, column) -> list[float]:
+    return [float(r[column]) for run in runs for r in run["rows"]
+            if int(r["round"]) == round_index and r["branch"] == branch and r["status"] == "ok"]
+
+
+def nearest_round(runs, pct: float) -> int:
+    rounds = {int(r["round"]): float(r["weights_remaining_pct"]) for r in runs[0]["rows"]}
+    return min(rounds, key=lambda r: abs(np.log(rounds[r] / pct)))
+
+
+def cell(vals, scale=100.0, digits=1) -> str:
+    """mean [min, max] in % (or plain with scale=1)."""
+    if not vals:
+        return "-"
+    v = np.array(vals) * scale
+    return f"{v.mean():.{digits}f} [{v.min():.{digits}f}, {v.max():.{digits}f}]" if len(v) > 1 else f"{v[0]:.{digits}f}"
+
+
+# --- figures --------------------------------------------------------------------------------------------------
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _dense_line(axis, runs, column="test_accuracy"):
+    dense = values(runs, 0, "ticket", column)
+    axis.axhline(np.mean(dense), color="gray", linestyle=":", label="dense network (round 0)")
+
+
+def study_figure(runs, path, title):
+    """Test accuracy and early-stop iteration against % weights remaining, mean and min-max band per branch."""
+    plt = _pyplot()
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for branch in report.branches(runs):
+        color = report.plot_band(left, report.series(runs, branch, "test_accuracy"), branch)
+        report.plot_band(right, report.series(runs, branch, "early_stop_step"), branch, color=color)
+    _dense_line(left, runs)
+    for axis, ylabel in ((left, "test accuracy at the end of training"),
+                         (right, "early-stop iteration (min. validation loss)")):
+        report.pct_axis(axis, runs)
+        axis.set_ylabel(ylabel)
+        axis.legend(fontsize=8)
+    figure.suptitle(f"{title}: mean and min-max over {len(runs)} seeds")
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(figure)
+
+
+def mnist1d_figure(paper, variants, path):
+    """Left: the notebook's setup, final and best accuracy, with the published points.
+    Right: ticket minus random-mask accuracy for every variant."""
+    plt = _pyplot()
+    figure, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    runs = paper["runs"]
+    for branch, name in (("ticket", "ticket"), ("random_prune", "random mask")):
+        color = report.plot_band(left, report.series(runs, branch, "test_accuracy"), f"{name}, final (lth_tf)")
+        report.plot_band(left, report.series(runs, branch, "best_test_accuracy"), f"{name}, best (lth_tf)", "--",
+                         color)
+        for what, round_index, b, published in PUBLISHED:
+            pct = values(runs, round_index, "ticket", "weights_remaining_pct")
+            if b != branch or round_index == 0 or not pct:
+                continue
+            for last, best in published.values():
+                left.plot(pct[0], last / 100, "x", color=color, markersize=9)
+                left.plot(pct[0], best / 100, "+", color=color, markersize=11)
+    left.plot([], [], "kx", label="published, last (seeds 42, 43)")
+    left.plot([], [], "k+", label="published, best (seeds 42, 43)")
+    _dense_line(left, runs)
+    report.pct_axis(left, runs)
+    left.set_ylabel("test accuracy")
+    left.set_title("the notebook's setup (linear schedule)")
+    left.legend(fontsize=7)
+    for name, loaded in variants.items():
+        gap = {pct: np.array(v) for pct, v in _gaps(loaded["runs"]).items()}
+        report.plot_band(right, gap, name)
+    right.axhline(0, color="gray", linestyle=":")
+    report.pct_axis(right, variants[next(iter(variants))]["runs"])
+    right.set_ylabel("ticket minus random-mask test accuracy (final)")
+    right.set_title("which choice carries the effect")
+    right.legend(fontsize=7)
+    figure.suptitle("MLP 500-500 on MNIST-1D: mean and min-max over seeds")
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(figure)
+
+
+def _gaps(runs) -> dict:
+    """{% weights: [ticket - random_prune final accuracy, per run]} over the pruned rounds."""
+    gaps = {}
+    for run in runs:
+        by_key = {(int(r["round"]), r["branch"]): r for r in run["rows"] if r["status"] == "ok"}
+        for (round_index, branch), row in by_key.items():
+            other = by_key.get((round_index, "random_prune"))
+            if branch == "ticket" and other:
+                gaps.setdefault(float(row["weights_remaining_pct"]), []).append(
+                    float(row["test_accuracy"]) - float(other["test_accuracy"]))
+    return dict(sorted(gaps.items(), reverse=True))
+
+
+# --- text -----------------------------------------------------------------------------------------------------
+
+def command(name, variant_argv, sweep_dir) -> str:
+    argv = [*studies.STUDIES[name].argv, *variant_argv, f"--sweep_dir={sweep_dir}"]
+    return "python -m lth_tf.sweep " + " ".join(argv)
+
+
+def timing(loaded) -> str:
+    state = loaded["state"]
+    seconds = sum(r.get("seconds") or 0 for r in state["experiments"].values() if r.get("status") == "finished")
+    wall = state.get("wall_seconds")
+    return (f"{len(loaded['runs'])} experiments (seeds {', '.join(map(str, loaded['seeds']))}), "
+            f"{report_duration(wall)} of wall time on {state.get('machine', 'this machine')}"
+            f" ({report_duration(seconds)} of experiment time)")
+
+
+def report_duration(seconds) -> str:
+    from lth_tf.console import duration
+    return duration(seconds) if seconds else "unrecorded"
+
+
+def study_table(runs) -> str:
+    controls = [b for b in report.branches(runs) if b != "ticket"]
+    header = ["round", "% weights", "ticket test acc (%)", "ticket early-stop iter"] + [
+        f"{c} test acc (%)" for c in controls]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for round_index in sorted({int(r["round"]) for r in runs[0]["rows"]}):
+        pct = values(runs, round_index, "ticket", "weights_remaining_pct")
+        row = [str(round_index), f"{np.mean(pct):.2f}", cell(values(runs, round_index, "ticket", "test_accuracy")),
+               cell(values(runs, round_index, "ticket", "early_stop_step"), 1, 0)]
+        row += [cell(values(runs, round_index, c, "test_accuracy")) for c in controls]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def headline(runs) -> str:
+    """Where the ticket stops matching the dense network, and the sparsest round's comparison."""
+    dense = np.mean(values(runs, 0, "ticket", "test_accuracy"))
+    rounds = sorted({int(r["round"]) for r in runs[0]["rows"]})
+    matching = [r for r in rounds if np.mean(values(runs, r, "ticket", "test_accuracy")) >= dense]
+    last = rounds[-1]
+    pct = lambda r: np.mean(values(runs, r, "ticket", "weights_remaining_pct"))  # noqa: E731
+    text = (f"Dense: {100 * dense:.1f}% test accuracy (mean of {len(runs)} seeds). The ticket's mean test accuracy "
+            f"is at or above it at rounds as sparse as {pct(max(matching)):.1f}% of the weights (round {max(matching)}). "
+            if matching and max(matching) > 0 else f"Dense: {100 * dense:.1f}%. ")
+    parts = [f"ticket {cell(values(runs, last, 'ticket', 'test_accuracy'))}"] + [
+        f"{c} {cell(values(runs, last, c, 'test_accuracy'))}" for c in report.branches(runs) if c != "ticket"]
+    return text + f"At {pct(last):.1f}% (round {last}): " + ", ".join(parts) + "."
+
+
+def published_table(paper) -> str:
+    runs = paper["runs"]
+    lines = ["| | lth_tf final | lth_tf best | notebook seed 42 last / best | notebook seed 43 last / best |",
+             "|---|---|---|---|---|"]
+    for what, round_index, branch, published in PUBLISHED:
+        lines.append(f"| {what} | {cell(values(runs, round_index, branch, 'test_accuracy'))} | "
+                     f"{cell(values(runs, round_index, branch, 'best_test_accuracy'))} | "
+                     + " | ".join(f"{last:.1f} / {best:.1f}" for last, best in published.values()) + " |")
+    return "\n".join(lines)
+
+
+def variants_table(variants: dict, about: dict) -> str:
+    lines = ["| variant | what differs from the notebook | " + " | ".join(
+        f"~{pct:g}% weights: ticket / random mask / gap (points)" for pct in COMPARE_AT) + " |",
+        "|---|---|" + "---|" * len(COMPARE_AT)]
+    for name, loaded in variants.items():
+        runs, cells = loaded["runs"], []
+        for pct in COMPARE_AT:
+            r = nearest_round(runs, pct)
+            ticket, random = values(runs, r, "ticket", "test_accuracy"), values(runs, r, "random_prune", "test_accuracy")
+            gap = [t - g for t, g in zip(ticket, random)] if len(ticket) == len(random) else []
+            actual = np.mean(values(runs, r, "ticket", "weights_remaining_pct"))
+            cells.append(f"{actual:.1f}%: {cell(ticket)} / {cell(random)} / {cell(gap)}")
+        lines.append(f"| {name} | {about[name]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# --- RESULTS.md ------------------------------------------------------------------------------------------------
+
+def write(names, results_dir: str, out: str) -> int:
+    """RESULTS.md and docs/results/ under `out`; studies without finished sweeps are listed as not run."""
+    figures = os.path.join(out, "docs", "results")
+    os.makedirs(figures, exist_ok=True)
+    text = ["# Results", "",
+            "What lth_tf's tickets look like on real data. Regenerated by `make results` (runs the sweeps below, "
+            "resumable) or `make results-report` (rebuilds this file and `docs/results/` from the sweep "
+            "directories on disk); no number here is typed by hand. Cells are mean [min, max] over seeds; "
+            "figures show the mean with a min-max band.", ""]
+    for number, name in enumerate(names, start=1):
+        study = studies.STUDIES[name]
+        text += [f"## {number}. {study.title}", "", study.about, ""]
+        try:
+            text += (_mnist1d_section if name == "mnist1d_paper" else _study_section)(name, results_dir, figures)
+        except MissingSweep as missing:
+            text += [f"Not run yet: {missing}.", ""]
+    rundir.atomic_write(os.path.join(out, "RESULTS.md"), "\n".join(text).encode())
+    print(f"lth_tf.studies: wrote {os.path.join(out, 'RESULTS.md')} and {figures}")
+    return 0
+
+
+def _study_section(name, results_dir, figures) -> list[str]:
+    loaded = load_sweep(studies.sweep_dir(results_dir, name))
+    study_figure(loaded["runs"], os.path.join(figures, f"{name}.png"), studies.STUDIES[name].title)
+    shutil.copyfile(os.path.join(loaded["dir"], "sweep.csv"), os.path.join(figures, f"{name}.csv"))
+    return [f"Command: `{command(name, (), studies.sweep_dir('runs/results', name))}`", "",
+            f"Ran {timing(loaded)}.", "", headline(loaded["runs"]), "",
+            f"![{name}](docs/results/{name}.png)", "", study_table(loaded["runs"]), "",
+            f"All columns (std, min, max, early-stop accuracy): [docs/results/{name}.csv](docs/results/{name}.csv)", ""]
+
+
+def _mnist1d_section(name, results_dir, figures) -> list[str]:
+    study = studies.STUDIES[name]
+    loaded, about = {}, {}
+    for variant, _, what in study.variants:
+        try:
+            loaded[variant] = load_sweep(studies.sweep_dir(results_dir, name, variant))
+            about[variant] = what
+        except MissingSweep:
+            continue
+    if "paper" not in loaded:
+        raise MissingSweep(f"{studies.sweep_dir(results_dir, name, 'paper')} holds no finished sweep")
+    paper = loaded["paper"]
+    mnist1d_figure(paper, loaded, os.path.join(figures, f"{name}.png"))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["variant", "round", "branch", "weights_remaining_pct", "seed_index", "test_accuracy",
+                     "best_test_accuracy"])
+    for variant, result in loaded.items():
+        for index, run in enumerate(result["runs"]):
+            for row in run["rows"]:
+                writer.writerow([variant, row["round"], row["branch"], row["weights_remaining_pct"], index,
+                                 row["test_accuracy"], row["best_test_accuracy"]])
+    rundir.atomic_write(os.path.join(figures, f"{name}.csv"), buffer.getvalue().encode())
+    commands = [f"- {variant}: `{command(name, extra, studies.sweep_dir('runs/results', name, variant))}` — "
+                f"{timing(loaded[variant])}" for variant, extra, _ in study.variants if variant in loaded]
+    missing = [variant for variant, _, _ in study.variants if variant not in loaded]
+    return ["Commands and the time each took here:", "", *commands, "",
+            *([f"Not run yet: {', '.join(missing)}.", ""] if missing else []),
+            f"![{name}](docs/results/{name}.png)", "",
+            "### Side by side with the published numbers", "",
+            f"Published: {PUBLISHED_SOURCE}. \"final\"/\"last\" is the test accuracy at the end of training; "
+            "\"best\" the best of the evaluations every 100 steps (chosen on the test set, as the notebook does).",
+            "", published_table(paper), "",
+            "### What the setup changes", "",
+            "Final test accuracy of the ticket and of the random mask (same per-layer size, same initial weights), "
+            "and their gap in percentage points, near two densities:", "",
+            variants_table(loaded, about), "",
+            f"Per-run numbers: [docs/results/{name}.csv](docs/results/{name}.csv)", ""]

@@ -1,0 +1,131 @@
+"""The studies behind RESULTS.md: each a replicate sweep (lth_tf.sweep) whose
+outputs the report step turns into RESULTS.md and docs/results/.
+
+    python -m lth_tf.studies run [--studies=quick,lenet_fashion_mnist] [--results_dir=runs/results]
+    python -m lth_tf.studies report [--results_dir=runs/results] [--out=.]
+
+`make results` runs both; `run` resumes an interrupted study (each sweep does),
+`report` only reads sweep directories already on disk. No number in
+RESULTS.md is typed by hand: the published numbers the MNIST-1D study is
+compared with are quoted, with their source, in PUBLISHED below.
+"""
+import dataclasses
+import os
+import sys
+
+from absl import flags
+
+STUDY_FLAGS = flags.FlagValues()
+flags.DEFINE_list("studies", [], "Studies to run or report (default: all).", flag_values=STUDY_FLAGS)
+flags.DEFINE_string("results_dir", "runs/results", "Where the studies' sweep directories are.",
+                    flag_values=STUDY_FLAGS)
+flags.DEFINE_string("out", ".", "report: where RESULTS.md and docs/results/ are written.", flag_values=STUDY_FLAGS)
+flags.DEFINE_integer("parallel", 0, "run: experiments at once (lth_tf.sweep's --parallel).", lower_bound=0,
+                     flag_values=STUDY_FLAGS)
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+    title: str
+    argv: tuple        # lth_tf.sweep's flags, --sweep_dir and --parallel left out
+    about: str         # what it reproduces and what was shortened, for RESULTS.md
+    variants: tuple = (("", (), ""),)  # (name, flags added to argv, what they change): one sweep each
+
+
+GEOMETRIC = ("--prune_schedule=geometric", "--prune_rate_fc=0.2", "--prune_rate_output=0.2", "--rounds=16")
+
+
+STUDIES = {
+    "quick": Study(
+        "The quick default: MLP 100-100 on MNIST-1D",
+        ("--flagfile=configs/quick.flags", "--rounds=15", "--controls=reinit,random_prune", "--seeds=0,1,2",
+         "--export=none"),
+        "configs/quick.flags (what `make run` runs) with 15 rounds instead of 8, down to about 5% of the "
+        "weights, and both controls."),
+    "lenet_fashion_mnist": Study(
+        "LeNet-300-100 on Fashion-MNIST",
+        ("--flagfile=configs/lenet_fashion_mnist.flags", "--train_steps=6000", "--eval_every=200", "--rounds=12",
+         "--seeds=0,1,2", "--export=none"),
+        "configs/lenet_fashion_mnist.flags (Frankle & Carbin's LeNet-300-100 settings: Adam 1.2e-3, batch 60, "
+        "fc 20% / output 10% per round, rewind to initialisation, both controls) with each round shortened from "
+        "50,000 to 6,000 iterations (about 6.5 epochs) and 12 rounds instead of 20, to fit a 2-core CPU."),
+    "conv2_fashion_mnist": Study(
+        "Conv-2 on Fashion-MNIST",
+        ("--flagfile=configs/conv2.flags", "--dataset=fashion_mnist", "--validation_size=1000",
+         "--train_steps=400", "--eval_every=200", "--rounds=8", "--controls=reinit", "--seeds=0,1,2",
+         "--export=none"),
+        "configs/conv2.flags (Frankle & Carbin's Conv-2: Adam 2e-4, batch 60, conv 10% / fc 20% / output 10% "
+        "per round, rewind to initialisation) on Fashion-MNIST's 28x28 images instead of CIFAR-10, with the "
+        "random-reinit control only, 8 rounds instead of 15, and each round cut from 20,000 to 400 iterations "
+        "(24,000 examples, under half an epoch) with a 1,000-example validation set, so that the study takes "
+        "about an hour on a 2-core CPU (one Conv-2 step takes about 0.14 s there). Tickets are compared with "
+        "reinit at a budget where neither has converged."),
+    "mnist1d_paper": Study(
+        "The MNIST-1D paper's lottery tickets",
+        ("--flagfile=configs/mnist1d_paper.flags", "--seeds=0,1,2", "--xla", "--export=none"),
+        "configs/mnist1d_paper.flags: the setup of the MNIST-1D paper's lottery-ticket notebook (Greydanus & "
+        "Kobak), 97 rounds to 98% pruned, with XLA (faster for MLPs on a CPU). Then the same network and seeds "
+        "with lth_tf's geometric schedule, and that run with one of the notebook's other choices undone at a "
+        "time, to see which difference carries the effect.",
+        variants=(
+            ("paper", (), "the notebook's setup"),
+            ("geometric", GEOMETRIC, "geometric schedule: 20% of every layer's surviving weights per round"),
+            ("geometric_weights_only", GEOMETRIC + ("--noprune_biases",), "geometric, biases not pruned"),
+            ("geometric_plain_mlp", GEOMETRIC + ("--model=mlp_500_500",), "geometric, no residual connection"),
+            ("geometric_final_weights", GEOMETRIC + ("--prune_from_step=end",),
+             "geometric, masks from the final weights (step 1501) instead of step 1000"),
+            ("geometric_glorot", GEOMETRIC + ("--init=default",),
+             "geometric, lth_tf's Glorot-normal kernels and zero biases instead of PyTorch's initialisation"),
+            ("lth_tf_defaults", GEOMETRIC + ("--noprune_biases", "--model=mlp_500_500", "--prune_from_step=end",
+                                             "--init=default"),
+             "all of lth_tf's choices: plain MLP, Glorot init, weights only, final weights, geometric"),
+        )),
+}
+
+
+def selected(names) -> list[str]:
+    unknown = set(names) - set(STUDIES)
+    if unknown:
+        raise ValueError(f"unknown studies {', '.join(sorted(unknown))}; valid: {', '.join(STUDIES)}")
+    return list(names) or list(STUDIES)
+
+
+def sweep_dir(results_dir: str, name: str, variant: str = "") -> str:
+    return os.path.join(results_dir, name, *([variant] if variant else []))
+
+
+def run(names, results_dir, parallel=0) -> int:
+    """Runs (or resumes) each study's sweeps; the worst exit status."""
+    from lth_tf import sweep
+    worst = 0
+    for name in names:
+        for variant, extra, _ in STUDIES[name].variants:
+            print(f"lth_tf.studies: {name} {variant}: {STUDIES[name].title}", file=sys.stderr, flush=True)
+            argv = ["lth_tf.sweep", *STUDIES[name].argv, *extra,
+                    f"--sweep_dir={sweep_dir(results_dir, name, variant)}"]
+            status = sweep.cli(argv + ([f"--parallel={parallel}"] if parallel else []))
+            worst = max(worst, status)
+            if status == 130:
+                return status
+    return worst
+
+
+def cli(argv=None) -> int:
+    argv = list(sys.argv if argv is None else argv)
+    STUDY_FLAGS.unparse_flags()
+    try:
+        rest = STUDY_FLAGS(argv)[1:]
+        if rest not in (["run"], ["report"]):
+            raise ValueError("give one command: run or report")
+        names = selected(STUDY_FLAGS.studies)
+    except (flags.Error, ValueError) as error:
+        sys.stderr.write(f"lth_tf.studies: error: {error}\n")
+        return 2
+    if rest == ["run"]:
+        return run(names, STUDY_FLAGS.results_dir, STUDY_FLAGS.parallel)
+    from lth_tf import results
+    return results.write(names, STUDY_FLAGS.results_dir, STUDY_FLAGS.out)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,154 @@
+"""lth_tf.sweep: grid x seeds as ordinary runs, on the local pool and on Ray;
+the same results as each run alone, resuming after a kill, failures isolated."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from lth_tf import main, rundir, sweep
+from lth_tf import flags as lth_flags
+
+pytestmark = pytest.mark.xdist_group("sweep")  # one worker builds the shared sweep once
+TINY = ["--model=mlp_32_16", "--optimizer=sgd", "--learning_rate=0.05", "--batch_size=50", "--train_steps=30",
+        "--eval_every=10", "--log_every=10", "--rounds=1", "--controls=reinit", "--export=none",
+        "--notensorboard", "--deterministic"]
+
+
+def run_sweep(*argv, timeout=300):
+    return subprocess.run([sys.executable, "-m", "lth_tf.sweep", *argv], capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def results(output_dir) -> list[dict]:
+    """results.csv without its wall-time column."""
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rundir.read_results(output_dir)]
+
+
+@pytest.fixture(scope="module")
+def local_sweep(tmp_path_factory):
+    """2 seeds x 3 grid points on the local pool, one point invalid: (sweep_dir, finished process)."""
+    sweep_dir = tmp_path_factory.mktemp("sweeps") / "local"
+    process = run_sweep("--seeds=0,1", "--grid=prune_rate_fc=0.2,0.5,1.5", f"--sweep_dir={sweep_dir}",
+                        "--parallel=2", *TINY)
+    return sweep_dir, process
+
+
+def test_each_experiment_of_a_sweep_equals_the_same_run_alone(local_sweep, tmp_path):
+    sweep_dir, process = local_sweep
+    for rate in ("0.2", "0.5"):
+        for seed in (0, 1):
+            alone = tmp_path / f"{rate}_{seed}"
+            lth_flags.FLAGS.unparse_flags()
+            lth_flags.FLAGS(["lth_tf.main", *TINY, f"--prune_rate_fc={rate}", f"--seed={seed}",
+                             f"--output_dir={alone}"])
+            try:
+                main.run(lth_flags.FLAGS)
+            finally:
+                lth_flags.FLAGS.unparse_flags()
+            assert results(sweep_dir / f"prune_rate_fc={rate}" / f"seed_{seed}") == results(alone)
+
+
+def test_a_grid_point_with_an_invalid_value_fails_alone(local_sweep):
+    sweep_dir, process = local_sweep
+    assert process.returncode == 1, process.stderr
+    state = json.loads((sweep_dir / "sweep.json").read_text())
+    status = {name: record["status"] for name, record in state["experiments"].items()}
+    assert status == {"prune_rate_fc=0.2__seed_0": "finished", "prune_rate_fc=0.5__seed_0": "finished",
+                      "prune_rate_fc=1.5__seed_0": "failed", "prune_rate_fc=0.2__seed_1": "finished",
+                      "prune_rate_fc=0.5__seed_1": "finished", "prune_rate_fc=1.5__seed_1": "failed"}
+    failed = state["experiments"]["prune_rate_fc=1.5__seed_0"]
+    assert failed["reason"] == "error: flag --prune_rate_fc=1.5: must be in (0, 1)"
+    assert failed["reason"] in open(failed["log"]).read()
+    # the closing table names each failure, its reason and its log
+    line, = [line for line in process.stdout.splitlines() if line.startswith("prune_rate_fc=1.5__seed_1")]
+    assert "failed" in line and "must be in (0, 1)" in line and "logs/prune_rate_fc=1.5__seed_1.txt" in line
+    assert "finished 4, failed 2" in process.stdout
+
+
+def test_sweep_csv_aggregates_each_grid_point_over_its_seeds(local_sweep):
+    sweep_dir, _ = local_sweep
+    rows = list(csv.DictReader(open(sweep_dir / "sweep.csv")))
+    assert [(r["prune_rate_fc"], r["round"], r["branch"]) for r in rows] == [
+        (rate, str(r), b) for rate in ("0.2", "0.5") for r, b in ((0, "ticket"), (1, "ticket"), (1, "reinit"))]
+    for row in rows:
+        point = sweep_dir / f"prune_rate_fc={row['prune_rate_fc']}"
+        values = [float(r["test_accuracy"]) for seed in (0, 1) for r in rundir.read_results(point / f"seed_{seed}")
+                  if r["round"] == row["round"] and r["branch"] == row["branch"]]
+        assert int(row["n"]) == 2
+        assert float(row["test_accuracy_mean"]) == pytest.approx(np.mean(values), abs=1e-6)
+        assert float(row["test_accuracy_std"]) == pytest.approx(np.std(values, ddof=1), abs=1e-6)
+        assert (float(row["test_accuracy_min"]), float(row["test_accuracy_max"])) == (min(values), max(values))
+        assert (point / "report.md").exists() and (point / "accuracy.png").exists()
+    summary = (sweep_dir / "sweep.md").read_text()
+    assert "## prune_rate_fc=0.5" in summary and "| prune_rate_fc=1.5__seed_0 | failed |" in summary
+
+
+def test_the_same_sweep_on_a_local_ray_instance_gives_the_same_results(local_sweep, tmp_path):
+    pytest.importorskip("ray", reason="Ray is in the [test] extra; this runs where it is installed")
+    sweep_dir, _ = local_sweep
+    process = run_sweep("--seeds=0,1", "--grid=prune_rate_fc=0.5", f"--sweep_dir={tmp_path / 'ray'}",
+                        "--ray_address=local", "--parallel=2", *TINY)
+    assert process.returncode == 0, process.stderr[-2000:]
+    for seed in (0, 1):
+        assert (results(tmp_path / "ray" / "prune_rate_fc=0.5" / f"seed_{seed}")
+                == results(sweep_dir / "prune_rate_fc=0.5" / f"seed_{seed}"))
+
+
+def test_a_killed_sweep_resumes_without_retraining_finished_experiments(tmp_path):
+    sweep_dir = tmp_path / "killed"
+    argv = ["--seeds=0,1", f"--sweep_dir={sweep_dir}", "--parallel=1", *TINY, "--train_steps=400",
+            "--eval_every=100", "--checkpoint_every=50"]
+    process = subprocess.Popen([sys.executable, "-m", "lth_tf.sweep", *argv], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    first = sweep_dir / "seed_0"
+    deadline = time.time() + 300
+    while not (sweep_dir / "seed_1" / "config.json").exists():  # the second experiment has started
+        assert process.poll() is None and time.time() < deadline, "the sweep ended before its second experiment"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    while (sweep_dir / "seed_1" / rundir.LOCK).exists():  # the orphan checkpoints and stops (SIGTERM)
+        assert time.time() < deadline, "the second experiment outlived its sweep"
+        time.sleep(0.05)
+    finished = {name: os.stat(first / name).st_mtime_ns for name in ("results.csv", "log.txt")}
+    rerun = run_sweep(*argv)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "1 already finished, 1 to run" in rerun.stderr
+    assert {name: os.stat(first / name).st_mtime_ns for name in finished} == finished
+    assert len(rundir.read_results(sweep_dir / "seed_1")) == 3
+
+
+def test_another_grid_on_the_same_sweep_dir_is_refused_with_one_line(tmp_path, capsys):
+    sweep_dir = tmp_path / "sweep"
+    rundir.write_json(str(sweep_dir / "sweep.json"), {"grid": [["prune_rate_fc", ["0.2", "0.5"]]],
+                                                      "experiments": {}})
+    status = sweep.cli(["lth_tf.sweep", f"--sweep_dir={sweep_dir}", "--grid=prune_rate_fc=0.3", *TINY],
+                       should_stop=lambda: False)
+    error = capsys.readouterr().err
+    assert status == 2 and error.count("\n") == 1
+    assert "holds a sweep of another grid (prune_rate_fc=0.2,0.5, not prune_rate_fc=0.3)" in error
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seed=3"], "the sweep sets --seed (use --seeds)"),
+    (["--grid=seed=1,2"], "'seed' is not an experiment flag the grid can vary"),
+    (["--grid=no_such_flag=1"], "'no_such_flag' is not an experiment flag"),
+    (["--grid=rounds"], "expected NAME=V1,V2"),
+])
+def test_bad_sweep_flags_are_one_line(argv, message, tmp_path, capsys):
+    status = sweep.cli(["lth_tf.sweep", f"--sweep_dir={tmp_path / 's'}", *argv], should_stop=lambda: False)
+    error = capsys.readouterr().err
+    assert status == 2 and error.count("\n") == 1 and message in error
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_flagfiles_seed_and_output_dir_give_way_to_the_sweeps():
+    ours, theirs = sweep.split_argv(["--flagfile=configs/lenet_fashion_mnist.flags", "--seeds=0,1"])
+    assert ours == ["--seeds=0,1"] and "--model=lenet_300_100" in theirs
+    assert not [t for t in theirs if t.startswith(("--seed=", "--output_dir="))]
