@@ -32,7 +32,7 @@ class Study:
     variants: tuple = (("", (), ""),)  # (name, flags added to argv, what they change): one sweep each
 
 
-GEOMETRIC = ("--prune_schedule=geometric", "--prune_rate_fc=0.2", "--prune_rate_output=0.2", "--rounds=16")
+GEOMETRIC = ("--prune_schedule=geometric", "--prune_rate_fc=0.2", "--prune_rate_output=0.2", "--rounds=14")
 
 
 STUDIES = {
