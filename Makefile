@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The tests read real Fashion-MNIST: Debian's dataset-fashion-mnist puts its IDX files here.
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: run test benchmark clean
+.PHONY: run test benchmark results results-report clean
 
 $(BIN)/activate: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,15 @@ test: $(BIN)/activate $(FASHION_MNIST)
 
 benchmark: $(BIN)/activate $(FASHION_MNIST)
 	$(BIN)/python benchmarks/throughput.py
+
+# RESULTS.md: `make results` runs the studies' sweeps (resumable; STUDIES=quick,mnist1d_paper for a
+# subset), then rebuilds RESULTS.md and docs/results/ from every study's sweep on disk, even after a failure.
+results: $(BIN)/activate $(FASHION_MNIST)
+	status=0; $(BIN)/python -m lth_tf.results run --studies=$(STUDIES) || status=$$?; \
+	$(BIN)/python -m lth_tf.results report && exit $$status
+
+results-report: $(BIN)/activate
+	$(BIN)/python -m lth_tf.results report
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -1,17 +1,25 @@
-"""RESULTS.md and docs/results/ from the studies' sweep directories
-(`python -m lth_tf.studies report`, `make results-report`).
+"""RESULTS.md: the studies (lth_tf/studies.py) run as sweeps, and the report
+that turns their sweep directories into RESULTS.md and docs/results/.
 
+    python -m lth_tf.results run [--studies=quick,mnist1d_paper] [--results_dir=runs/results] [--parallel=N]
+    python -m lth_tf.results report [--results_dir=runs/results] [--out=.]
+
+`make results` runs both; `run` resumes an interrupted study (each sweep
+does), `report` only reads sweep directories already on disk, every study's.
 Every number comes from the runs on disk, except the published MNIST-1D
-numbers it is compared with, quoted in PUBLISHED with their source.
+numbers they are compared with, quoted in PUBLISHED with their source.
 """
 import csv
 import io
 import os
 import shutil
+import sys
 
 import numpy as np
+from absl import flags
 
-from lth_tf import report, rundir, studies, sweep
+from lth_tf import report, rundir, studies
+from lth_tf.sweep import plan
 
 # The MNIST-1D notebook's printed output (cell 18; "#80" is linspace(0, 1, 100)[79] = 79.8% pruned, our
 # round 79 of --prune_step=1/99), test accuracy in % as (last evaluation, best of the 16 evaluations).
@@ -27,6 +35,16 @@ PUBLISHED = [  # (what, round, branch, {seed: (last, best)})
 COMPARE_AT = (21.0, 4.4)  # % weights remaining where the MNIST-1D variants are compared
 
 
+STUDY_FLAGS = flags.FlagValues()
+flags.DEFINE_list("studies", [], "run: the studies to run (default: all); report always covers all.",
+                  flag_values=STUDY_FLAGS)
+flags.DEFINE_string("results_dir", "runs/results", "Where the studies' sweep directories are.",
+                    flag_values=STUDY_FLAGS)
+flags.DEFINE_string("out", ".", "report: where RESULTS.md and docs/results/ are written.", flag_values=STUDY_FLAGS)
+flags.DEFINE_integer("parallel", 0, "run: experiments at once (lth_tf.sweep's --parallel).", lower_bound=0,
+                     flag_values=STUDY_FLAGS)
+
+
 class MissingSweep(Exception):
     pass
 
@@ -37,13 +55,15 @@ def load_sweep(sweep_dir: str) -> dict:
     """sweep.json and its finished runs (lth_tf.report's form), each row with its best test accuracy."""
     path = os.path.join(sweep_dir, "sweep.json")
     if not os.path.exists(path):
-        raise MissingSweep(f"{sweep_dir} holds no sweep: run `python -m lth_tf.studies run` first")
+        raise MissingSweep(f"{sweep_dir} holds no sweep: run `python -m lth_tf.results run` first")
     state = rundir.read_json(path)
+    if state["grid"]:
+        raise MissingSweep(f"{sweep_dir} is a grid sweep; a study is one grid point over seeds")
     runs, seeds = [], []
     for record in state["experiments"].values():
         if record.get("status") != "finished":
             continue
-        run_dir = os.path.join(sweep_dir, sweep.point_name(record["point"]), f"seed_{record['seed']}")
+        run_dir = os.path.join(sweep_dir, plan.point_name(record["point"]), f"seed_{record['seed']}")
         run = report.load_run(run_dir)
         for row in run["rows"]:
             metrics = rundir.read_json(os.path.join(run_dir, f"round_{int(row['round']):02d}", row["branch"],
@@ -252,7 +272,7 @@ def write(names, results_dir: str, out: str) -> int:
         except MissingSweep as missing:
             text += [f"Not run yet: {missing}.", ""]
     rundir.atomic_write(os.path.join(out, "RESULTS.md"), "\n".join(text).encode())
-    print(f"lth_tf.studies: wrote {os.path.join(out, 'RESULTS.md')} and {figures}")
+    print(f"lth_tf.results: wrote {os.path.join(out, 'RESULTS.md')} and {figures}")
     return 0
 
 
@@ -304,3 +324,23 @@ def _mnist1d_section(name, results_dir, figures) -> list[str]:
             "and their gap in percentage points, near two densities:", "",
             variants_table(loaded, about), "",
             f"Per-run numbers: [docs/results/{name}.csv](docs/results/{name}.csv)", ""]
+
+
+def cli(argv=None) -> int:
+    argv = list(sys.argv if argv is None else argv)
+    STUDY_FLAGS.unparse_flags()
+    try:
+        rest = STUDY_FLAGS(argv)[1:]
+        if rest not in (["run"], ["report"]):
+            raise ValueError("give one command: run or report")
+        names = studies.selected(STUDY_FLAGS.studies)
+    except (flags.Error, ValueError) as error:
+        sys.stderr.write(f"lth_tf.results: error: {error}\n")
+        return 2
+    if rest == ["run"]:
+        return studies.run(names, STUDY_FLAGS.results_dir, STUDY_FLAGS.parallel)
+    return write(list(studies.STUDIES), STUDY_FLAGS.results_dir, STUDY_FLAGS.out)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,28 +1,10 @@
-"""The studies behind RESULTS.md: each a replicate sweep (lth_tf.sweep) whose
-outputs the report step turns into RESULTS.md and docs/results/.
-
-    python -m lth_tf.studies run [--studies=quick,lenet_fashion_mnist] [--results_dir=runs/results]
-    python -m lth_tf.studies report [--results_dir=runs/results] [--out=.]
-
-`make results` runs both; `run` resumes an interrupted study (each sweep does),
-`report` only reads sweep directories already on disk. No number in
-RESULTS.md is typed by hand: the published numbers the MNIST-1D study is
-compared with are quoted, with their source, in PUBLISHED below.
+"""The studies behind RESULTS.md: each one or more replicate sweeps
+(lth_tf.sweep) under --results_dir/<study>[/<variant>]; lth_tf.results runs
+them and turns their outputs into RESULTS.md.
 """
 import dataclasses
 import os
 import sys
-
-from absl import flags
-
-STUDY_FLAGS = flags.FlagValues()
-flags.DEFINE_list("studies", [], "Studies to run or report (default: all).", flag_values=STUDY_FLAGS)
-flags.DEFINE_string("results_dir", "runs/results", "Where the studies' sweep directories are.",
-                    flag_values=STUDY_FLAGS)
-flags.DEFINE_string("out", ".", "report: where RESULTS.md and docs/results/ are written.", flag_values=STUDY_FLAGS)
-flags.DEFINE_integer("parallel", 0, "run: experiments at once (lth_tf.sweep's --parallel).", lower_bound=0,
-                     flag_values=STUDY_FLAGS)
-
 
 @dataclasses.dataclass(frozen=True)
 class Study:
@@ -100,7 +82,7 @@ def run(names, results_dir, parallel=0) -> int:
     worst = 0
     for name in names:
         for variant, extra, _ in STUDIES[name].variants:
-            print(f"lth_tf.studies: {name} {variant}: {STUDIES[name].title}", file=sys.stderr, flush=True)
+            print(f"lth_tf.results: {name} {variant}: {STUDIES[name].title}", file=sys.stderr, flush=True)
             argv = ["lth_tf.sweep", *STUDIES[name].argv, *extra,
                     f"--sweep_dir={sweep_dir(results_dir, name, variant)}"]
             status = sweep.cli(argv + ([f"--parallel={parallel}"] if parallel else []))
@@ -108,24 +90,3 @@ def run(names, results_dir, parallel=0) -> int:
             if status == 130:
                 return status
     return worst
-
-
-def cli(argv=None) -> int:
-    argv = list(sys.argv if argv is None else argv)
-    STUDY_FLAGS.unparse_flags()
-    try:
-        rest = STUDY_FLAGS(argv)[1:]
-        if rest not in (["run"], ["report"]):
-            raise ValueError("give one command: run or report")
-        names = selected(STUDY_FLAGS.studies)
-    except (flags.Error, ValueError) as error:
-        sys.stderr.write(f"lth_tf.studies: error: {error}\n")
-        return 2
-    if rest == ["run"]:
-        return run(names, STUDY_FLAGS.results_dir, STUDY_FLAGS.parallel)
-    from lth_tf import results
-    return results.write(names, STUDY_FLAGS.results_dir, STUDY_FLAGS.out)
-
-
-if __name__ == "__main__":
-    sys.exit(cli())

@@ -1,8 +1,10 @@
 """lth_tf.sweep: grid x seeds as ordinary runs, on the local pool and on Ray;
-the same results as each run alone, resuming after a kill, failures isolated."""
+the same results as each run alone, resuming after a kill, failures isolated;
+and the report step of `make results` on those sweeps."""
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from lth_tf import main, rundir, sweep
+from lth_tf import main, results, rundir, studies, sweep
 from lth_tf import flags as lth_flags
 
 pytestmark = pytest.mark.xdist_group("sweep")  # one worker builds the shared sweep once
@@ -25,7 +27,7 @@ def run_sweep(*argv, timeout=300):
                           timeout=timeout, stdin=subprocess.DEVNULL)
 
 
-def results(output_dir) -> list[dict]:
+def results_of(output_dir) -> list[dict]:
     """results.csv without its wall-time column."""
     return [{k: v for k, v in row.items() if k != "seconds"} for row in rundir.read_results(output_dir)]
 
@@ -51,7 +53,7 @@ def test_each_experiment_of_a_sweep_equals_the_same_run_alone(local_sweep, tmp_p
                 main.run(lth_flags.FLAGS)
             finally:
                 lth_flags.FLAGS.unparse_flags()
-            assert results(sweep_dir / f"prune_rate_fc={rate}" / f"seed_{seed}") == results(alone)
+            assert results_of(sweep_dir / f"prune_rate_fc={rate}" / f"seed_{seed}") == results_of(alone)
 
 
 def test_a_grid_point_with_an_invalid_value_fails_alone(local_sweep):
@@ -96,18 +98,21 @@ def test_the_same_sweep_on_a_local_ray_instance_gives_the_same_results(local_swe
                         "--ray_address=local", "--parallel=2", *TINY)
     assert process.returncode == 0, process.stderr[-2000:]
     for seed in (0, 1):
-        assert (results(tmp_path / "ray" / "prune_rate_fc=0.5" / f"seed_{seed}")
-                == results(sweep_dir / "prune_rate_fc=0.5" / f"seed_{seed}"))
+        assert (results_of(tmp_path / "ray" / "prune_rate_fc=0.5" / f"seed_{seed}")
+                == results_of(sweep_dir / "prune_rate_fc=0.5" / f"seed_{seed}"))
 
 
-def test_a_killed_sweep_resumes_without_retraining_finished_experiments(tmp_path):
-    sweep_dir = tmp_path / "killed"
+@pytest.fixture(scope="module")
+def resumed_sweep(tmp_path_factory):
+    """Two seeds, the sweep SIGKILLed during the second, then rerun:
+    (sweep_dir, the rerun, seed_0's file times before the rerun, after it)."""
+    sweep_dir = tmp_path_factory.mktemp("sweeps") / "killed"
     argv = ["--seeds=0,1", f"--sweep_dir={sweep_dir}", "--parallel=1", *TINY, "--train_steps=400",
-            "--eval_every=100", "--checkpoint_every=50"]
+            "--eval_every=100", "--checkpoint_every=50", "--controls=reinit,random_prune"]
     process = subprocess.Popen([sys.executable, "-m", "lth_tf.sweep", *argv], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
     first = sweep_dir / "seed_0"
-    deadline = time.time() + 300
+    deadline = time.time() + 600
     while not (sweep_dir / "seed_1" / "config.json").exists():  # the second experiment has started
         assert process.poll() is None and time.time() < deadline, "the sweep ended before its second experiment"
         time.sleep(0.05)
@@ -116,12 +121,18 @@ def test_a_killed_sweep_resumes_without_retraining_finished_experiments(tmp_path
     while (sweep_dir / "seed_1" / rundir.LOCK).exists():  # the orphan checkpoints and stops (SIGTERM)
         assert time.time() < deadline, "the second experiment outlived its sweep"
         time.sleep(0.05)
-    finished = {name: os.stat(first / name).st_mtime_ns for name in ("results.csv", "log.txt")}
+    times = lambda: {name: os.stat(first / name).st_mtime_ns for name in ("results.csv", "log.txt")}  # noqa: E731
+    before = times()
     rerun = run_sweep(*argv)
+    return sweep_dir, rerun, before, times()
+
+
+def test_a_killed_sweep_resumes_without_retraining_finished_experiments(resumed_sweep):
+    sweep_dir, rerun, before, after = resumed_sweep
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert "1 already finished, 1 to run" in rerun.stderr
-    assert {name: os.stat(first / name).st_mtime_ns for name in finished} == finished
-    assert len(rundir.read_results(sweep_dir / "seed_1")) == 3
+    assert after == before
+    assert len(rundir.read_results(sweep_dir / "seed_1")) == 4  # round 0, and round 1's ticket and two controls
 
 
 def test_another_grid_on_the_same_sweep_dir_is_refused_with_one_line(tmp_path, capsys):
@@ -149,6 +160,41 @@ def test_bad_sweep_flags_are_one_line(argv, message, tmp_path, capsys):
 
 
 def test_a_flagfiles_seed_and_output_dir_give_way_to_the_sweeps():
-    ours, theirs = sweep.split_argv(["--flagfile=configs/lenet_fashion_mnist.flags", "--seeds=0,1"])
+    ours, theirs = sweep.plan.split_argv(["--flagfile=configs/lenet_fashion_mnist.flags", "--seeds=0,1"],
+                                         sweep.SWEEP_FLAGS)
     assert ours == ["--seeds=0,1"] and "--model=lenet_300_100" in theirs
     assert not [t for t in theirs if t.startswith(("--seed=", "--output_dir="))]
+
+
+def test_results_md_holds_the_runs_numbers_and_figures(resumed_sweep, tmp_path):
+    """The report step of `make results`, on the resumed sweep standing in for the
+    quick study and two of the MNIST-1D study's variants."""
+    results_dir = tmp_path / "results"
+    shutil.copytree(resumed_sweep[0], results_dir / "quick")
+    for variant in ("paper", "geometric"):
+        shutil.copytree(resumed_sweep[0], results_dir / "mnist1d_paper" / variant)
+    assert results.write(["quick", "mnist1d_paper", "lenet_fashion_mnist"], str(results_dir), str(tmp_path)) == 0
+    text = (tmp_path / "RESULTS.md").read_text()
+    rows = [r for seed in (0, 1) for r in rundir.read_results(results_dir / "quick" / f"seed_{seed}")]
+    ticket = [100 * float(r["test_accuracy"]) for r in rows if r["round"] == "1" and r["branch"] == "ticket"]
+    random = [100 * float(r["test_accuracy"]) for r in rows if r["round"] == "1" and r["branch"] == "random_prune"]
+    pct = float(next(r["weights_remaining_pct"] for r in rows if r["round"] == "1"))
+    line = next(line for line in text.splitlines() if line.startswith("| 1 |"))
+    assert line.startswith(f"| 1 | {pct:.2f} | {np.mean(ticket):.1f} [{min(ticket):.1f}, {max(ticket):.1f}]")
+    assert line.endswith(f"| {np.mean(random):.1f} [{min(random):.1f}, {max(random):.1f}] |")
+    assert "## 1. The quick default" in text and "Ran 2 experiments (seeds 0, 1)" in text
+    assert "--sweep_dir=runs/results/quick" in text
+    for name in ("quick", "mnist1d_paper"):
+        assert (tmp_path / "docs" / "results" / f"{name}.png").stat().st_size > 10_000
+        assert f"(docs/results/{name}.png)" in text
+    assert "| dense | " in text and "66.4 / 66.4 | 64.8 / 65.4" in text  # the published numbers, quoted
+    assert "| geometric | geometric schedule" in text
+    assert "Not run yet: geometric_weights_only" in text
+    assert "## 3. LeNet-300-100 on Fashion-MNIST" in text and "holds no sweep" in text
+
+
+def test_every_study_names_its_sweep_flags_and_what_it_shortens():
+    for name, study in studies.STUDIES.items():
+        assert any(a.startswith("--flagfile=configs/") for a in study.argv), name
+        assert any(a.startswith("--seeds=") and len(a.split(",")) >= 3 for a in study.argv), name
+        assert study.about and study.title

@@ -1,0 +1,216 @@
+"""Replicate sweeps: every (grid point x seed) of one experiment, each an
+ordinary lth_tf run in its own directory, on a local pool or a Ray cluster.
+
+    python -m lth_tf.sweep --flagfile=configs/lenet_fashion_mnist.flags --seeds=0,1,2 \\
+        [--grid=prune_rate_fc=0.2,0.3 --grid=rewind_step=0,1000] --sweep_dir=runs/sweeps/NAME \\
+        [--parallel=N | --ray_address=auto] [experiment flags ...]
+
+    SWEEP_DIR/sweep.json                 the grid (a rerun with another grid is refused) and each experiment's status
+    SWEEP_DIR/POINT/seed_S/              the run of one grid point and seed (POINT is absent without --grid)
+    SWEEP_DIR/POINT/report.md, *.png     lth_tf.report over the point's finished seeds (mean, min-max band)
+    SWEEP_DIR/sweep.csv, sweep.md        one row per grid point x round x branch: mean, std, min, max, n
+    SWEEP_DIR/logs/POINT__seed_S.txt     the experiment's console (its log.txt holds the rest)
+
+Each experiment is `python -m lth_tf.main` in a process of its own, so a
+crash, a kill or a bad flag in one grid point stops that experiment only; a
+rerun of the same command skips finished experiments and resumes the others
+from their checkpoints. No TensorFlow in this process.
+"""
+import concurrent.futures
+import os
+import platform
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+from absl import flags
+
+from lth_tf import console as console_lib
+from lth_tf import data, report, rundir
+from lth_tf.config import ConfigError
+from lth_tf.sweep import plan, pools, tables
+from lth_tf.sweep.plan import SweepError
+
+SWEEP_FLAGS = flags.FlagValues()  # the sweep's own flags; everything else is the experiment's
+flags.DEFINE_list("seeds", ["0"], "Seeds: each grid point runs once per seed (--seed of the experiment).",
+                  flag_values=SWEEP_FLAGS)
+flags.DEFINE_multi_string("grid", [], "NAME=V1,V2,...: an experiment flag and its values; several --grid "
+                          "flags make the product.", flag_values=SWEEP_FLAGS)
+flags.DEFINE_string("sweep_dir", "", "Folder of the sweep (required). Rerunning the command resumes it.",
+                    flag_values=SWEEP_FLAGS)
+flags.DEFINE_integer("parallel", 0, "Experiments at once on the local pool (0: one per two cores, at least 1).",
+                     lower_bound=0, flag_values=SWEEP_FLAGS)
+flags.DEFINE_string("ray_address", "", "Run each experiment as a Ray task on this cluster: auto, ray://host:port, "
+                    "host:port, or local (a private Ray instance on this machine). --sweep_dir must be on a "
+                    "file system every node writes at the same path.", flag_values=SWEEP_FLAGS)
+flags.DEFINE_float("cpus_per_run", 1.0, "Ray: CPUs each experiment reserves.", lower_bound=0,
+                   flag_values=SWEEP_FLAGS)
+flags.DEFINE_float("gpus_per_run", 0.0, "Ray: GPUs each experiment reserves.", lower_bound=0,
+                   flag_values=SWEEP_FLAGS)
+
+
+def claim(sweep_dir: str, grid) -> dict:
+    """The sweep's state; SweepError if `sweep_dir` holds a sweep of another grid."""
+    path = os.path.join(sweep_dir, "sweep.json")
+    grid_json = [[name, values] for name, values in grid]
+    if os.path.exists(path):
+        state = rundir.read_json(path)
+        if state["grid"] != grid_json:
+            raise SweepError(f"{sweep_dir} holds a sweep of another grid ({tables.grid_text(state['grid'])}, not "
+                             f"{tables.grid_text(grid_json)}); use a new --sweep_dir")
+        return state
+    if os.path.isdir(sweep_dir) and os.listdir(sweep_dir):
+        raise SweepError(f"{sweep_dir} is not empty and holds no sweep.json; use a new --sweep_dir")
+    return {"grid": grid_json, "experiments": {}}
+
+
+def _gpus() -> str:
+    """', N GPUs' where nvidia-smi lists any (no TensorFlow in this process)."""
+    try:
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    count = listing.count("GPU ")
+    return f", {count} GPU{'s' * (count > 1)}" if count else ""
+
+
+def run_sweep(sweep_dir, grid, seeds, base_argv, pool_factory, say=print, should_stop=lambda: False) -> dict:
+    """Runs what is not finished; returns the state (also in sweep.json)."""
+    state = claim(sweep_dir, grid)
+    os.makedirs(sweep_dir, exist_ok=True)
+    planned = plan.experiments(sweep_dir, grid, seeds, base_argv)
+    lock = threading.Lock()
+
+    def record(experiment, **fields):
+        with lock:
+            state["experiments"][experiment["name"]] = dict(output_dir=experiment["output_dir"], seed=experiment["seed"],
+                                                            point=experiment["point"], **fields)
+            rundir.write_json(os.path.join(sweep_dir, "sweep.json"), state)
+
+    todo, finished = [], 0
+    for experiment in planned:
+        if tables.is_finished(experiment, state):
+            finished += 1
+            continue
+        reason = plan.preflight(experiment["argv"])
+        if reason:
+            os.makedirs(os.path.dirname(experiment["console_log"]), exist_ok=True)
+            with open(experiment["console_log"], "a") as log:
+                log.write(f"lth_tf.sweep: python -m lth_tf.main {' '.join(experiment['argv'])}\nlth_tf: {reason}\n")
+            record(experiment, status="failed", reason=reason, log=experiment["console_log"], seconds=0.0)
+            say(f"lth_tf.sweep: {experiment['name']}: failed before starting: {reason}")
+        else:
+            todo.append(experiment)
+    say(f"lth_tf.sweep: {len(planned)} experiments ({len(plan.grid_points(grid))} grid point(s) x {len(seeds)} "
+        f"seed(s)): {finished} already finished, {len(todo)} to run")
+    if todo:
+        state["machine"] = f"{os.cpu_count()} CPU cores ({platform.machine()}){_gpus()}"
+        started = time.time()
+        _run_all(todo, pool_factory(), record, say, should_stop)
+        with lock:  # the sweep's wall time, summed over the commands that ran it
+            state["wall_seconds"] = round(state.get("wall_seconds", 0.0) + time.time() - started, 1)
+            rundir.write_json(os.path.join(sweep_dir, "sweep.json"), state)
+    tables.write_outputs(sweep_dir, grid, planned, state)
+    return state
+
+
+def _run_all(todo, pool, record, say, should_stop):
+    cwd, started, durations = os.getcwd(), time.time(), []
+    futures = {}
+    for experiment in todo:
+        record(experiment, status="queued")
+        futures[pool.submit(experiment, cwd)] = experiment
+    stopping = False
+    try:
+        pending = set(futures)
+        while pending:
+            done, pending = concurrent.futures.wait(pending, timeout=0.5,
+                                                    return_when=concurrent.futures.FIRST_COMPLETED)
+            if should_stop() and not stopping:
+                stopping = True
+                for future in pending:
+                    future.cancel()  # not started yet: stays queued for the rerun
+                pool.stop()
+            for future in done:
+                experiment = futures[future]
+                if future.cancelled():
+                    record(experiment, status="not started")
+                    continue
+                try:
+                    status, seconds, reason = future.result()
+                except Exception as error:  # a task the cluster lost, a node that died
+                    status, seconds, reason = 1, 0.0, f"{type(error).__name__}: {str(error).splitlines()[0]}"
+                log = os.path.join(experiment["output_dir"], "log.txt")
+                log = log if os.path.exists(log) else experiment["console_log"]
+                outcome = "finished" if status == 0 else ("interrupted" if status == 130 else "failed")
+                record(experiment, status=outcome, reason=reason, log=log, seconds=round(seconds, 1))
+                durations.append(seconds)
+                left = len(pending)
+                eta = (f"; about {console_lib.duration(np.mean(durations) * -(-left // pool.parallel))} left"
+                       if left and not stopping else "")
+                say(f"lth_tf.sweep: [{len(todo) - left}/{len(todo)}] {experiment['name']}: {outcome} in "
+                    f"{console_lib.duration(seconds)}{': ' + reason if reason else ''}{eta}")
+    finally:
+        pool.close()
+    say(f"lth_tf.sweep: {len(todo)} experiments in {console_lib.duration(time.time() - started)}")
+
+
+def cli(argv=None, should_stop=None) -> int:
+    argv = list(sys.argv if argv is None else argv)
+    SWEEP_FLAGS.unparse_flags()
+    try:
+        ours, base_argv = plan.split_argv(argv[1:], SWEEP_FLAGS)
+        SWEEP_FLAGS(["lth_tf.sweep", *ours])
+        f = SWEEP_FLAGS
+        if not f.sweep_dir:
+            raise SweepError("--sweep_dir is required")
+        grid = plan.parse_grid(f.grid)
+        seeds = [int(s) for s in f.seeds]
+        parallel = f.parallel or max(1, (os.cpu_count() or 1) // 2)
+        if f.ray_address:
+            pool_factory = lambda: pools.RayPool(f.ray_address, f.cpus_per_run, f.gpus_per_run, f.parallel)  # noqa: E731
+        else:
+            pool_factory = lambda: pools.LocalPool(parallel)  # noqa: E731
+        stop = should_stop or _stop_on_signals()
+        state = run_sweep(os.path.abspath(f.sweep_dir), grid, seeds, base_argv, pool_factory,
+                          say=lambda line: print(line, file=sys.stderr, flush=True), should_stop=stop)
+    except (flags.Error, ValueError, plan.SweepError, ConfigError, data.DataError, rundir.RunDirError,
+            report.ReportError) as error:
+        sys.stderr.write(f"lth_tf.sweep: error: {str(error).replace('ERROR:: ', '')}\n")
+        return 2 if isinstance(error, (flags.Error, plan.SweepError, ValueError)) else 1
+    return summarize(state, f.sweep_dir)
+
+
+def summarize(state, sweep_dir) -> int:
+    records = state["experiments"]
+    counts = {s: sum(1 for r in records.values() if r["status"] == s)
+              for s in ("finished", "failed", "interrupted", "not started", "queued")}
+    counts["interrupted"] += counts["not started"] + counts["queued"]
+    print(f"{'experiment':<40} {'status':<12} {'time':>8}  reason / log")
+    for name, record in records.items():
+        seconds = record.get("seconds")
+        detail = "" if record["status"] == "finished" else f"{record.get('reason', '')}  ({record.get('log', '')})"
+        print(f"{name:<40} {record['status']:<12} {console_lib.duration(seconds) if seconds else '-':>8}  {detail}")
+    print(f"finished {counts['finished']}, failed {counts['failed']}, interrupted {counts['interrupted']}; "
+          f"summary: {os.path.join(sweep_dir, 'sweep.md')}")
+    if counts["interrupted"]:
+        return 130
+    return 1 if counts["failed"] else 0
+
+
+def _stop_on_signals():
+    """Ctrl-C / SIGTERM: running experiments checkpoint and stop, no new ones start."""
+    stop = threading.Event()
+
+    def request(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        sys.stderr.write(f"lth_tf.sweep: {signal.Signals(signum).name}: stopping the running experiments at "
+                         "their next checkpoint; rerun the same command to resume\n")
+    signal.signal(signal.SIGINT, request)
+    signal.signal(signal.SIGTERM, request)
+    return stop.is_set
