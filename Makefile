@@ -26,7 +26,7 @@ run: $(BIN)/activate
 	$(BIN)/python -m lth_tf.main $(ARGS)
 
 test: $(BIN)/activate $(FASHION_MNIST)
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS)
 
 benchmark: $(BIN)/activate $(FASHION_MNIST)
 	$(BIN)/python benchmarks/throughput.py

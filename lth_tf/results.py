@@ -270,7 +270,7 @@ def write(names, results_dir: str, out: str) -> int:
         try:
             text += (_mnist1d_section if name == "mnist1d_paper" else _study_section)(name, results_dir, figures)
         except MissingSweep as missing:
-            text += [f"Not run yet: {missing}.", ""]
+            text += [f"No results yet: {missing}.", ""]
     rundir.atomic_write(os.path.join(out, "RESULTS.md"), "\n".join(text).encode())
     print(f"lth_tf.results: wrote {os.path.join(out, 'RESULTS.md')} and {figures}")
     return 0
@@ -313,7 +313,7 @@ def _mnist1d_section(name, results_dir, figures) -> list[str]:
                 f"{timing(loaded[variant])}" for variant, extra, _ in study.variants if variant in loaded]
     missing = [variant for variant, _, _ in study.variants if variant not in loaded]
     return ["Commands and the time each took here:", "", *commands, "",
-            *([f"Not run yet: {', '.join(missing)}.", ""] if missing else []),
+            *([f"No results yet for: {', '.join(missing)}.", ""] if missing else []),
             f"![{name}](docs/results/{name}.png)", "",
             "### Side by side with the published numbers", "",
             f"Published: {PUBLISHED_SOURCE}. \"final\"/\"last\" is the test accuracy at the end of training; "

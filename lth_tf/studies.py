@@ -24,24 +24,6 @@ STUDIES = {
          "--export=none"),
         "configs/quick.flags (what `make run` runs) with 15 rounds instead of 8, down to about 5% of the "
         "weights, and both controls."),
-    "lenet_fashion_mnist": Study(
-        "LeNet-300-100 on Fashion-MNIST",
-        ("--flagfile=configs/lenet_fashion_mnist.flags", "--train_steps=6000", "--eval_every=200", "--rounds=12",
-         "--seeds=0,1,2", "--export=none"),
-        "configs/lenet_fashion_mnist.flags (Frankle & Carbin's LeNet-300-100 settings: Adam 1.2e-3, batch 60, "
-        "fc 20% / output 10% per round, rewind to initialisation, both controls) with each round shortened from "
-        "50,000 to 6,000 iterations (about 6.5 epochs) and 12 rounds instead of 20, to fit a 2-core CPU."),
-    "conv2_fashion_mnist": Study(
-        "Conv-2 on Fashion-MNIST",
-        ("--flagfile=configs/conv2.flags", "--dataset=fashion_mnist", "--validation_size=1000",
-         "--train_steps=400", "--eval_every=200", "--rounds=8", "--controls=reinit", "--seeds=0,1,2",
-         "--export=none"),
-        "configs/conv2.flags (Frankle & Carbin's Conv-2: Adam 2e-4, batch 60, conv 10% / fc 20% / output 10% "
-        "per round, rewind to initialisation) on Fashion-MNIST's 28x28 images instead of CIFAR-10, with the "
-        "random-reinit control only, 8 rounds instead of 15, and each round cut from 20,000 to 400 iterations "
-        "(24,000 examples, under half an epoch) with a 1,000-example validation set, so that the study takes "
-        "about an hour on a 2-core CPU (one Conv-2 step takes about 0.14 s there). Tickets are compared with "
-        "reinit at a budget where neither has converged."),
     "mnist1d_paper": Study(
         "The MNIST-1D paper's lottery tickets",
         ("--flagfile=configs/mnist1d_paper.flags", "--seeds=0,1,2", "--xla", "--export=none"),
@@ -62,6 +44,24 @@ STUDIES = {
                                              "--init=default"),
              "all of lth_tf's choices: plain MLP, Glorot init, weights only, final weights, geometric"),
         )),
+    "lenet_fashion_mnist": Study(
+        "LeNet-300-100 on Fashion-MNIST",
+        ("--flagfile=configs/lenet_fashion_mnist.flags", "--train_steps=6000", "--eval_every=200", "--rounds=12",
+         "--seeds=0,1,2", "--export=none"),
+        "configs/lenet_fashion_mnist.flags (Frankle & Carbin's LeNet-300-100 settings: Adam 1.2e-3, batch 60, "
+        "fc 20% / output 10% per round, rewind to initialisation, both controls) with each round shortened from "
+        "50,000 to 6,000 iterations (about 6.5 epochs) and 12 rounds instead of 20, to fit a 2-core CPU."),
+    "conv2_fashion_mnist": Study(
+        "Conv-2 on Fashion-MNIST",
+        ("--flagfile=configs/conv2.flags", "--dataset=fashion_mnist", "--validation_size=1000",
+         "--train_steps=400", "--eval_every=200", "--rounds=8", "--controls=reinit", "--seeds=0,1,2",
+         "--export=none"),
+        "configs/conv2.flags (Frankle & Carbin's Conv-2: Adam 2e-4, batch 60, conv 10% / fc 20% / output 10% "
+        "per round, rewind to initialisation) on Fashion-MNIST's 28x28 images instead of CIFAR-10, with the "
+        "random-reinit control only, 8 rounds instead of 15, and each round cut from 20,000 to 400 iterations "
+        "(24,000 examples, under half an epoch) with a 1,000-example validation set, so that the study takes "
+        "about an hour on a 2-core CPU (one Conv-2 step takes about 0.14 s there). Tickets are compared with "
+        "reinit at a budget where neither has converged."),
 }
 
 

@@ -132,6 +132,12 @@ def fake_ticket(path, model="mlp_32_16", input_shape=(40,)):
     (["--ticket=TICKET", "--model=mlp_32_16", "--dataset=synthetic"], 1, "was found on mnist1d"),
     (["--dataset=mnist", "--data_dir=DATA"], 1, "--validation_size=5000 must be in [0, 300)"),
     (["--output_dir=FILE"], 1, "is a file, not a directory"),
+    (["--prune_schedule=linear", "--prune_step=0.2", "--rounds=5"], 1, "prunes every weight; at most 4 rounds"),
+    (["--prune_from_step=2000"], 1, "--prune_from_step=2000 (2000 steps) must lie inside the training"),
+    (["--prune_from_step=soon"], 2, "--prune_from_step"),
+    (["--init=he"], 2, "--init"),
+    (["--model=resnet20", "--dataset=synthetic", "--synthetic_like=cifar10", "--init=pytorch"], 1,
+     "resnet20 has its paper's initialiser only"),
 ])
 def test_bad_input_is_one_line_before_tensorflow_loads(argv, status, names, tmp_path):
     replace = {"TICKET": str(fake_ticket(tmp_path / "ticket.npz")), "DATA": str(write_idx_dir(tmp_path, 300, 50)),

@@ -2,8 +2,10 @@
 the same results as each run alone, resuming after a kill, failures isolated;
 and the report step of `make results` on those sweeps."""
 import csv
+import fcntl
 import json
 import os
+import pathlib
 import shutil
 import signal
 import subprocess
@@ -16,7 +18,6 @@ import pytest
 from lth_tf import main, results, rundir, studies, sweep
 from lth_tf import flags as lth_flags
 
-pytestmark = pytest.mark.xdist_group("sweep")  # one worker builds the shared sweep once
 TINY = ["--model=mlp_32_16", "--optimizer=sgd", "--learning_rate=0.05", "--batch_size=50", "--train_steps=30",
         "--eval_every=10", "--log_every=10", "--rounds=1", "--controls=reinit", "--export=none",
         "--notensorboard", "--deterministic"]
@@ -32,13 +33,29 @@ def results_of(output_dir) -> list[dict]:
     return [{k: v for k, v in row.items() if k != "seconds"} for row in rundir.read_results(output_dir)]
 
 
+def once(tmp_path_factory, name, make):
+    """make(folder)'s JSON result, computed once for the whole session: tests
+    using it may run on several pytest-xdist workers (which share the parent of
+    their base temp directory); a second worker waits for the first's result."""
+    root = tmp_path_factory.getbasetemp()
+    root = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+    folder, done = root / name, root / f"{name}.json"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            done.write_text(json.dumps(make(folder)))
+    return json.loads(done.read_text())
+
+
 @pytest.fixture(scope="module")
 def local_sweep(tmp_path_factory):
-    """2 seeds x 3 grid points on the local pool, one point invalid: (sweep_dir, finished process)."""
-    sweep_dir = tmp_path_factory.mktemp("sweeps") / "local"
-    process = run_sweep("--seeds=0,1", "--grid=prune_rate_fc=0.2,0.5,1.5", f"--sweep_dir={sweep_dir}",
-                        "--parallel=2", *TINY)
-    return sweep_dir, process
+    """2 seeds x 3 grid points on the local pool, one point invalid: (sweep_dir, exit status, stdout)."""
+    def make(sweep_dir):
+        process = run_sweep("--seeds=0,1", "--grid=prune_rate_fc=0.2,0.5,1.5", f"--sweep_dir={sweep_dir}",
+                            "--parallel=2", *TINY)
+        return str(sweep_dir), process.returncode, process.stdout, process.stderr
+    sweep_dir, *process = once(tmp_path_factory, "local_sweep", make)
+    return pathlib.Path(sweep_dir), subprocess.CompletedProcess([], *process)
 
 
 def test_each_experiment_of_a_sweep_equals_the_same_run_alone(local_sweep, tmp_path):
@@ -106,7 +123,11 @@ def test_the_same_sweep_on_a_local_ray_instance_gives_the_same_results(local_swe
 def resumed_sweep(tmp_path_factory):
     """Two seeds, the sweep SIGKILLed during the second, then rerun:
     (sweep_dir, the rerun, seed_0's file times before the rerun, after it)."""
-    sweep_dir = tmp_path_factory.mktemp("sweeps") / "killed"
+    sweep_dir, returncode, stderr, before, after = once(tmp_path_factory, "resumed_sweep", kill_and_rerun)
+    return pathlib.Path(sweep_dir), subprocess.CompletedProcess([], returncode, "", stderr), before, after
+
+
+def kill_and_rerun(sweep_dir):
     argv = ["--seeds=0,1", f"--sweep_dir={sweep_dir}", "--parallel=1", *TINY, "--train_steps=400",
             "--eval_every=100", "--checkpoint_every=50", "--controls=reinit,random_prune"]
     process = subprocess.Popen([sys.executable, "-m", "lth_tf.sweep", *argv], stdout=subprocess.DEVNULL,
@@ -124,7 +145,7 @@ def resumed_sweep(tmp_path_factory):
     times = lambda: {name: os.stat(first / name).st_mtime_ns for name in ("results.csv", "log.txt")}  # noqa: E731
     before = times()
     rerun = run_sweep(*argv)
-    return sweep_dir, rerun, before, times()
+    return str(sweep_dir), rerun.returncode, rerun.stderr, before, times()
 
 
 def test_a_killed_sweep_resumes_without_retraining_finished_experiments(resumed_sweep):
@@ -189,7 +210,7 @@ def test_results_md_holds_the_runs_numbers_and_figures(resumed_sweep, tmp_path):
         assert f"(docs/results/{name}.png)" in text
     assert "| dense | " in text and "66.4 / 66.4 | 64.8 / 65.4" in text  # the published numbers, quoted
     assert "| geometric | geometric schedule" in text
-    assert "Not run yet: geometric_weights_only" in text
+    assert "No results yet for: geometric_weights_only" in text
     assert "## 3. LeNet-300-100 on Fashion-MNIST" in text and "holds no sweep" in text
 
 
