@@ -86,7 +86,7 @@ def pct_axis(axis, runs):
     axis.set_xscale("log")
     axis.invert_xaxis()
     ticks = sorted({float(r["weights_remaining_pct"]) for r in runs[0]["rows"]}, reverse=True)
-    axis.xaxis.set_major_locator(ticker.FixedLocator(ticks[:: max(1, len(ticks) // 8)]))
+    axis.xaxis.set_major_locator(ticker.FixedLocator(ticks[:: -(-len(ticks) // 7)]))
     axis.xaxis.set_major_formatter(ticker.FormatStrFormatter("%.3g"))
     axis.xaxis.set_minor_formatter(ticker.NullFormatter())
     axis.set_xlabel("% weights remaining")

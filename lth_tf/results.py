@@ -12,14 +12,14 @@ numbers they are compared with, quoted in PUBLISHED with their source.
 import csv
 import io
 import os
-import shutil
 import sys
 
 import numpy as np
 from absl import flags
 
 from lth_tf import report, rundir, studies
-from lth_tf.sweep import plan
+from lth_tf.console import duration
+from lth_tf.sweep import plan, tables
 
 # The MNIST-1D notebook's printed output (cell 18; "#80" is linspace(0, 1, 100)[79] = 79.8% pruned, our
 # round 79 of --prune_step=1/99), test accuracy in % as (last evaluation, best of the 16 evaluations).
@@ -121,7 +121,7 @@ def study_figure(runs, path, title):
         report.pct_axis(axis, runs)
         axis.set_ylabel(ylabel)
         axis.legend(fontsize=8)
-    figure.suptitle(f"{title}: mean and min-max over {len(runs)} seeds")
+    figure.suptitle(f"{title}: mean and min-max over {len(runs)} seeds" if len(runs) > 1 else f"{title}: one seed")
     figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)
 
@@ -184,17 +184,16 @@ def command(name, variant_argv, sweep_dir) -> str:
 
 
 def timing(loaded) -> str:
-    state = loaded["state"]
+    """What ran, on what, in how long; a sweep still running says so."""
+    state, n = loaded["state"], len(loaded["runs"])
     seconds = sum(r.get("seconds") or 0 for r in state["experiments"].values() if r.get("status") == "finished")
-    wall = state.get("wall_seconds")
-    return (f"{len(loaded['runs'])} experiments (seeds {', '.join(map(str, loaded['seeds']))}), "
-            f"{report_duration(wall)} of wall time on {state.get('machine', 'this machine')}"
-            f" ({report_duration(seconds)} of experiment time)")
-
-
-def report_duration(seconds) -> str:
-    from lth_tf.console import duration
-    return duration(seconds) if seconds else "unrecorded"
+    done = f"{n} experiment{'s' * (n > 1)} (seed{'s' * (n > 1)} {', '.join(map(str, loaded['seeds']))})"
+    machine = state.get("machine", "this project's machine")
+    if len(state["experiments"]) > n or "wall_seconds" not in state:
+        return (f"{done} finished so far on {machine}, {duration(seconds)} of experiment time; the sweep is "
+                "still running, and this section shows its finished seeds only")
+    return (f"Ran {done} on {machine}: {duration(state['wall_seconds'])} of wall time "
+            f"({duration(seconds)} of experiment time)")
 
 
 def study_table(runs) -> str:
@@ -218,7 +217,7 @@ def headline(runs) -> str:
     matching = [r for r in rounds if np.mean(values(runs, r, "ticket", "test_accuracy")) >= dense]
     last = rounds[-1]
     pct = lambda r: np.mean(values(runs, r, "ticket", "weights_remaining_pct"))  # noqa: E731
-    text = (f"Dense: {100 * dense:.1f}% test accuracy (mean of {len(runs)} seeds). The ticket's mean test accuracy "
+    text = (f"Dense: {100 * dense:.1f}% test accuracy ({'mean of %d seeds' % len(runs) if len(runs) > 1 else 'one seed'}). The ticket's mean test accuracy "
             f"is at or above it at rounds as sparse as {pct(max(matching)):.1f}% of the weights (round {max(matching)}). "
             if matching and max(matching) > 0 else f"Dense: {100 * dense:.1f}%. ")
     parts = [f"ticket {cell(values(runs, last, 'ticket', 'test_accuracy'))}"] + [
@@ -279,9 +278,13 @@ def write(names, results_dir: str, out: str) -> int:
 def _study_section(name, results_dir, figures) -> list[str]:
     loaded = load_sweep(studies.sweep_dir(results_dir, name))
     study_figure(loaded["runs"], os.path.join(figures, f"{name}.png"), studies.STUDIES[name].title)
-    shutil.copyfile(os.path.join(loaded["dir"], "sweep.csv"), os.path.join(figures, f"{name}.csv"))
+    buffer = io.StringIO()  # sweep.csv's columns over the finished seeds
+    writer = csv.DictWriter(buffer, tables.SWEEP_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(tables.aggregate(loaded["runs"]))
+    rundir.atomic_write(os.path.join(figures, f"{name}.csv"), buffer.getvalue().encode())
     return [f"Command: `{command(name, (), studies.sweep_dir('runs/results', name))}`", "",
-            f"Ran {timing(loaded)}.", "", headline(loaded["runs"]), "",
+            f"{timing(loaded)}.", "", headline(loaded["runs"]), "",
             f"![{name}](docs/results/{name}.png)", "", study_table(loaded["runs"]), "",
             f"All columns (std, min, max, early-stop accuracy): [docs/results/{name}.csv](docs/results/{name}.csv)", ""]
 
@@ -329,6 +332,10 @@ def _mnist1d_section(name, results_dir, figures) -> list[str]:
 def cli(argv=None) -> int:
     argv = list(sys.argv if argv is None else argv)
     STUDY_FLAGS.unparse_flags()
+    if {"--help", "-h", "--helpfull"} & set(argv[1:]):
+        print(__doc__.split("\n\n")[1] + "\n\nStudies: " + ", ".join(studies.STUDIES) + "\n"
+              + STUDY_FLAGS.get_help())
+        return 0
     try:
         rest = STUDY_FLAGS(argv)[1:]
         if rest not in (["run"], ["report"]):

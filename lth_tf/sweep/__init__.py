@@ -161,6 +161,10 @@ def _run_all(todo, pool, record, say, should_stop):
 def cli(argv=None, should_stop=None) -> int:
     argv = list(sys.argv if argv is None else argv)
     SWEEP_FLAGS.unparse_flags()
+    if {"--help", "-h", "--helpfull"} & set(argv[1:]):
+        print(__doc__.split("\n\n")[1] + "\n\nThe sweep's flags (every other flag goes to each experiment: "
+              "python -m lth_tf.main --help):\n" + SWEEP_FLAGS.get_help())
+        return 0
     try:
         ours, base_argv = plan.split_argv(argv[1:], SWEEP_FLAGS)
         SWEEP_FLAGS(["lth_tf.sweep", *ours])
