@@ -13,8 +13,6 @@ class SweepError(Exception):
     """A sweep that cannot start: bad sweep flags, a sweep_dir holding another sweep."""
 
 
-# --- the plan: which experiments, with which flags -------------------------------------------------------
-
 def _name(token: str) -> str:
     return token.lstrip("-").split("=", 1)[0]
 

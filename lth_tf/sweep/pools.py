@@ -12,12 +12,12 @@ import time
 from lth_tf.sweep.plan import SweepError
 
 
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+
+
 def _die_with_parent():
     """In the child: SIGTERM (a checkpointed stop) when the sweep that started it dies, even by SIGKILL."""
     _PRCTL(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
 
 
 def run_experiment(argv: list[str], console_log: str, cwd: str, threads: int, processes: dict | None = None):
@@ -94,7 +94,8 @@ class RayPool:
         except ImportError as error:
             raise SweepError("--ray_address needs Ray: pip install -e '.[ray]'") from error
         self.ray = ray
-        if not ray.is_initialized():
+        self.started = not ray.is_initialized()
+        if self.started:
             if address == "local":
                 ray.init(num_cpus=parallel or os.cpu_count(), include_dashboard=False, log_to_driver=False)
             else:
@@ -112,7 +113,8 @@ class RayPool:
     def stop(self):
         for ref in self.refs:
             with contextlib.suppress(Exception):
-                self.ray.cancel(ref)  # SIGINT to the task; its lth_tf.main checkpoints on the parent's death
+                self.ray.cancel(ref)  # interrupts the task, which stops its lth_tf.main at a checkpoint
 
     def close(self):
-        pass
+        if self.started:
+            self.ray.shutdown()
