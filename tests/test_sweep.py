@@ -219,3 +219,24 @@ def test_every_study_names_its_sweep_flags_and_what_it_shortens():
         assert any(a.startswith("--flagfile=configs/") for a in study.argv), name
         assert any(a.startswith("--seeds=") and len(a.split(",")) >= 3 for a in study.argv), name
         assert study.about and study.title
+
+
+def test_the_local_pool_splits_the_cores_between_its_experiments(monkeypatch, tmp_path):
+    from lth_tf.sweep import pools
+    seen = []
+
+    class FakeProcess:
+        def __init__(self, command, env, **kwargs):
+            seen.append((command, env))
+
+        def wait(self):
+            return 0
+    monkeypatch.setattr(pools.subprocess, "Popen", FakeProcess)
+    monkeypatch.delenv("TF_NUM_INTRAOP_THREADS", raising=False)
+    monkeypatch.setattr(pools.os, "cpu_count", lambda: 8)
+    pool = pools.LocalPool(parallel=4)
+    pool.submit({"argv": ["--seed=1"], "console_log": str(tmp_path / "log.txt")}, str(tmp_path)).result()
+    pool.close()
+    (command, env), = seen
+    assert command[1:] == ["-m", "lth_tf.main", "--seed=1"]
+    assert env["TF_NUM_INTRAOP_THREADS"] == env["TF_NUM_INTEROP_THREADS"] == "2"  # 8 cores / 4 experiments

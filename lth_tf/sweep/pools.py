@@ -34,7 +34,7 @@ def run_experiment(argv: list[str], console_log: str, cwd: str, threads: int, pr
         log.write(f"lth_tf.sweep: {time.strftime('%Y-%m-%d %H:%M:%S')} python -m lth_tf.main "
                   f"{' '.join(argv)}\n".encode())
         log.flush()
-        process = subprocess.Popen([sys.executable, "-m", "lth_tf.main", *argv], cwd=cwd, stdout=log,
+        process = subprocess.Popen([sys.executable, "-m", "lth_tf.main", *argv], cwd=cwd, env=env, stdout=log,
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    preexec_fn=_die_with_parent if _PRCTL else None)
         if processes is not None:
