@@ -82,7 +82,8 @@ def run(names, results_dir, parallel=0) -> int:
     worst = 0
     for name in names:
         for variant, extra, _ in STUDIES[name].variants:
-            print(f"lth_tf.results: {name} {variant}: {STUDIES[name].title}", file=sys.stderr, flush=True)
+            print(f"lth_tf.results: {name}{' ' + variant if variant else ''}: {STUDIES[name].title}", file=sys.stderr,
+                  flush=True)
             argv = ["lth_tf.sweep", *STUDIES[name].argv, *extra,
                     f"--sweep_dir={sweep_dir(results_dir, name, variant)}"]
             status = sweep.cli(argv + ([f"--parallel={parallel}"] if parallel else []))
