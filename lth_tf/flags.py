@@ -157,9 +157,13 @@ def experiment_config(f=FLAGS) -> tuple[ExperimentConfig, list[str]]:
         raise ConfigError(f"--rounds={f.rounds} x --prune_step={f.prune_step} prunes every weight; "
                           f"at most {math.ceil(1 / f.prune_step) - 1} rounds")
     prune_from = 0 if f.prune_from_step == "end" else to_steps(f.prune_from_step, epoch)
-    if not 0 < prune_from < train_steps and f.prune_from_step != "end":
-        raise ConfigError(f"--prune_from_step={f.prune_from_step} ({prune_from} steps) must lie inside the "
-                          f"training ({train_steps} steps), or be end")
+    if f.prune_from_step != "end" and prune_from == 0:
+        raise ConfigError(f"--prune_from_step={f.prune_from_step} would prune by the initial weights; "
+                          "give a step inside the training, or end")
+    if prune_from >= train_steps:  # as for --rewind_step: a config's step past a short smoke run
+        warnings.append(f"--prune_from_step={f.prune_from_step} ({prune_from} steps) is not below the training "
+                        f"length ({train_steps} steps): pruning from the final weights instead")
+        prune_from = 0
     lottery_config = LotteryConfig(f.rounds, rewind, controls(f), f.seed, f.ticket, prune_from)
     return ExperimentConfig(data_cfg, ModelConfig(f.model, f.width, f.init), training_config, pruning_config,
                             lottery_config), warnings

@@ -133,7 +133,7 @@ def fake_ticket(path, model="mlp_32_16", input_shape=(40,)):
     (["--dataset=mnist", "--data_dir=DATA"], 1, "--validation_size=5000 must be in [0, 300)"),
     (["--output_dir=FILE"], 1, "is a file, not a directory"),
     (["--prune_schedule=linear", "--prune_step=0.2", "--rounds=5"], 1, "prunes every weight; at most 4 rounds"),
-    (["--prune_from_step=2000"], 1, "--prune_from_step=2000 (2000 steps) must lie inside the training"),
+    (["--prune_from_step=0"], 1, "--prune_from_step=0 would prune by the initial weights"),
     (["--prune_from_step=soon"], 2, "--prune_from_step"),
     (["--init=he"], 2, "--init"),
     (["--model=resnet20", "--dataset=synthetic", "--synthetic_like=cifar10", "--init=pytorch"], 1,
@@ -194,6 +194,16 @@ def test_a_rewind_point_past_a_short_run_rewinds_to_initialisation_and_says_so()
     assert config.lottery.rewind_step == 0 and config.training.train_steps == 30
     assert warnings == ["--rewind_step=2000 (2000 steps) is not below the training length (30 steps): "
                         "rewinding to initialisation (step 0) instead"]
+
+
+def test_a_prune_step_past_a_short_run_prunes_from_the_final_weights_and_says_so():
+    flags.FLAGS.unparse_flags()
+    main.parse_flags(["lth_tf", "--prune_from_step=1000", "--train_steps=30"])
+    config, warnings = lth_flags.experiment_config(flags.FLAGS)
+    flags.FLAGS.unparse_flags()
+    assert config.lottery.prune_from_step == 0
+    assert warnings == ["--prune_from_step=1000 (1000 steps) is not below the training length (30 steps): "
+                        "pruning from the final weights instead"]
 
 
 def test_a_malformed_flagfile_is_one_line(tmp_path):
