@@ -217,9 +217,11 @@ def headline(runs) -> str:
     matching = [r for r in rounds if np.mean(values(runs, r, "ticket", "test_accuracy")) >= dense]
     last = rounds[-1]
     pct = lambda r: np.mean(values(runs, r, "ticket", "weights_remaining_pct"))  # noqa: E731
-    text = (f"Dense: {100 * dense:.1f}% test accuracy ({'mean of %d seeds' % len(runs) if len(runs) > 1 else 'one seed'}). The ticket's mean test accuracy "
-            f"is at or above it at rounds as sparse as {pct(max(matching)):.1f}% of the weights (round {max(matching)}). "
-            if matching and max(matching) > 0 else f"Dense: {100 * dense:.1f}%. ")
+    seeds = f"mean of {len(runs)} seeds" if len(runs) > 1 else "one seed"
+    text = f"Dense: {100 * dense:.1f}% test accuracy ({seeds}). "
+    if max(matching) > 0:
+        text += (f"The ticket's mean test accuracy is at or above it at rounds as sparse as "
+                 f"{pct(max(matching)):.1f}% of the weights (round {max(matching)}). ")
     parts = [f"ticket {cell(values(runs, last, 'ticket', 'test_accuracy'))}"] + [
         f"{c} {cell(values(runs, last, c, 'test_accuracy'))}" for c in report.branches(runs) if c != "ticket"]
     return text + f"At {pct(last):.1f}% (round {last}): " + ", ".join(parts) + "."
