@@ -85,8 +85,13 @@ def pct_axis(axis, runs):
     from matplotlib import ticker
     axis.set_xscale("log")
     axis.invert_xaxis()
-    ticks = sorted({float(r["weights_remaining_pct"]) for r in runs[0]["rows"]}, reverse=True)
-    axis.xaxis.set_major_locator(ticker.FixedLocator(ticks[:: -(-len(ticks) // 7)]))
+    densities = sorted({float(r["weights_remaining_pct"]) for r in runs[0]["rows"]}, reverse=True)
+    span = densities[0] / densities[-1]
+    ticks = [densities[0]]
+    for density in densities[1:]:  # evenly spaced on the log axis, about 7 of them
+        if ticks[-1] / density >= span ** (1 / 7) * 0.99:
+            ticks.append(density)
+    axis.xaxis.set_major_locator(ticker.FixedLocator(ticks))
     axis.xaxis.set_major_formatter(ticker.FormatStrFormatter("%.3g"))
     axis.xaxis.set_minor_formatter(ticker.NullFormatter())
     axis.set_xlabel("% weights remaining")

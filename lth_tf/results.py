@@ -158,7 +158,9 @@ def mnist1d_figure(paper, variants, path):
     right.set_ylabel("ticket minus random-mask test accuracy (final)")
     right.set_title("which choice carries the effect")
     right.legend(fontsize=7)
-    figure.suptitle("MLP 500-500 on MNIST-1D: mean and min-max over seeds")
+    seeds = len(runs)
+    figure.suptitle("MLP 500-500 on MNIST-1D: " + (f"mean and min-max over {seeds} seeds" if seeds > 1 else
+                                                    "one seed so far"))
     figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)
 
@@ -186,14 +188,15 @@ def command(name, variant_argv, sweep_dir) -> str:
 def timing(loaded) -> str:
     """What ran, on what, in how long; a sweep still running says so."""
     state, n = loaded["state"], len(loaded["runs"])
-    seconds = sum(r.get("seconds") or 0 for r in state["experiments"].values() if r.get("status") == "finished")
+    # the branches' own training time (results.csv), which survives restarts; wall time is the sweep's
+    seconds = sum(float(row["seconds"]) for run in loaded["runs"] for row in run["rows"])
     done = f"{n} experiment{'s' * (n > 1)} (seed{'s' * (n > 1)} {', '.join(map(str, loaded['seeds']))})"
     machine = state.get("machine", "this project's machine")
     if len(state["experiments"]) > n or "wall_seconds" not in state:
-        return (f"{done} finished so far on {machine}, {duration(seconds)} of experiment time; the sweep is "
+        return (f"{done} finished so far on {machine}, {duration(seconds)} of training time; the sweep is "
                 "still running, and this section shows its finished seeds only")
     return (f"Ran {done} on {machine}: {duration(state['wall_seconds'])} of wall time "
-            f"({duration(seconds)} of experiment time)")
+            f"({duration(seconds)} of training time, summed over branches)")
 
 
 def study_table(runs) -> str:
