@@ -8,6 +8,7 @@ import os
 import pathlib
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -165,6 +166,16 @@ def test_another_grid_on_the_same_sweep_dir_is_refused_with_one_line(tmp_path, c
     error = capsys.readouterr().err
     assert status == 2 and error.count("\n") == 1
     assert "holds a sweep of another grid (prune_rate_fc=0.2,0.5, not prune_rate_fc=0.3)" in error
+
+
+def test_a_second_sweep_on_a_directory_in_use_is_refused_with_one_line(tmp_path, capsys):
+    sweep_dir = tmp_path / "sweep"
+    sweep_dir.mkdir()
+    (sweep_dir / rundir.LOCK).write_text(f"{os.getpid()} {socket.gethostname()}\n")  # a live owner
+    status = sweep.cli(["lth_tf.sweep", f"--sweep_dir={sweep_dir}", *TINY], should_stop=lambda: False)
+    error = capsys.readouterr().err
+    assert status == 1 and error.count("\n") == 1 and f"is in use by lth_tf process {os.getpid()}" in error
+    assert os.listdir(sweep_dir) == [rundir.LOCK]
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -63,7 +63,7 @@ def claim(sweep_dir: str, grid) -> dict:
             raise SweepError(f"{sweep_dir} holds a sweep of another grid ({tables.grid_text(state['grid'])}, not "
                              f"{tables.grid_text(grid_json)}); use a new --sweep_dir")
         return state
-    if os.path.isdir(sweep_dir) and os.listdir(sweep_dir):
+    if os.path.isdir(sweep_dir) and set(os.listdir(sweep_dir)) - {rundir.LOCK}:
         raise SweepError(f"{sweep_dir} is not empty and holds no sweep.json; use a new --sweep_dir")
     return {"grid": grid_json, "experiments": {}}
 
@@ -79,7 +79,14 @@ def _gpus() -> str:
 
 
 def run_sweep(sweep_dir, grid, seeds, base_argv, pool_factory, say=print, should_stop=lambda: False) -> dict:
-    """Runs what is not finished; returns the state (also in sweep.json)."""
+    """Runs what is not finished, holding SWEEP_DIR/.lock (a second sweep on
+    the directory is refused); returns the state (also in sweep.json)."""
+    claim(sweep_dir, grid)  # refuses another grid before the lock leaves a trace
+    with rundir.locked(sweep_dir):
+        return _run_sweep(sweep_dir, grid, seeds, base_argv, pool_factory, say, should_stop)
+
+
+def _run_sweep(sweep_dir, grid, seeds, base_argv, pool_factory, say, should_stop) -> dict:
     state = claim(sweep_dir, grid)
     os.makedirs(sweep_dir, exist_ok=True)
     planned = plan.experiments(sweep_dir, grid, seeds, base_argv)
