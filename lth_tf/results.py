@@ -241,20 +241,37 @@ def published_table(paper) -> str:
     return "\n".join(lines)
 
 
+def compare_at(runs, pct) -> tuple:
+    """(% weights of the nearest round, ticket accuracies, random-mask accuracies, gaps), per run."""
+    r = nearest_round(runs, pct)
+    ticket, random = values(runs, r, "ticket", "test_accuracy"), values(runs, r, "random_prune", "test_accuracy")
+    gaps = [t - g for t, g in zip(ticket, random)] if len(ticket) == len(random) else []
+    return np.mean(values(runs, r, "ticket", "weights_remaining_pct")), ticket, random, gaps
+
+
 def variants_table(variants: dict, about: dict) -> str:
     lines = ["| variant | what differs from the notebook | " + " | ".join(
         f"~{pct:g}% weights: ticket / random mask / gap (points)" for pct in COMPARE_AT) + " |",
         "|---|---|" + "---|" * len(COMPARE_AT)]
     for name, loaded in variants.items():
-        runs, cells = loaded["runs"], []
+        cells = []
         for pct in COMPARE_AT:
-            r = nearest_round(runs, pct)
-            ticket, random = values(runs, r, "ticket", "test_accuracy"), values(runs, r, "random_prune", "test_accuracy")
-            gap = [t - g for t, g in zip(ticket, random)] if len(ticket) == len(random) else []
-            actual = np.mean(values(runs, r, "ticket", "weights_remaining_pct"))
-            cells.append(f"{actual:.1f}%: {cell(ticket)} / {cell(random)} / {cell(gap)}")
+            actual, ticket, random, gaps = compare_at(loaded["runs"], pct)
+            cells.append(f"{actual:.1f}%: {cell(ticket)} / {cell(random)} / {cell(gaps)}")
         lines.append(f"| {name} | {about[name]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def gap_ranking(variants: dict) -> str:
+    """The variants ordered by the ticket's mean lead over the random mask, at each comparison density."""
+    text = []
+    for pct in COMPARE_AT:
+        leads = {name: compare_at(loaded["runs"], pct)[3] for name, loaded in variants.items()}
+        order = sorted((name for name in leads if leads[name]), key=lambda name: -np.mean(leads[name]))
+        text.append(f"At about {pct:g}% of the weights, the ticket's mean lead over the random mask, largest first: "
+                    + ", ".join(f"{name} {100 * np.mean(leads[name]):+.1f} ({len(leads[name])} "
+                                f"seed{'s' * (len(leads[name]) > 1)})" for name in order) + ".")
+    return " ".join(text)
 
 
 # --- RESULTS.md ------------------------------------------------------------------------------------------------
@@ -330,7 +347,7 @@ def _mnist1d_section(name, results_dir, figures) -> list[str]:
             "### What the setup changes", "",
             "Final test accuracy of the ticket and of the random mask (same per-layer size, same initial weights), "
             "and their gap in percentage points, near two densities:", "",
-            variants_table(loaded, about), "",
+            variants_table(loaded, about), "", gap_ranking(loaded), "",
             f"Per-run numbers: [docs/results/{name}.csv](docs/results/{name}.csv)", ""]
 
 
