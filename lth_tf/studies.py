@@ -6,6 +6,7 @@ import dataclasses
 import os
 import sys
 
+
 @dataclasses.dataclass(frozen=True)
 class Study:
     title: str
@@ -59,8 +60,8 @@ STUDIES = {
         "configs/conv2.flags (Frankle & Carbin's Conv-2: Adam 2e-4, batch 60, conv 10% / fc 20% / output 10% "
         "per round, rewind to initialisation) on Fashion-MNIST's 28x28 images instead of CIFAR-10, with the "
         "random-reinit control only, 8 rounds instead of 15, and each round cut from 20,000 to 400 iterations "
-        "(24,000 examples, under half an epoch) with a 1,000-example validation set, so that the study takes "
-        "about an hour on a 2-core CPU (one Conv-2 step takes about 0.14 s there). Tickets are compared with "
+        "(24,000 examples, under half an epoch) with a 1,000-example validation set, aiming at "
+        "about an hour on a 2-core CPU (one Conv-2 step took 0.14 s there, alone). Tickets are compared with "
         "reinit at a budget where neither has converged."),
 }
 
