@@ -9,7 +9,9 @@ ExperimentConfig.
 import dataclasses
 import json
 
-CONTROLS = ("reinit", "random_prune")
+# Control names, in the order that seeds them (lottery.control_seed): append only,
+# or runs made before would resume with other control weights.
+CONTROLS = ("reinit", "random_prune", "reinit_rescaled", "reinit_signed", "shuffle_layerwise")
 
 
 class ConfigError(Exception):
@@ -31,6 +33,7 @@ class ModelConfig:
     name: str = "mlp_100_100"
     width: int = 0  # ResNet base width; 0 = the paper's 16
     init: str = "default"  # the papers' initialisers, or "pytorch" (nn.Linear/Conv2d defaults)
+    initializer: str = ""  # kernels of every prunable layer from this family instead ("" = as --init says)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +49,7 @@ class TrainingConfig:
     warmup_steps: int = 0            # linear warmup from 0
     eval_every: int = 100
     log_every: int = 100
-    seed: int = 0                    # data order
+    seed: int = 0                    # data order (--data_order_seed, default --seed)
     xla: bool = False                # compile the step with XLA (single replica only)
 
 

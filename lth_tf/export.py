@@ -24,7 +24,7 @@ def build_stripped(model_config: ModelConfig, input_shape, num_classes, state, m
     """A plain Keras model holding `state` under `masks`: wrapped, masked, then
     stripped of its wrappers with tfmot's strip_pruning."""
     plain = networks.build(model_config.name, input_shape, num_classes, model_config.width or None,
-                           model_config.init)
+                           model_config.init, model_config.initializer)
     wrapped = adapter.wrap(plain, prune_biases=any(name.endswith("/bias") for name in masks))
     adapter.assign_state(wrapped, state)
     adapter.set_masks(wrapped, masks)

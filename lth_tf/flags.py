@@ -23,6 +23,10 @@ flags.DEFINE_enum("init", "default", list(models.INITS),
                   "Initialisation: default (the papers': Glorot/He normal kernels, zero biases) or pytorch "
                   "(nn.Linear/nn.Conv2d defaults, kernels and biases uniform in +-1/sqrt(fan_in)); "
                   "pytorch for MLPs and Conv-2/4/6 only.")
+flags.DEFINE_enum("initializer", "", ["", *models.INITIALIZERS],
+                  "Kernel initialiser of every prunable layer, for theta_0 and the reinit controls alike: "
+                  f"{', '.join(models.INITIALIZERS)}; empty: the model's paper initialiser (as --init says). "
+                  "Biases keep --init's.")
 flags.DEFINE_enum("dataset", "mnist1d", list(data.DATASETS),
                   "Dataset. synthetic is random data shaped like --synthetic_like, for smoke tests only.")
 flags.DEFINE_string("data_dir", "",
@@ -37,9 +41,15 @@ flags.DEFINE_string("output_dir", "", "Run directory (default runs/<model>_<data
 
 flags.DEFINE_integer("rounds", 8, "Pruning rounds after the dense round.", lower_bound=0)
 flags.DEFINE_string("rewind_step", "0", "Step (or '<n>ep') to rewind surviving weights to; 0 = initialisation.")
-flags.DEFINE_list("controls", ["reinit"], f"Controls run at every pruned round: any of {', '.join(CONTROLS)}, "
+flags.DEFINE_list("controls", ["reinit"], "Controls run at every pruned round, any of: reinit (the ticket's "
+                  "mask, fresh weights from the initialiser), random_prune (a random mask of the same per-layer "
+                  "size, theta_k's weights), reinit_rescaled (reinit with every surviving weight times "
+                  "1/sqrt(its layer's density)), reinit_signed (fresh magnitudes, theta_k's signs), "
+                  "shuffle_layerwise (theta_k's surviving values and the mask permuted within each layer); "
                   "or none (also: empty).")
 flags.DEFINE_integer("seed", 0, "Seed of the initialisation, data order and controls.")
+flags.DEFINE_integer("data_order_seed", -1, "Seed of the training data order alone (-1: --seed): runs of one "
+                     "--seed and several of these differ only in SGD noise.", lower_bound=-1)
 flags.DEFINE_string("ticket", "", "A ticket file (tickets/round_NN/ticket.npz of an earlier run) to train under "
                     "these flags as a new run: round 0 starts from its masks and rewind weights.")
 flags.DEFINE_enum("export", "last", ["all", "last", "none"],
@@ -135,7 +145,7 @@ def experiment_config(f=FLAGS) -> tuple[ExperimentConfig, list[str]]:
         raise ConfigError(f"--batch_size={f.batch_size} is larger than the "
                           f"{data.train_examples(data_cfg) - data_cfg.validation_size} training examples")
     models.check_input(f.model, data.input_shape(data_cfg))
-    models.check_init(f.model, f.init)
+    models.check_init(f.model, f.init, f.initializer)
     train_steps, rewind = to_steps(f.train_steps, epoch), to_steps(f.rewind_step, epoch)
     if train_steps < 1:
         raise ConfigError("--train_steps must be at least 1")
@@ -149,7 +159,8 @@ def experiment_config(f=FLAGS) -> tuple[ExperimentConfig, list[str]]:
     training_config = TrainingConfig(
         f.optimizer, f.learning_rate, f.momentum, f.weight_decay, f.batch_size, train_steps,
         tuple(to_steps(m, epoch) for m in f.milestones), f.lr_drop, to_steps(f.warmup_steps, epoch),
-        max(1, to_steps(f.eval_every, epoch)), f.log_every, f.seed, f.xla)
+        max(1, to_steps(f.eval_every, epoch)), f.log_every, f.seed if f.data_order_seed < 0 else f.data_order_seed,
+        f.xla)
     pruning_config = PruningConfig(f.prune_strategy, f.prune_rate_fc, f.prune_rate_conv, f.prune_rate_output,
                                    f.prune_rate, tuple(f.prune_exclude), f.prune_schedule, f.prune_step,
                                    f.prune_biases)
@@ -165,8 +176,8 @@ def experiment_config(f=FLAGS) -> tuple[ExperimentConfig, list[str]]:
                         f"length ({train_steps} steps): pruning from the final weights instead")
         prune_from = 0
     lottery_config = LotteryConfig(f.rounds, rewind, controls(f), f.seed, f.ticket, prune_from)
-    return ExperimentConfig(data_cfg, ModelConfig(f.model, f.width, f.init), training_config, pruning_config,
-                            lottery_config), warnings
+    model_config = ModelConfig(f.model, f.width, f.init, f.initializer)
+    return ExperimentConfig(data_cfg, model_config, training_config, pruning_config, lottery_config), warnings
 
 
 def checkpoint_every(f=FLAGS) -> int:

@@ -18,7 +18,7 @@ import tensorflow as tf
 from absl import logging
 
 from lth_tf import data as data_lib
-from lth_tf import checkpoints, export, networks, pruning, rundir, summaries, tickets, training
+from lth_tf import checkpoints, controls, export, networks, pruning, rundir, summaries, tickets, training
 from lth_tf import tfmot_adapter as adapter
 from lth_tf.config import CONTROLS, ConfigError, ExperimentConfig
 
@@ -39,9 +39,13 @@ class Experiment:
 def initial_state(config: ExperimentConfig, splits, seed: int) -> dict[str, np.ndarray]:
     """Weights of a freshly initialised (unwrapped) model under `seed`."""
     tf.keras.utils.set_random_seed(seed)
-    plain = networks.build(config.model.name, splits.input_shape, splits.num_classes, config.model.width or None,
-                           config.model.init)
-    return adapter.get_state(plain)
+    return adapter.get_state(build_plain(config, splits))
+
+
+def build_plain(config: ExperimentConfig, splits):
+    model = config.model
+    return networks.build(model.name, splits.input_shape, splits.num_classes, model.width or None, model.init,
+                          model.initializer)
 
 
 def control_seed(seed: int, round_index: int, branch: str) -> int:
@@ -55,9 +59,7 @@ def prepare(config: ExperimentConfig, splits, strategy, output_dir: str) -> Expe
     tf.keras.utils.set_random_seed(config.lottery.seed)
     with strategy.scope():
         try:
-            model = adapter.wrap(networks.build(config.model.name, splits.input_shape, splits.num_classes,
-                                                config.model.width or None, config.model.init),
-                                 prune_biases=config.pruning.biases)
+            model = adapter.wrap(build_plain(config, splits), prune_biases=config.pruning.biases)
             trainer = training.make_trainer(model, config.training, strategy)
         except ValueError as error:  # a model that does not fit the data, an option the strategy lacks
             raise ConfigError(str(error)) from error
@@ -202,38 +204,45 @@ def round_masks(experiment: Experiment, round_index: int) -> pruning.Masks:
             previous, "ticket", "prune_from.npz" if experiment.config.lottery.prune_from_step else "weights.npz"))
         masked_weights = {key: trained[pruning.variable_of(key)] for key in previous_masks}
         kinds = {layer: adapter.layer_kind(model, layer) for layer in pruning.by_layer(previous_masks)}
-        return pruning.prune(experiment.config.pruning, masked_weights, previous_masks, kinds, round_index)
+        masks = pruning.prune(experiment.config.pruning, masked_weights, previous_masks, kinds, round_index)
+        for layer in pruning.collapsed_layers(masks):
+            logging.warning("round %d: pruning removed every weight of layer %s (layer collapse): no signal passes "
+                            "through it, and the network can no longer learn", round_index, layer)
+        return masks
     return _load_or_save(experiment.path(f"round_{round_index:02d}", "masks.npz"), prune_previous)
 
 
 def branch_start(experiment: Experiment, round_index: int, branch: str, masks):
     """(weights, masks, first step) a branch trains from.
 
-    ticket: theta_k (theta_0 in round 0) under the round's masks; reinit: fresh
-    weights from the same initialiser and another seed, same masks;
-    random_prune: theta_k under random masks of the same per-layer density.
-    Controls train over the same steps as the ticket. In a run started from
-    --ticket, theta_k is zero outside the ticket's masks (the ticket file holds
-    it masked): random_prune draws those positions from the initialiser (with
-    its own seed), so no weight it keeps starts at exactly 0.
+    ticket: theta_k (theta_0 in round 0) under the round's masks; a control:
+    what its function in the controls registry makes of theta_k and the masks,
+    with its own seed (a control's masks are saved in its folder). Controls
+    train over the same steps as the ticket. In a run started from --ticket,
+    theta_k is zero outside the ticket's masks (the ticket file holds it
+    masked): those positions are drawn from the initialiser with the control's
+    seed, so no weight a control places there starts at exactly 0.
     """
     config = experiment.config
     if round_index == 0:
         state, start = experiment.theta_0, 0
     else:
         state, start = rundir.load_arrays(experiment.path("init", "theta_k.npz")), config.lottery.rewind_step
-    seed = control_seed(config.lottery.seed, round_index, branch) if branch in CONTROLS else None
-    if branch == "reinit":
-        state = initial_state(config, experiment.splits, seed)
-    if branch == "random_prune":
-        path = experiment.path(f"round_{round_index:02d}", branch, "masks.npz")
-        masks = _load_or_save(path, lambda: pruning.random_masks_like(masks, np.random.default_rng(seed)))
-        if config.lottery.ticket:
-            fresh = initial_state(config, experiment.splits, seed)
-            state = dict(state, **{pruning.variable_of(key): np.where(ticket_mask > 0, state[pruning.variable_of(key)],
-                                                                      fresh[pruning.variable_of(key)])
-                                   for key, ticket_mask in experiment.initial_masks.items()})
-    return state, masks, start
+    if branch == "ticket":
+        return state, masks, start
+    seed = control_seed(config.lottery.seed, round_index, branch)
+    def fresh(seed):
+        return initial_state(config, experiment.splits, seed)
+    if config.lottery.ticket:
+        filler = fresh(seed)
+        state = dict(state, **{pruning.variable_of(key): np.where(ticket_mask > 0, state[pruning.variable_of(key)],
+                                                                  filler[pruning.variable_of(key)])
+                               for key, ticket_mask in experiment.initial_masks.items()})
+    state, control_masks = controls.CONTROLS[branch](state, masks, seed, fresh)
+    if control_masks is not masks:  # saved for the analyses (and read back, as a resume would)
+        control_masks = _load_or_save(experiment.path(f"round_{round_index:02d}", branch, "masks.npz"),
+                                      lambda: control_masks)
+    return state, control_masks, start
 
 
 def rewind(trainer: training.Trainer, state, masks, step: int):

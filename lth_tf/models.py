@@ -41,12 +41,17 @@ def spec(name: str) -> tuple:
 
 
 INITS = ("default", "pytorch")
+# Kernel initialiser families for --initializer (networks.kernel_initializer defines them).
+INITIALIZERS = ("glorot_normal", "glorot_uniform", "he_normal", "he_uniform", "lecun_normal", "orthogonal",
+                "truncated_normal")
 WITH_INIT_CHOICE = ("mlp", "resmlp", "conv")
 
 
-def check_init(name: str, init: str):
+def check_init(name: str, init: str, initializer: str = ""):
     if init not in INITS:
         raise ConfigError(f"unknown --init={init}; valid: {', '.join(INITS)}")
+    if initializer and initializer not in INITIALIZERS:
+        raise ConfigError(f"unknown --initializer={initializer}; valid: {', '.join(INITIALIZERS)}")
     if init != "default" and spec(name)[0] not in WITH_INIT_CHOICE:
         raise ConfigError(f"--init={init} is for MLPs and Conv-2/4/6; {name} has its paper's initialiser only")
 

@@ -128,6 +128,11 @@ def layer_densities(masks: Masks) -> dict[str, float]:
     return {name: float(m.sum() / m.size) for name, m in masks.items()}
 
 
+def collapsed_layers(masks: Masks) -> list[str]:
+    """Layers whose kernel has no surviving weight: nothing passes through them."""
+    return [layer for layer in by_layer(masks) if not masks[layer].any()]
+
+
 def linear_target(config: PruningConfig, round_index: int) -> float:
     """--prune_schedule=linear: the fraction of weights left after `round_index` rounds."""
     return max(0.0, 1.0 - round_index * config.step)

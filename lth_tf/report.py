@@ -8,6 +8,7 @@ files in --report_dir, each curve the mean with a min-max band across runs.
 """
 import json
 import os
+import re
 import sys
 import time
 
@@ -15,45 +16,14 @@ import numpy as np
 from absl import flags
 
 from lth_tf import rundir
-from lth_tf.config import upgrade
+from lth_tf import runs as runs_lib
+from lth_tf.runs import RunError, branches
 
 REPORT_FLAGS = flags.FlagValues()  # separate from the experiment's flags: this is its own program
 flags.DEFINE_list("output_dir", [], "Run directories (more may follow as arguments).", flag_values=REPORT_FLAGS)
 flags.DEFINE_string("report_dir", "", "Where the report of several runs goes (default: the run itself for one).",
                     flag_values=REPORT_FLAGS)
-SEED_KEYS = {("data", "seed"), ("training", "seed"), ("lottery", "seed")}
 FIGURES = ("accuracy.png", "early_stop.png", "layer_density.png")
-
-
-class ReportError(Exception):
-    pass
-
-
-def load_run(output_dir: str) -> dict:
-    """results.csv rows, per-round layer densities of the ticket, export sizes, config."""
-    if not os.path.exists(os.path.join(output_dir, "results.csv")):
-        raise ReportError(f"{output_dir} has no results.csv: not a (started) lth_tf run")
-    rows = rundir.read_results(output_dir)
-    layers = {}
-    for row in rows:
-        if row["branch"] == "ticket":
-            metrics = rundir.read_json(os.path.join(output_dir, f"round_{int(row['round']):02d}", "ticket",
-                                                    "metrics.json"))
-            layers[int(row["round"])] = metrics["layer_density"]
-    sizes = {int(r["round"]): r for r in rundir.read_sizes(output_dir)}
-    return dict(dir=output_dir, rows=rows, layers=layers, sizes=sizes,
-                config=upgrade(rundir.read_json(os.path.join(output_dir, "config.json"))))
-
-
-def check_replicates(runs: list[dict]):
-    """Several runs must differ only in their seeds."""
-    def without_seeds(config):
-        return {section: {k: v for k, v in values.items() if (section, k) not in SEED_KEYS}
-                for section, values in config.items()}
-    first = without_seeds(runs[0]["config"])
-    for run in runs[1:]:
-        if without_seeds(run["config"]) != first:
-            raise ReportError(f"{run['dir']} and {runs[0]['dir']} differ in more than their seeds")
 
 
 def series(runs, branch, column):
@@ -64,10 +34,6 @@ def series(runs, branch, column):
             if row["branch"] == branch and row["status"] == "ok":
                 values.setdefault(float(row["weights_remaining_pct"]), []).append(float(row[column]))
     return dict(sorted(values.items(), reverse=True))
-
-
-def branches(runs):
-    return list(dict.fromkeys(row["branch"] for run in runs for row in run["rows"]))
 
 
 def plot_band(axis, points: dict, label, style="-", color=None):
@@ -184,7 +150,34 @@ def write_report(runs, folder):
             "![per-layer density](layer_density.png)", "",
             "<details><summary>config.json</summary>", "", "```json", json.dumps(config, indent=2), "```",
             "</details>", ""]
-    rundir.atomic_write(os.path.join(folder, "report.md"), "\n".join(text).encode())
+    kept = analysis_sections(_read(os.path.join(folder, "report.md")))  # lth_tf.analyze's, carried over
+    rundir.atomic_write(os.path.join(folder, "report.md"), ("\n".join(text) + kept).encode())
+
+
+# lth_tf.analyze's sections of report.md sit between these markers, so that each
+# analysis replaces its own and a new report keeps them all.
+SECTION = re.compile(r"<!-- lth_tf\.analyze (\w+) -->\n.*?<!-- /lth_tf\.analyze \1 -->\n", re.S)
+
+
+def _read(path: str) -> str:
+    return open(path).read() if os.path.exists(path) else ""
+
+
+def analysis_sections(text: str) -> str:
+    return "".join(match.group(0) for match in SECTION.finditer(text))
+
+
+def write_section(folder: str, name: str, markdown: str):
+    """Puts analysis `name`'s section into folder/report.md: in place of its
+    earlier version, or at the end (a report.md that does not exist yet is
+    started with a heading)."""
+    path = os.path.join(folder, "report.md")
+    text = _read(path) or f"# Analyses of {os.path.abspath(folder)}\n\n"
+    section = f"<!-- lth_tf.analyze {name} -->\n{markdown.rstrip()}\n<!-- /lth_tf.analyze {name} -->\n"
+    mine = [m for m in SECTION.finditer(text) if m.group(1) == name]
+    text = (text[:mine[0].start()] + section + text[mine[0].end():] if mine
+            else text + ("" if text.endswith("\n\n") else "\n") + section)
+    rundir.atomic_write(path, text.encode())
 
 
 def cli(argv=None) -> int:
@@ -197,15 +190,15 @@ def cli(argv=None) -> int:
     dirs = REPORT_FLAGS.output_dir + rest[1:]
     try:
         if not dirs:
-            raise ReportError("give at least one run directory with --output_dir")
+            raise RunError("give at least one run directory with --output_dir")
         if len(dirs) > 1 and not REPORT_FLAGS.report_dir:
-            raise ReportError("several runs need --report_dir for their joint report")
+            raise RunError("several runs need --report_dir for their joint report")
         started = time.time()
-        runs = [load_run(d) for d in dirs]
-        check_replicates(runs)
+        runs = [runs_lib.load_run(d) for d in dirs]
+        runs_lib.check_replicates(runs)
         folder = REPORT_FLAGS.report_dir or dirs[0]
         write_report(runs, folder)
-    except ReportError as error:
+    except RunError as error:
         sys.stderr.write(f"lth_tf.report: error: {error}\n")
         return 1
     print(f"report of {len(runs)} run(s) in {time.time() - started:.1f}s: {os.path.join(folder, 'report.md')}")

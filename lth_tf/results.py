@@ -18,6 +18,7 @@ import numpy as np
 from absl import flags
 
 from lth_tf import report, rundir, studies
+from lth_tf import runs as runs_lib
 from lth_tf.console import duration
 from lth_tf.sweep import plan, tables
 
@@ -64,7 +65,7 @@ def load_sweep(sweep_dir: str) -> dict:
         if record.get("status") != "finished":
             continue
         run_dir = os.path.join(sweep_dir, plan.point_name(record["point"]), f"seed_{record['seed']}")
-        run = report.load_run(run_dir)
+        run = runs_lib.load_run(run_dir)
         for row in run["rows"]:
             metrics = rundir.read_json(os.path.join(run_dir, f"round_{int(row['round']):02d}", row["branch"],
                                                     "metrics.json"))
@@ -112,7 +113,7 @@ def study_figure(runs, path, title):
     """Test accuracy and early-stop iteration against % weights remaining, mean and min-max band per branch."""
     plt = _pyplot()
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for branch in report.branches(runs):
+    for branch in runs_lib.branches(runs):
         color = report.plot_band(left, report.series(runs, branch, "test_accuracy"), branch)
         report.plot_band(right, report.series(runs, branch, "early_stop_step"), branch, color=color)
     _dense_line(left, runs)
@@ -200,7 +201,7 @@ def timing(loaded) -> str:
 
 
 def study_table(runs) -> str:
-    controls = [b for b in report.branches(runs) if b != "ticket"]
+    controls = [b for b in runs_lib.branches(runs) if b != "ticket"]
     header = ["round", "% weights", "ticket test acc (%)", "ticket early-stop iter"] + [
         f"{c} test acc (%)" for c in controls]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -226,7 +227,7 @@ def headline(runs) -> str:
         text += (f"The ticket's mean test accuracy is at or above it at rounds as sparse as "
                  f"{pct(max(matching)):.1f}% of the weights (round {max(matching)}). ")
     parts = [f"ticket {cell(values(runs, last, 'ticket', 'test_accuracy'))}"] + [
-        f"{c} {cell(values(runs, last, c, 'test_accuracy'))}" for c in report.branches(runs) if c != "ticket"]
+        f"{c} {cell(values(runs, last, c, 'test_accuracy'))}" for c in runs_lib.branches(runs) if c != "ticket"]
     return text + f"At {pct(last):.1f}% (round {last}): " + ", ".join(parts) + "."
 
 

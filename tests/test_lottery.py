@@ -119,10 +119,12 @@ def test_random_pruning_matches_per_layer_density_exactly(tiny_run):
             assert random[name].sum() == ticket[name].sum()
             assert not np.array_equal(random[name], ticket[name])
     theta_k = load(experiment, "init", "theta_k.npz")
-    state, _, start = lottery.branch_start(experiment, 2, "random_prune", load(experiment, "round_02", "masks.npz"))
+    state, masks, start = lottery.branch_start(experiment, 2, "random_prune", load(experiment, "round_02", "masks.npz"))
     assert start == 5 and state.keys() == theta_k.keys()  # random_prune starts from theta_k, the ticket's weights
+    np.testing.assert_array_equal(masks["fc1"], load(experiment, "round_02", "random_prune", "masks.npz")["fc1"])
     for key, value in theta_k.items():
-        np.testing.assert_array_equal(state[key], value)
+        mask = masks[key.split("/")[0]] if key.endswith("/kernel") else 1
+        np.testing.assert_array_equal(state[key], value * mask)
 
 
 def test_masks_are_never_recomputed_by_tfmot(tiny_run):
@@ -227,7 +229,7 @@ def test_a_run_of_an_earlier_lth_tf_resumes_when_the_new_fields_are_at_their_def
     experiment, _ = tiny_run
     saved = rundir.read_json(experiment.path("config.json"))
     for section, field in (("pruning", "schedule"), ("pruning", "biases"), ("model", "init"),
-                           ("lottery", "prune_from_step")):
+                           ("model", "initializer"), ("lottery", "prune_from_step")):
         del saved[section][field]  # as lth_tf wrote it before these options existed
     rundir.write_json(str(tmp_path / "config.json"), saved)
     config = dataclasses.asdict(experiment.config)

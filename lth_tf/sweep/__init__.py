@@ -29,7 +29,8 @@ import numpy as np
 from absl import flags
 
 from lth_tf import console as console_lib
-from lth_tf import data, report, rundir
+from lth_tf import data, rundir
+from lth_tf import runs as runs_lib
 from lth_tf.config import ConfigError
 from lth_tf.sweep import plan, pools, tables
 from lth_tf.sweep.plan import SweepError
@@ -190,7 +191,7 @@ def cli(argv=None, should_stop=None) -> int:
         state = run_sweep(os.path.abspath(f.sweep_dir), grid, seeds, base_argv, pool_factory,
                           say=lambda line: print(line, file=sys.stderr, flush=True), should_stop=stop)
     except (flags.Error, ValueError, plan.SweepError, ConfigError, data.DataError, rundir.RunDirError,
-            report.ReportError) as error:
+            runs_lib.RunError) as error:
         sys.stderr.write(f"lth_tf.sweep: error: {str(error).replace('ERROR:: ', '')}\n")
         return 2 if isinstance(error, (flags.Error, plan.SweepError, ValueError)) else 1
     return summarize(state, f.sweep_dir)

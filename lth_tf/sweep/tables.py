@@ -7,6 +7,7 @@ import numpy as np
 
 from lth_tf import console as console_lib
 from lth_tf import report, rundir
+from lth_tf import runs as runs_lib
 from lth_tf.sweep.plan import grid_points, point_name
 
 METRICS = ("test_accuracy", "early_stop_test_accuracy", "early_stop_step")
@@ -34,7 +35,7 @@ def aggregate(runs: list[dict]) -> list[dict]:
             if row["status"] == "ok":
                 groups.setdefault((int(row["round"]), row["branch"]), []).append(row)
     table = []
-    order = {branch: i for i, branch in enumerate(report.branches(runs))}  # ticket first
+    order = {branch: i for i, branch in enumerate(runs_lib.branches(runs))}  # ticket first
     for (round_index, branch), rows in sorted(groups.items(), key=lambda item: (item[0][0], order[item[0][1]])):
         out = dict(round=round_index, branch=branch,
                    weights_remaining_pct=round(float(np.mean([float(r["weights_remaining_pct"]) for r in rows])), 4),
@@ -56,7 +57,7 @@ def write_outputs(sweep_dir, grid, planned, state):
         mine = [e for e in planned if e["point"] == point and is_finished(e, state)]
         if not mine:
             continue
-        runs = [report.load_run(e["output_dir"]) for e in mine]
+        runs = [runs_lib.load_run(e["output_dir"]) for e in mine]
         report.write_report(runs, mine[0]["folder"])
         table = aggregate(runs)
         rows += [{**point, **row} for row in table]

@@ -1,0 +1,106 @@
+"""Reading finished (or started) run directories: what lth_tf.report,
+lth_tf.sweep, lth_tf.results and lth_tf.analyze know of a run. No
+TensorFlow; the files are those lth_tf.lottery writes (see its docstring).
+"""
+import os
+
+import numpy as np
+
+from lth_tf import pruning, rundir
+from lth_tf.config import upgrade
+
+SEED_KEYS = {("data", "seed"), ("training", "seed"), ("lottery", "seed")}
+
+
+class RunError(Exception):
+    """A run directory that lacks what is asked of it."""
+
+
+def load_run(output_dir: str) -> dict:
+    """results.csv rows, per-round layer densities of the ticket, export sizes, config."""
+    if not os.path.exists(os.path.join(output_dir, "results.csv")):
+        raise RunError(f"{output_dir} has no results.csv: not a (started) lth_tf run")
+    rows = rundir.read_results(output_dir)
+    layers = {}
+    for row in rows:
+        if row["branch"] == "ticket":
+            metrics = rundir.read_json(os.path.join(output_dir, f"round_{int(row['round']):02d}", "ticket",
+                                                    "metrics.json"))
+            layers[int(row["round"])] = metrics["layer_density"]
+    sizes = {int(r["round"]): r for r in rundir.read_sizes(output_dir)}
+    return dict(dir=output_dir, rows=rows, layers=layers, sizes=sizes,
+                config=upgrade(rundir.read_json(os.path.join(output_dir, "config.json"))))
+
+
+def flag_name(section: str, key: str) -> str:
+    """The command-line flag that sets config.json's section.key."""
+    if (section, key) == ("training", "seed"):
+        return "data_order_seed"
+    if section in ("data", "lottery") and key == "seed":
+        return "seed"
+    return {("model", "name"): "model"}.get((section, key), f"prune_{key}" if section == "pruning" else key)
+
+
+def differences(a: dict, b: dict, ignore=()) -> list[str]:
+    """'--flag (A vs B)' for every config value that differs, seeds in `ignore` left out."""
+    found = []
+    for section, values in a.items():
+        for key, value in values.items():
+            other = b.get(section, {}).get(key)
+            if (section, key) not in ignore and value != other:
+                found.append(f"--{flag_name(section, key)} ({value} vs {other})")
+    return list(dict.fromkeys(found))
+
+
+def check_replicates(runs: list[dict]):
+    """Several runs must differ only in their seeds."""
+    for run in runs[1:]:
+        differ = differences(runs[0]["config"], run["config"], SEED_KEYS)
+        if differ:
+            raise RunError(f"{run['dir']} and {runs[0]['dir']} differ in more than their seeds: "
+                           f"{', '.join(differ)}")
+
+
+def branches(runs) -> list[str]:
+    return list(dict.fromkeys(row["branch"] for run in runs for row in run["rows"]))
+
+
+def ticket_rounds(run: dict) -> list[int]:
+    """Rounds whose ticket finished training."""
+    return sorted(int(r["round"]) for r in run["rows"] if r["branch"] == "ticket" and r["status"] == "ok")
+
+
+def arrays(run: dict, relative: str, missing: str) -> dict[str, np.ndarray]:
+    """RUN/relative's arrays; RunError naming the file and `missing` (what
+    would have made it) if it is not there."""
+    path = os.path.join(run["dir"], relative)
+    if not os.path.exists(path):
+        raise RunError(f"{run['dir']} has no {relative}: {missing}")
+    return rundir.load_arrays(path)
+
+
+def masks(run: dict, round_index: int, branch: str = "ticket") -> dict[str, np.ndarray]:
+    """The masks a branch of a round trained under (round 0 of a dense start: all ones)."""
+    if branch != "ticket":
+        return arrays(run, f"round_{round_index:02d}/{branch}/masks.npz",
+                      f"its round {round_index} has no {branch} branch with masks of its own "
+                      f"(--controls=...,{branch} and --rounds={round_index} or more)")
+    if round_index == 0:
+        densities = run["layers"].get(0, {})
+        if densities and all(d == 1 for d in densities.values()):
+            theta_0 = start_weights(run, 0)
+            return {key: np.ones_like(theta_0[pruning.variable_of(key)]) for key in densities}
+    return arrays(run, f"round_{round_index:02d}/masks.npz",
+                  f"the run stopped before round {round_index} (--rounds={round_index} or more, run to the end)")
+
+
+def start_weights(run: dict, round_index: int) -> dict[str, np.ndarray]:
+    """The weights a round's ticket trained from: theta_0 in round 0, theta_k after."""
+    name = "theta_0.npz" if round_index == 0 else "theta_k.npz"
+    return arrays(run, f"init/{name}", "the run never trained its dense round")
+
+
+def final_weights(run: dict, round_index: int, branch: str = "ticket") -> dict[str, np.ndarray]:
+    return arrays(run, f"round_{round_index:02d}/{branch}/weights.npz",
+                  f"round {round_index} {branch} did not finish training (rerun the experiment to finish it)")
+
