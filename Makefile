@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The tests read real Fashion-MNIST: Debian's dataset-fashion-mnist puts its IDX files here.
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: run test benchmark results results-report clean
+.PHONY: run test benchmark results results-report analyses clean
 
 $(BIN)/activate: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,28 @@ results: $(BIN)/activate $(FASHION_MNIST)
 
 results-report: $(BIN)/activate
 	$(BIN)/python -m lth_tf.results report
+
+# The README's lth_tf.analyze pictures (docs/analyze/): two seeds of the quick default with every control, one
+# seed under two data orders (rewinding to step 100), two seeds under global pruning (where the rates do not fix
+# each layer's share), and the analyses of them. Resumable like any sweep.
+ANALYSES := runs/analyses
+analyses: $(BIN)/activate
+	$(BIN)/python -m lth_tf.sweep --flagfile=configs/quick.flags --seeds=0,1 --export=none \
+	  --controls=reinit,random_prune,reinit_rescaled,reinit_signed,shuffle_layerwise --sweep_dir=$(ANALYSES)/seeds
+	$(BIN)/python -m lth_tf.sweep --flagfile=configs/quick.flags --seeds=0 --grid=data_order_seed=0,1 \
+	  --rewind_step=100 --controls=none --export=none --sweep_dir=$(ANALYSES)/data_order
+	$(BIN)/python -m lth_tf.sweep --flagfile=configs/quick.flags --seeds=0,1 --prune_strategy=global --rounds=15 \
+	  --controls=none --export=none --sweep_dir=$(ANALYSES)/global
+	mkdir -p docs/analyze/sgd_noise docs/analyze/global
+	cp $(ANALYSES)/seeds/accuracy.png docs/analyze/controls.png
+	$(BIN)/python -m lth_tf.analyze overlap --report_dir=docs/analyze \
+	  --output_dir=$(ANALYSES)/seeds/seed_0,$(ANALYSES)/seeds/seed_1
+	$(BIN)/python -m lth_tf.analyze layers --report_dir=docs/analyze/global \
+	  --output_dir=$(ANALYSES)/global/seed_0,$(ANALYSES)/global/seed_1
+	$(BIN)/python -m lth_tf.analyze movement --report_dir=docs/analyze --round=3 \
+	  --output_dir=$(ANALYSES)/seeds/seed_0,$(ANALYSES)/seeds/seed_1
+	$(BIN)/python -m lth_tf.analyze overlap --report_dir=docs/analyze/sgd_noise \
+	  --output_dir=$(ANALYSES)/data_order/data_order_seed=0/seed_0,$(ANALYSES)/data_order/data_order_seed=1/seed_0
 
 clean:
 	rm -rf $(VENV) *.egg-info

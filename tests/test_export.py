@@ -110,10 +110,10 @@ def test_a_ticket_trains_again_as_a_new_run(tiny_run, tmp_path, capsys):
     state, random_masks, _ = lottery.branch_start(again, 0, "random_prune", ticket_masks)
     fresh = lottery.initial_state(again.config, again.splits, lottery.control_seed(4, 0, "random_prune"))
     for name, mask in ticket_masks.items():
-        kernel = state[f"{name}/kernel"]
-        np.testing.assert_array_equal(kernel[mask > 0], ticket_weights[f"{name}/kernel"][mask > 0])
-        np.testing.assert_array_equal(kernel[mask == 0], fresh[f"{name}/kernel"][mask == 0])
-        assert np.all(kernel[random_masks[name] > 0] != 0)
+        kernel, kept = state[f"{name}/kernel"], random_masks[name] > 0
+        np.testing.assert_array_equal(kernel[kept & (mask > 0)], ticket_weights[f"{name}/kernel"][kept & (mask > 0)])
+        np.testing.assert_array_equal(kernel[kept & (mask == 0)], fresh[f"{name}/kernel"][kept & (mask == 0)])
+        assert np.all(kernel[kept] != 0) and np.all(kernel[~kept] == 0)
     round_1 = rundir.load_arrays(str(tmp_path / "round_01" / "masks.npz"))
     for name, mask in round_1.items():
         before = int(ticket_masks[name].sum())
