@@ -172,7 +172,7 @@ def write_section(folder: str, name: str, markdown: str):
     earlier version, or at the end (a report.md that does not exist yet is
     started with a heading)."""
     path = os.path.join(folder, "report.md")
-    text = _read(path) or f"# Analyses of {os.path.abspath(folder)}\n\n"
+    text = _read(path) or f"# Analyses in {folder}\n\n"
     section = f"<!-- lth_tf.analyze {name} -->\n{markdown.rstrip()}\n<!-- /lth_tf.analyze {name} -->\n"
     mine = [m for m in SECTION.finditer(text) if m.group(1) == name]
     text = (text[:mine[0].start()] + section + text[mine[0].end():] if mine

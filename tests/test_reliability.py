@@ -16,7 +16,8 @@ from lth_tf import checkpoints, lottery, main, rundir, training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = ["--flagfile=configs/quick.flags", "--deterministic", "--train_steps=60", "--rewind_step=15",
-       "--eval_every=20", "--log_every=10", "--checkpoint_every=10", "--rounds=2", "--controls=reinit,random_prune"]
+       "--eval_every=20", "--log_every=10", "--checkpoint_every=10", "--rounds=2",
+       "--controls=reinit,random_prune,shuffle_layerwise"]
 
 
 def start(output_dir):
@@ -70,12 +71,12 @@ def test_killed_and_interrupted_runs_resume_to_the_uninterrupted_result(referenc
     # SIGKILL as round 0 finishes, around the pruning step that makes round 1's masks
     code, _ = run_until(output_dir, "round 0 ticket       done", signal.SIGKILL)
     assert code == -signal.SIGKILL
-    # Ctrl-C in a control of round 1: stops at a step boundary, with a checkpoint
-    code, stderr = run_until(output_dir, "round 1 reinit       step     30/60", signal.SIGINT)
+    # Ctrl-C in a control of round 1 (one with masks of its own): stops at a step boundary, with a checkpoint
+    code, stderr = run_until(output_dir, "round 1 shuffle_layerwise step     30/60", signal.SIGINT)
     assert code == 130
     last = stderr.strip().splitlines()[-1]
-    assert last.startswith("lth_tf: interrupted in round 1 reinit at step") and "rerun the same command" in last
-    assert any(f.endswith(".json") for f in os.listdir(output_dir / "round_01" / "reinit" / "checkpoints"))
+    assert last.startswith("lth_tf: interrupted in round 1 shuffle_layerwise at step") and "rerun the same" in last
+    assert any(f.endswith(".json") for f in os.listdir(output_dir / "round_01" / "shuffle_layerwise" / "checkpoints"))
     # and the rest, undisturbed
     logged_before = len(read_log(output_dir))
     process = start(output_dir)
@@ -83,7 +84,7 @@ def test_killed_and_interrupted_runs_resume_to_the_uninterrupted_result(referenc
     assert process.returncode == 0, stderr[-2000:]
     log = read_log(output_dir)[logged_before:]
     assert "round 0 ticket       done" not in log  # finished branches are not redone
-    assert "round 1 reinit: resuming from the checkpoint at step" in log
+    assert "round 1 shuffle_layerwise: resuming from the checkpoint at step" in log
     rows, arrays, metrics = outcome(output_dir)
     ref_rows, ref_arrays, ref_metrics = reference
     assert rows == ref_rows

@@ -79,15 +79,24 @@ def plot(rows, path, title):
                       markeredgewidth=2, label=f"collapsed (no weight left), round {round_index}")
     left.set_yscale("log")
     from matplotlib import ticker
-    for which in (left.yaxis.set_major_formatter, left.yaxis.set_minor_formatter):
-        which(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    left.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    left.yaxis.set_minor_formatter(ticker.FuncFormatter(  # 2, 5, 20, 50: enough to read, not a crowd
+        lambda value, _: f"{value:g}" if f"{value:g}"[0] in "25" else ""))
     left.set_ylabel("% of the layer's weights remaining (log)")
     right.set_ylabel("layer's share of all surviving weights (%)")
     for axis in (left, right):
         axis.set_xticks(range(1, len(layers) + 1), layers, rotation=45 if len(layers) > 8 else 0, fontsize=8)
         axis.set_xlabel("layer, input to output")
         axis.grid(True, which="both", alpha=0.3)
-    left.legend(fontsize=7, ncol=2 if len(rounds) > 8 else 1)
+    if len(rounds) > 6:  # a colour bar of rounds instead of a legend that would hide the lines
+        bar = figure.colorbar(plt.cm.ScalarMappable(plt.Normalize(rounds[0], rounds[-1] / 0.9), "viridis"),
+                              ax=right)
+        bar.set_label("round")
+        bar.ax.set_ylim(rounds[0], rounds[-1])
+        if any(r["collapsed_runs"] for r in rows):
+            left.legend(handles=[h for h in left.get_lines() if h.get_label().startswith("collapsed")], fontsize=7)
+    else:
+        left.legend(fontsize=7)
     left.set_title(title)
     right.set_title("where the surviving weights are")
     figure.savefig(path, dpi=120, bbox_inches="tight")
