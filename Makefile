@@ -55,6 +55,8 @@ analyses: $(BIN)/activate
 	cp $(ANALYSES)/seeds/accuracy.png docs/analyze/controls.png
 	$(BIN)/python -m lth_tf.analyze overlap --report_dir=docs/analyze \
 	  --output_dir=$(ANALYSES)/seeds/seed_0,$(ANALYSES)/seeds/seed_1
+	$(BIN)/python -m lth_tf.analyze layers --report_dir=docs/analyze \
+	  --output_dir=$(ANALYSES)/seeds/seed_0,$(ANALYSES)/seeds/seed_1
 	$(BIN)/python -m lth_tf.analyze layers --report_dir=docs/analyze/global \
 	  --output_dir=$(ANALYSES)/global/seed_0,$(ANALYSES)/global/seed_1
 	$(BIN)/python -m lth_tf.analyze movement --report_dir=docs/analyze --round=3 \
