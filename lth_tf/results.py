@@ -74,7 +74,8 @@ def load_sweep(sweep_dir: str) -> dict:
         seeds.append(record["seed"])
     if not runs:
         raise MissingSweep(f"{sweep_dir} has no finished experiment yet")
-    return dict(state=state, runs=runs, seeds=sorted(seeds), dir=sweep_dir)
+    order = np.argsort(seeds, kind="stable")
+    return dict(state=state, runs=[runs[i] for i in order], seeds=[seeds[i] for i in order], dir=sweep_dir)
 
 
 def values(runs, round_index, branch, column) -> list[float]:
@@ -275,6 +276,33 @@ def gap_ranking(variants: dict) -> str:
     return " ".join(text)
 
 
+def effects(variants: dict) -> str:
+    """Each variant against the geometric one, paired by seed: how the
+    ticket's lead over the random mask changes with the one thing it changes."""
+    if "geometric" not in variants or len(variants) < 2:
+        return ""
+    def by_seed(loaded, pct):
+        gaps = compare_at(loaded["runs"], pct)[3]
+        return dict(zip(loaded["seeds"], gaps)) if gaps else {}
+    lines = ["Each variant against the geometric one, paired by seed: its ticket's lead over the random mask minus "
+             "the geometric variant's, in points, mean [min, max]. Each variant changes one thing of the geometric "
+             "one (the table says what; lth_tf_defaults all of them): negative means that change shrinks the "
+             "ticket's lead.", ""]
+    for pct in COMPARE_AT:
+        base, changes = by_seed(variants["geometric"], pct), {}
+        for name, loaded in variants.items():
+            mine = by_seed(loaded, pct)
+            common = sorted(set(mine) & set(base))
+            if name != "geometric" and common:
+                changes[name] = [100 * (mine[seed] - base[seed]) for seed in common]
+        order = sorted(changes, key=lambda name: np.mean(changes[name]))
+        lines.append(f"- ~{pct:g}% weights: " + ", ".join(
+            f"{name} {np.mean(c):+.1f}" + (f" [{min(c):+.1f}, {max(c):+.1f}]" if len(c) > 1 else "")
+            + f" ({len(c)} seed{'s' * (len(c) > 1)})" for name, c in ((n, changes[n]) for n in order))
+            + (f"; the largest fall: {order[0]}." if order else "."))
+    return "\n".join(lines)
+
+
 # --- RESULTS.md ------------------------------------------------------------------------------------------------
 
 def write(names, results_dir: str, out: str) -> int:
@@ -348,7 +376,7 @@ def _mnist1d_section(name, results_dir, figures) -> list[str]:
             "### What the setup changes", "",
             "Final test accuracy of the ticket and of the random mask (same per-layer size, same initial weights), "
             "and their gap in percentage points, near two densities:", "",
-            variants_table(loaded, about), "", gap_ranking(loaded), "",
+            variants_table(loaded, about), "", gap_ranking(loaded), "", effects(loaded), "",
             f"Per-run numbers: [docs/results/{name}.csv](docs/results/{name}.csv)", ""]
 
 
