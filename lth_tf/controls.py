@@ -38,9 +38,10 @@ def random_prune(theta_k: Weights, masks: pruning.Masks, seed: int, fresh: Fresh
 
 def reinit_rescaled(theta_k: Weights, masks: pruning.Masks, seed: int, fresh: Fresh):
     """reinit with every surviving kernel weight times 1/sqrt(its layer's
-    density), so each unit's summed input variance is the dense
-    initialisation's: do tickets win only because sparse reinit starts too
-    small? Biases keep their fresh values (they are not summed over inputs)."""
+    density), so a unit's summed input variance is the dense initialisation's
+    on average over the layer's units: do tickets win only because sparse
+    reinit starts too small? Biases keep their fresh values (they are not
+    summed over inputs)."""
     weights = _masked(fresh(seed), masks)
     for key, mask in masks.items():
         if pruning.variable_of(key).endswith("/kernel") and mask.any():

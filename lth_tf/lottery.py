@@ -5,7 +5,7 @@ is what makes a rerun on the same directory resume:
 
     round_00/ticket/             dense training from theta_0 (theta_k saved on the way)
     round_NN/masks.npz           ticket masks: round NN-1's ticket pruned by magnitude
-    round_NN/<branch>/metrics.json, weights.npz   (and masks.npz for random_prune)
+    round_NN/<branch>/metrics.json, weights.npz   (and masks.npz for a control with masks of its own)
     round_NN/ticket/prune_from.npz                 the weights the next round prunes, under --prune_from_step
 """
 import dataclasses

@@ -243,11 +243,21 @@ def published_table(paper) -> str:
     return "\n".join(lines)
 
 
+def run_gaps(runs, round_index) -> list:
+    """Per run: ticket minus random-mask final accuracy in the round, None where either did not finish."""
+    gaps = []
+    for run in runs:
+        ticket, random = values([run], round_index, "ticket", "test_accuracy"), values(
+            [run], round_index, "random_prune", "test_accuracy")
+        gaps.append(ticket[0] - random[0] if ticket and random else None)
+    return gaps
+
+
 def compare_at(runs, pct) -> tuple:
-    """(% weights of the nearest round, ticket accuracies, random-mask accuracies, gaps), per run."""
+    """(% weights of the nearest round, ticket accuracies, random-mask accuracies, gaps of the runs with both)."""
     r = nearest_round(runs, pct)
     ticket, random = values(runs, r, "ticket", "test_accuracy"), values(runs, r, "random_prune", "test_accuracy")
-    gaps = [t - g for t, g in zip(ticket, random)] if len(ticket) == len(random) else []
+    gaps = [gap for gap in run_gaps(runs, r) if gap is not None]
     return np.mean(values(runs, r, "ticket", "weights_remaining_pct")), ticket, random, gaps
 
 
@@ -282,8 +292,8 @@ def effects(variants: dict) -> str:
     if "geometric" not in variants or len(variants) < 2:
         return ""
     def by_seed(loaded, pct):
-        gaps = compare_at(loaded["runs"], pct)[3]
-        return dict(zip(loaded["seeds"], gaps)) if gaps else {}
+        gaps = run_gaps(loaded["runs"], nearest_round(loaded["runs"], pct))
+        return {seed: gap for seed, gap in zip(loaded["seeds"], gaps) if gap is not None}
     lines = ["Each variant against the geometric one, paired by seed: its ticket's lead over the random mask minus "
              "the geometric variant's, in points, mean [min, max]. Each variant changes one thing of the geometric "
              "one (the table says what; lth_tf_defaults all of them): negative means that change shrinks the "
@@ -299,7 +309,7 @@ def effects(variants: dict) -> str:
         lines.append(f"- ~{pct:g}% weights: " + ", ".join(
             f"{name} {np.mean(c):+.1f}" + (f" [{min(c):+.1f}, {max(c):+.1f}]" if len(c) > 1 else "")
             + f" ({len(c)} seed{'s' * (len(c) > 1)})" for name, c in ((n, changes[n]) for n in order))
-            + (f"; the largest fall: {order[0]}." if order else "."))
+            + (f"; the largest fall: {order[0]}." if order and np.mean(changes[order[0]]) < 0 else "."))
     return "\n".join(lines)
 
 

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from lth_tf import pruning, rundir
+from lth_tf import pruning, rundir, tickets
 from lth_tf.config import upgrade
 
 SEED_KEYS = {("data", "seed"), ("training", "seed"), ("lottery", "seed")}
@@ -86,10 +86,14 @@ def masks(run: dict, round_index: int, branch: str = "ticket") -> dict[str, np.n
                       f"its round {round_index} has no {branch} branch with masks of its own "
                       f"(--controls=...,{branch} and --rounds={round_index} or more)")
     if round_index == 0:
-        densities = run["layers"].get(0, {})
-        if densities and all(d == 1 for d in densities.values()):
-            theta_0 = start_weights(run, 0)
-            return {key: np.ones_like(theta_0[pruning.variable_of(key)]) for key in densities}
+        ticket = run["config"]["lottery"]["ticket"]
+        if ticket:  # a run started from a ticket file: round 0 trains under its masks
+            try:
+                return tickets.read_ticket(ticket)[1]
+            except ValueError as error:
+                raise RunError(f"{run['dir']} started from --ticket={ticket}, which cannot be read: {error}")
+        theta_0 = start_weights(run, 0)
+        return {key: np.ones_like(theta_0[pruning.variable_of(key)]) for key in run["layers"].get(0, {})}
     return arrays(run, f"round_{round_index:02d}/masks.npz",
                   f"the run stopped before round {round_index} (--rounds={round_index} or more, run to the end)")
 

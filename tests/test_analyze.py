@@ -185,3 +185,15 @@ def test_help_documents_every_subcommand_and_flag(capsys):
     text = capsys.readouterr().out
     for word in ("overlap", "layers", "movement", "--output_dir", "--report_dir", "--round", "--bins"):
         assert word in text
+
+
+def test_round_0_of_a_run_started_from_a_ticket_has_the_tickets_masks(tiny_run, tmp_path):
+    run = tmp_path / "from_ticket"
+    shutil.copytree(tiny_run[0].output_dir, run)
+    ticket = os.path.join(tiny_run[0].output_dir, "tickets", "round_03", "ticket.npz")
+    config = rundir.read_json(run / "config.json")
+    config["lottery"]["ticket"] = ticket
+    rundir.write_json(str(run / "config.json"), config)
+    masks = runs.masks(runs.load_run(str(run)), 0)
+    expected = runs.masks(runs.load_run(tiny_run[0].output_dir), 3)
+    assert masks.keys() == expected.keys() and all(np.array_equal(masks[k], expected[k]) for k in masks)

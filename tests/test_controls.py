@@ -38,6 +38,8 @@ def test_the_registry_holds_the_configs_controls_and_keeps_the_old_seeds():
     assert tuple(controls.CONTROLS) == config_lib.CONTROLS
     # control seeds come from the position in CONTROLS: runs made before must resume with the same ones
     assert config_lib.CONTROLS[:2] == ("reinit", "random_prune")
+    assert [lottery.control_seed(0, 1, "reinit"), lottery.control_seed(0, 1, "random_prune"),
+            lottery.control_seed(0, 3, "reinit")] == [901243215, 3884055042, 3679268941]  # as lth_tf made them before
 
 
 def test_reinit_rescaled_restores_the_dense_per_unit_variance_with_exact_zeros(ticket):

@@ -221,7 +221,7 @@ def test_results_md_holds_the_runs_numbers_and_figures(resumed_sweep, tmp_path):
         assert f"(docs/results/{name}.png)" in text
     assert "| dense | " in text and "66.4 / 66.4 | 64.8 / 65.4" in text  # the published numbers, quoted
     assert "| geometric | geometric schedule" in text
-    assert "weights: paper +0.0 [+0.0, +0.0] (2 seeds); the largest fall: paper." in text  # same runs: no change
+    assert "weights: paper +0.0 [+0.0, +0.0] (2 seeds)." in text  # the same runs: no change, and no fall
     assert "No results yet for: geometric_weights_only" in text
     assert "## 3. LeNet-300-100 on Fashion-MNIST" in text and "holds no sweep" in text
 

@@ -1,11 +1,11 @@
 """`analyze movement`: do ticket weights move more? (Frankle & Carbin 2019,
 Appendix F.5.)
 
-For round r's trained ticket and each layer, the weights alive in round r are
+For round r's trained ticket and each layer's kernel, the weights alive in round r are
 split by what round r+1 did with them: kept (the next ticket) or pruned. For
 both sets: how far training moved them, |theta_final - theta_start|, how
 large they started, |theta_start| (theta_0 in round 0, theta_k after), and
-the fraction whose sign flipped during training. Table: medians and kept /
+the fraction whose sign flipped during training (of those that did not start at 0). Table: medians and kept /
 pruned ratios per round and layer; figure: the two sets' histograms for one
 round (--round). Several runs (seeds) are pooled.
 """
@@ -28,9 +28,10 @@ def split(start, final, mask_now, mask_next) -> dict:
     alive = mask_now > 0
     kept, pruned = alive & (mask_next > 0), alive & (mask_next == 0)
     movement, magnitude = np.abs(final - start), np.abs(start)
-    flipped = np.sign(final) != np.sign(start)
+    flipped, signed = np.sign(final) != np.sign(start), start != 0  # a weight that starts at 0 has no sign to flip
     return dict(movement_kept=movement[kept], movement_pruned=movement[pruned], start_kept=magnitude[kept],
-                start_pruned=magnitude[pruned], flipped_kept=flipped[kept], flipped_pruned=flipped[pruned])
+                start_pruned=magnitude[pruned], flipped_kept=flipped[kept & signed],
+                flipped_pruned=flipped[pruned & signed])
 
 
 def summary(arrays: dict) -> dict:
@@ -57,7 +58,7 @@ def pooled(runs, round_index: int) -> dict[str, dict]:
     for run in runs:
         start, final = runs_lib.start_weights(run, round_index), runs_lib.final_weights(run, round_index)
         now, after = runs_lib.masks(run, round_index), runs_lib.masks(run, round_index + 1)
-        for key in now:
+        for key in (k for k in now if "/" not in k):  # kernels: masked biases (--prune_biases) are not weights
             variable = pruning.variable_of(key)
             parts = split(start[variable], final[variable], now[key], after[key])
             layers.setdefault(key, []).append(parts)
@@ -83,7 +84,7 @@ def plot(arrays: dict, path: str, title: str, bins: int):
         for row, (what, xlabel) in enumerate((("movement", "|θ_final − θ_start|"), ("start", "|θ_start|"))):
             axis = axes[row][column]
             values = np.concatenate([parts[f"{what}_kept"], parts[f"{what}_pruned"]])
-            edges = np.linspace(0, np.percentile(values, 99.5) if values.size else 1, bins + 1)
+            edges = np.linspace(0, (np.percentile(values, 99.5) if values.size else 0) or 1, bins + 1)
             for which, colour in (("kept", "C0"), ("pruned", "C3")):
                 data = parts[f"{what}_{which}"]
                 if data.size:

@@ -30,7 +30,10 @@ def chance_jaccard(size: int, a: int, b: int) -> float:
     a of them marked)."""
     if a == 0 and b == 0:
         return float("nan")
-    both = np.arange(max(0, a + b - size), min(a, b) + 1)
+    mean = a * b / size
+    spread = 12 * np.sqrt(a * b * (size - a) * (size - b) / (size ** 2 * max(size - 1, 1)))
+    # beyond 12 standard deviations the probabilities are below 1e-30: millions-of-weights layers stay fast
+    both = np.arange(max(0, a + b - size, int(mean - spread)), min(a, b, int(np.ceil(mean + spread))) + 1)
     return float(np.sum(stats.hypergeom.pmf(both, size, a, b) * both / (a + b - both)))
 
 
@@ -134,7 +137,7 @@ def analyze(runs, folder: str) -> list[str]:
         writer = csv.DictWriter(f, COLUMNS)
         writer.writeheader()
         writer.writerows({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()} for row in rows)
-    what = ("runs of different seeds (different theta_0, data order and controls)" if kind == "seeds" else
+    what = ("runs of different --seed (different theta_0 and controls)" if kind == "seeds" else
             "runs of one seed (the same theta_0) and different data orders: mask stability under SGD noise")
     plot(runs, rows, png_path, f"Overlap of ticket masks, {len(runs)} runs: "
          + ("different seeds" if kind == "seeds" else "same theta_0, other data order"))
