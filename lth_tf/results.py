@@ -201,6 +201,19 @@ def timing(loaded) -> str:
             f"({duration(seconds)} of training time, summed over branches)")
 
 
+def total_time(names, results_dir: str) -> str:
+    """The wall time of every study's sweeps on disk, summed: what `make results` costs, run one after another."""
+    seconds, sweeps = 0.0, 0
+    for name in names:
+        for variant, _, _ in studies.STUDIES[name].variants:
+            path = os.path.join(studies.sweep_dir(results_dir, name, variant), "sweep.json")
+            if os.path.exists(path):
+                seconds += rundir.read_json(path).get("wall_seconds", 0.0)
+                sweeps += 1
+    return (f"The {sweeps} sweep{'s' * (sweeps != 1)} below took {duration(seconds)} of wall time in all on this "
+            "machine (each sweep's own time, summed; `make results` runs them one after another).")
+
+
 def study_table(runs) -> str:
     controls = [b for b in runs_lib.branches(runs) if b != "ticket"]
     header = ["round", "% weights", "ticket test acc (%)", "ticket early-stop iter"] + [
@@ -310,30 +323,64 @@ def band_summary(variants: dict) -> str:
     return "\n".join(lines)
 
 
+def paired_changes(variants: dict, pct) -> dict:
+    """Each variant's lead over the random mask minus the geometric variant's, in points, seed by seed."""
+    def by_seed(loaded):
+        gaps = run_gaps(loaded["runs"], nearest_round(loaded["runs"], pct))
+        return {seed: gap for seed, gap in zip(loaded["seeds"], gaps) if gap is not None}
+    base, changes = by_seed(variants["geometric"]), {}
+    for name, loaded in variants.items():
+        mine = by_seed(loaded)
+        common = sorted(set(mine) & set(base))
+        if name != "geometric" and common:
+            changes[name] = [100 * (mine[seed] - base[seed]) for seed in common]
+    return changes
+
+
 def effects(variants: dict) -> str:
     """Each variant against the geometric one, paired by seed: how the
     ticket's lead over the random mask changes with the one thing it changes."""
     if "geometric" not in variants or len(variants) < 2:
         return ""
-    def by_seed(loaded, pct):
-        gaps = run_gaps(loaded["runs"], nearest_round(loaded["runs"], pct))
-        return {seed: gap for seed, gap in zip(loaded["seeds"], gaps) if gap is not None}
     lines = ["Each variant against the geometric one, paired by seed: its ticket's lead over the random mask minus "
              "the geometric variant's, in points, mean [min, max]. Each variant changes one thing of the geometric "
              "one (the table says what; lth_tf_defaults all of them): negative means that change shrinks the "
              "ticket's lead.", ""]
     for pct in COMPARE_AT:
-        base, changes = by_seed(variants["geometric"], pct), {}
-        for name, loaded in variants.items():
-            mine = by_seed(loaded, pct)
-            common = sorted(set(mine) & set(base))
-            if name != "geometric" and common:
-                changes[name] = [100 * (mine[seed] - base[seed]) for seed in common]
+        changes = paired_changes(variants, pct)
         order = sorted(changes, key=lambda name: np.mean(changes[name]))
         lines.append(f"- ~{pct:g}% weights: " + ", ".join(
             f"{name} {np.mean(c):+.1f}" + (f" [{min(c):+.1f}, {max(c):+.1f}]" if len(c) > 1 else "")
             + f" ({len(c)} seed{'s' * (len(c) > 1)})" for name, c in ((n, changes[n]) for n in order))
             + (f"; the largest fall: {order[0]}." if order and np.mean(changes[order[0]]) < 0 else "."))
+    return "\n".join(lines)
+
+
+def verdict(variants: dict) -> str:
+    """What the numbers above say, by rule: a lead is beyond noise when its band mean is over two standard
+    errors from zero; a change carries an effect when it moves the lead the same way on every paired seed."""
+    seeds = max(len(loaded["seeds"]) for loaded in variants.values())
+    lines = ["What carries the effect, read off the numbers above by two rules (a lead is beyond noise when its "
+             "band average is more than two standard errors from zero; a change moves the lead when it moves it "
+             "the same way for every seed, against the geometric variant: a weak test, which a change without "
+             f"effect passes by chance with probability 2^(1-{seeds}) = {2.0 ** (1 - seeds):.2g}):", ""]
+    for pct in COMPARE_AT:
+        beyond, within = [], []
+        for name, loaded in variants.items():
+            gaps = 100 * np.array(band_gaps(loaded["runs"], pct))
+            if gaps.size > 1:
+                error = gaps.std(ddof=1) / np.sqrt(gaps.size)
+                (beyond if abs(gaps.mean()) > 2 * error else within).append(f"{name} ({gaps.mean():+.1f})")
+        moves = []
+        if "geometric" in variants:
+            for name, change in sorted(paired_changes(variants, pct).items(), key=lambda item: np.mean(item[1])):
+                if len(change) > 1 and (min(change) > 0 or max(change) < 0):
+                    moves.append(f"{name} {'raises' if min(change) > 0 else 'lowers'} it "
+                                 f"({np.mean(change):+.1f} [{min(change):+.1f}, {max(change):+.1f}])")
+        lines.append(f"- ~{pct:g}% weights: the ticket's lead is beyond noise for "
+                     f"{', '.join(beyond) or 'no setup'}; within noise for {', '.join(within) or 'no setup'}. "
+                     + (f"Changes that move it on every seed: {'; '.join(moves)}." if moves
+                        else "No change moves it the same way on every seed."))
     return "\n".join(lines)
 
 
@@ -347,7 +394,7 @@ def write(names, results_dir: str, out: str) -> int:
             "What lth_tf's tickets look like on real data. Regenerated by `make results` (runs the sweeps below, "
             "resumable) or `make results-report` (rebuilds this file and `docs/results/` from the sweep "
             "directories on disk); no number here is typed by hand. Cells are mean [min, max] over seeds; "
-            "figures show the mean with a min-max band.", ""]
+            "figures show the mean with a min-max band.", "", total_time(names, results_dir), ""]
     for number, name in enumerate(names, start=1):
         study = studies.STUDIES[name]
         text += [f"## {number}. {study.title}", "", study.about, ""]
@@ -411,6 +458,7 @@ def _mnist1d_section(name, results_dir, figures) -> list[str]:
             "Final test accuracy of the ticket and of the random mask (same per-layer size, same initial weights), "
             "and their gap in percentage points, near two densities:", "",
             variants_table(loaded, about), "", gap_ranking(loaded), "", band_summary(loaded), "", effects(loaded), "",
+            verdict(loaded), "",
             f"Per-run numbers: [docs/results/{name}.csv](docs/results/{name}.csv)", ""]
 
 
