@@ -63,6 +63,15 @@ analyses: $(BIN)/activate
 	  --output_dir=$(ANALYSES)/seeds/seed_0,$(ANALYSES)/seeds/seed_1
 	$(BIN)/python -m lth_tf.analyze overlap --report_dir=docs/analyze/sgd_noise \
 	  --output_dir=$(ANALYSES)/data_order/data_order_seed=0/seed_0,$(ANALYSES)/data_order/data_order_seed=1/seed_0
+	# The analyses that train (their runs under $(ANALYSES)/training; figures and tables copied to docs/).
+	$(BIN)/python -m lth_tf.analyze removal --output_dir=$(ANALYSES)/seeds/seed_0 --report_dir=$(ANALYSES)/training \
+	  --target_round=8 --tickets=3
+	$(BIN)/python -m lth_tf.analyze instability --output_dir=$(ANALYSES)/seeds/seed_0 \
+	  --report_dir=$(ANALYSES)/training --rewind_steps=0,50,200,500 --rounds=0,4,8 --pairs=2
+	$(BIN)/python -m lth_tf.analyze landscape --output_dir=$(ANALYSES)/seeds/seed_0 \
+	  --report_dir=$(ANALYSES)/training --rounds=0,4,8
+	mkdir -p docs/analyze/training
+	cp $(ANALYSES)/training/report.md $(ANALYSES)/training/*.png $(ANALYSES)/training/*.csv docs/analyze/training/
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -64,6 +64,7 @@ class PruningConfig:
     schedule: str = "geometric"  # geometric (the rates above, per round) | linear (cumulative, step per round)
     step: float = 0.01           # linear: pruned fraction added per round
     biases: bool = False         # mask biases too, ranked with their layer's kernel
+    floor: str = ""              # a masks file: no round prunes below its surviving counts (analyze removal)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +75,7 @@ class LotteryConfig:
     seed: int = 0
     ticket: str = ""              # a ticket file to start from instead of a dense theta_0
     prune_from_step: int = 0      # the ticket's weights at this step are pruned; 0 = at the end of training
+    removed: str = ""             # a masks file (1 = removed): weights out of this run for good (analyze removal)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,3 +94,13 @@ def upgrade(saved: dict) -> dict:
         DataConfig(), ModelConfig(), TrainingConfig(), PruningConfig(), LotteryConfig()))))
     return {section: {**defaults.get(section, {}), **values} if isinstance(values, dict) else values
             for section, values in saved.items()}
+
+
+def from_dict(saved: dict) -> ExperimentConfig:
+    """The ExperimentConfig of a config.json (as read back: lists where tuples were)."""
+    saved = upgrade(saved)
+    sections = {field.name: field.type for field in dataclasses.fields(ExperimentConfig)}
+    def section(cls, values):
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    return ExperimentConfig(**{name: section(globals()[cls] if isinstance(cls, str) else cls, saved[name])
+                               for name, cls in sections.items()})

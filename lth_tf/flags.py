@@ -11,7 +11,7 @@ import re
 
 from absl import flags
 
-from lth_tf import data, models
+from lth_tf import data, models, rundir
 from lth_tf.config import (CONTROLS, ConfigError, DataConfig, ExperimentConfig, LotteryConfig, ModelConfig,
                            PruningConfig, TrainingConfig)
 
@@ -52,6 +52,12 @@ flags.DEFINE_integer("data_order_seed", -1, "Seed of the training data order alo
                      "--seed and several of these differ only in SGD noise.", lower_bound=-1)
 flags.DEFINE_string("ticket", "", "A ticket file (tickets/round_NN/ticket.npz of an earlier run) to train under "
                     "these flags as a new run: round 0 starts from its masks and rewind weights.")
+flags.DEFINE_string("removed_weights", "", "A masks file (.npz keyed like round_NN/masks.npz, 1 = removed) of "
+                    "weights taken out of this run for good: zero in every branch from round 0 on, never pruned "
+                    "back in, and random controls place their weights among the others (analyze removal).")
+flags.DEFINE_string("prune_floor", "", "A masks file (e.g. a round's masks.npz): no round prunes a layer below its "
+                    "surviving weights there (layerwise; global: their total), so IMP stops at that ticket's size "
+                    "(analyze removal).")
 flags.DEFINE_enum("export", "last", ["all", "last", "none"],
                   "Rounds exported as SavedModel + ticket file under tickets/: all, last (and the dense round), none.")
 flags.DEFINE_bool("tensorboard", True, "Write TensorBoard summaries under <output_dir>/tensorboard.")
@@ -163,7 +169,7 @@ def experiment_config(f=FLAGS) -> tuple[ExperimentConfig, list[str]]:
         f.xla)
     pruning_config = PruningConfig(f.prune_strategy, f.prune_rate_fc, f.prune_rate_conv, f.prune_rate_output,
                                    f.prune_rate, tuple(f.prune_exclude), f.prune_schedule, f.prune_step,
-                                   f.prune_biases)
+                                   f.prune_biases, check_masks_file(f.prune_floor, "prune_floor"))
     if f.prune_schedule == "linear" and f.rounds * f.prune_step >= 1:
         raise ConfigError(f"--rounds={f.rounds} x --prune_step={f.prune_step} prunes every weight; "
                           f"at most {math.ceil(1 / f.prune_step) - 1} rounds")
@@ -175,9 +181,22 @@ def experiment_config(f=FLAGS) -> tuple[ExperimentConfig, list[str]]:
         warnings.append(f"--prune_from_step={f.prune_from_step} ({prune_from} steps) is not below the training "
                         f"length ({train_steps} steps): pruning from the final weights instead")
         prune_from = 0
-    lottery_config = LotteryConfig(f.rounds, rewind, controls(f), f.seed, f.ticket, prune_from)
+    if f.removed_weights and f.ticket:
+        raise ConfigError("--removed_weights and --ticket cannot be combined: a ticket run starts from its masks")
+    lottery_config = LotteryConfig(f.rounds, rewind, controls(f), f.seed, f.ticket, prune_from,
+                                   check_masks_file(f.removed_weights, "removed_weights"))
     model_config = ModelConfig(f.model, f.width, f.init, f.initializer)
     return ExperimentConfig(data_cfg, model_config, training_config, pruning_config, lottery_config), warnings
+
+
+def check_masks_file(path: str, flag: str) -> str:
+    """`path` if it is empty or a readable masks file; ConfigError otherwise (before TensorFlow loads)."""
+    if path:
+        try:
+            rundir.load_arrays(path)
+        except (OSError, ValueError, rundir.CorruptFile) as error:
+            raise ConfigError(f"--{flag}={path} is not a readable masks file ({error})") from error
+    return path
 
 
 def checkpoint_every(f=FLAGS) -> int:

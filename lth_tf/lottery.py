@@ -31,6 +31,7 @@ class Experiment:
     output_dir: str
     theta_0: dict
     initial_masks: dict           # dense, or the masks of the ticket this run starts from
+    allowed: dict                 # where any branch may keep weights: all but --removed_weights
 
     def path(self, *parts):
         return os.path.join(self.output_dir, *parts)
@@ -70,7 +71,9 @@ def prepare(config: ExperimentConfig, splits, strategy, output_dir: str) -> Expe
     if unknown:
         raise ConfigError(f"--prune_exclude names no prunable layer: {', '.join(sorted(unknown))}; "
                           f"prunable: {', '.join(adapter.prunable_layers(model))}")
-    masks = pruning.dense_masks({name: m.shape for name, m in adapter.get_masks(model).items()})
+    masks = allowed = pruning.dense_masks({name: m.shape for name, m in adapter.get_masks(model).items()})
+    if config.lottery.removed:
+        masks = allowed = available_masks(config.lottery.removed, masks)
     if config.lottery.ticket:
         ticket_weights, masks = load_ticket(config, model)
         make_theta_0 = lambda: ticket_weights  # noqa: E731
@@ -78,7 +81,16 @@ def prepare(config: ExperimentConfig, splits, strategy, output_dir: str) -> Expe
         make_theta_0 = lambda: initial_state(config, splits, config.lottery.seed)  # noqa: E731
     rundir.claim(output_dir, dataclasses.asdict(config))
     theta_0 = _load_or_save(os.path.join(output_dir, "init", "theta_0.npz"), make_theta_0)
-    return Experiment(config, splits, trainer, output_dir, theta_0, masks)
+    return Experiment(config, splits, trainer, output_dir, theta_0, masks, allowed)
+
+
+def available_masks(removed_path: str, dense: pruning.Masks) -> pruning.Masks:
+    """The dense masks less --removed_weights' (checked against the model's)."""
+    removed = rundir.load_arrays(removed_path)
+    if set(removed) != set(dense) or any(removed[k].shape != dense[k].shape for k in dense):
+        raise ConfigError(f"--removed_weights={removed_path} holds masks for {sorted(removed)}, "
+                          f"not for this model's {sorted(dense)} of its shapes")
+    return {key: (dense[key] * (removed[key] == 0)).astype(np.float32) for key in dense}
 
 
 def load_ticket(config: ExperimentConfig, model) -> tuple[dict, pruning.Masks]:
@@ -121,7 +133,8 @@ def run(experiment: Experiment, options: RunOptions = RunOptions()) -> list[dict
     rounds = experiment.config.lottery.rounds
     exported = {"all": range(rounds + 1), "last": {0, rounds}, "none": ()}[options.export]
     controls = list(experiment.config.lottery.controls)
-    dense_start = pruning.density(experiment.initial_masks) == 1
+    # Controls start at round 1 unless round 0 already trains a ticket's masks (--ticket).
+    dense_start = all(np.array_equal(experiment.initial_masks[k], experiment.allowed[k]) for k in experiment.allowed)
     if options.progress:
         options.progress.start((rounds + 1) * (1 + len(controls)) - (len(controls) if dense_start else 0))
     rows = []
@@ -204,7 +217,10 @@ def round_masks(experiment: Experiment, round_index: int) -> pruning.Masks:
             previous, "ticket", "prune_from.npz" if experiment.config.lottery.prune_from_step else "weights.npz"))
         masked_weights = {key: trained[pruning.variable_of(key)] for key in previous_masks}
         kinds = {layer: adapter.layer_kind(model, layer) for layer in pruning.by_layer(previous_masks)}
-        masks = pruning.prune(experiment.config.pruning, masked_weights, previous_masks, kinds, round_index)
+        floors = experiment.config.pruning.floor and pruning.layer_counts(
+            rundir.load_arrays(experiment.config.pruning.floor))
+        masks = pruning.prune(experiment.config.pruning, masked_weights, previous_masks, kinds, round_index,
+                              floors or None)
         for layer in pruning.collapsed_layers(masks):
             logging.warning("round %d: pruning removed every weight of layer %s (layer collapse): no signal passes "
                             "through it, and the network can no longer learn", round_index, layer)
@@ -238,19 +254,11 @@ def branch_start(experiment: Experiment, round_index: int, branch: str, masks):
         state = dict(state, **{pruning.variable_of(key): np.where(ticket_mask > 0, state[pruning.variable_of(key)],
                                                                   filler[pruning.variable_of(key)])
                                for key, ticket_mask in experiment.initial_masks.items()})
-    state, control_masks = controls.CONTROLS[branch](state, masks, seed, fresh)
+    state, control_masks = controls.CONTROLS[branch](state, masks, seed, fresh, experiment.allowed)
     if control_masks is not masks:  # saved for the analyses (and read back, as a resume would)
         control_masks = _load_or_save(experiment.path(f"round_{round_index:02d}", branch, "masks.npz"),
                                       lambda: control_masks)
     return state, control_masks, start
-
-
-def rewind(trainer: training.Trainer, state, masks, step: int):
-    """Weights <- state x masks; optimizer state and LR schedule back to `step`."""
-    with trainer.strategy.scope():
-        adapter.assign_state(trainer.model, state)
-        adapter.set_masks(trainer.model, masks)
-        training.reset_optimizer(trainer, step)
 
 
 def run_branch(experiment: Experiment, round_index: int, branch: str, masks, options: RunOptions) -> dict:
@@ -260,10 +268,10 @@ def run_branch(experiment: Experiment, round_index: int, branch: str, masks, opt
     folder = experiment.path(f"round_{round_index:02d}", branch)
     checkpoint_dir = os.path.join(folder, "checkpoints")
     state, masks, start = branch_start(experiment, round_index, branch, masks)
-    rewind(trainer, state, masks, start)
+    training.rewind(trainer, state, masks, start)
     resumed = checkpoints.restore_latest(trainer, checkpoint_dir)
     if not resumed and os.path.isdir(checkpoint_dir):
-        rewind(trainer, state, masks, start)  # a checkpoint set aside as unreadable may have been half read
+        training.rewind(trainer, state, masks, start)  # a checkpoint set aside as unreadable may have been half read
     history, spent = (resumed["history"], resumed["seconds"]) if resumed else ([], 0.0)
     density = pruning.density(masks)
     writer = summaries.branch_writer(output_dir, round_index, branch) if options.tensorboard else None

@@ -69,32 +69,46 @@ def _survivors(masks: Masks, keys) -> int:
     return int(sum(masks[k].sum() for k in keys))
 
 
-def prune_layerwise(weights: Masks, masks: Masks, rates: dict[str, float]) -> Masks:
+def _floor(floors, keys) -> int:
+    """The fewest survivors `keys` may keep: their summed floor (none: 0)."""
+    return sum(floors.get(layer_of(k), 0) for k in keys if k == layer_of(k)) if floors else 0
+
+
+def prune_layerwise(weights: Masks, masks: Masks, rates: dict[str, float], floors=None) -> Masks:
     """Removes round(rate x surviving) weights of smallest magnitude per layer
-    (a layer's kernel and, where masked, bias ranked together); rates by layer."""
+    (a layer's kernel and, where masked, bias ranked together); rates by layer;
+    no layer goes below its floor (survivors per layer, optional)."""
     new_masks = dict(masks)
     for layer, keys in by_layer(masks).items():
-        new_masks.update(_prune_together(weights, masks, keys,
-                                         count_to_remove(rates[layer], _survivors(masks, keys))))
+        survivors = _survivors(masks, keys)
+        n = min(count_to_remove(rates[layer], survivors), max(0, survivors - _floor(floors, keys)))
+        new_masks.update(_prune_together(weights, masks, keys, n))
     return new_masks
 
 
-def prune_global(weights: Masks, masks: Masks, rate: float, exclude=()) -> Masks:
+def prune_global(weights: Masks, masks: Masks, rate: float, exclude=(), floors=None) -> Masks:
     """Removes round(rate x surviving) weights of smallest magnitude, ranked
-    together across all layers not named in `exclude`."""
+    together across all layers not named in `exclude`, down to their summed floor at most."""
     keys = _included(masks, exclude)
-    return {**masks, **_prune_together(weights, masks, keys, count_to_remove(rate, _survivors(masks, keys)))}
+    survivors = _survivors(masks, keys)
+    n = min(count_to_remove(rate, survivors), max(0, survivors - _floor(floors, keys)))
+    return {**masks, **_prune_together(weights, masks, keys, n)}
 
 
-def prune_to_density(weights: Masks, masks: Masks, target: float, strategy: str, exclude=()) -> Masks:
-    """Smallest-magnitude survivors removed until round(target x size) remain:
-    in every layer (layerwise) or across the included layers (global)."""
+def prune_to_density(weights: Masks, masks: Masks, target: float, strategy: str, exclude=(), floors=None) -> Masks:
+    """Smallest-magnitude survivors removed until round(target x size) remain
+    (or the floor, if higher): in every layer (layerwise) or across the included layers (global)."""
     groups = list(by_layer(masks).values()) if strategy == "layerwise" else [_included(masks, exclude)]
     new_masks = dict(masks)
     for keys in groups:
-        keep = int(np.floor(target * sum(masks[k].size for k in keys) + 0.5))
+        keep = max(int(np.floor(target * sum(masks[k].size for k in keys) + 0.5)), _floor(floors, keys))
         new_masks.update(_prune_together(weights, masks, keys, max(0, _survivors(masks, keys) - keep)))
     return new_masks
+
+
+def layer_counts(masks: Masks) -> dict[str, int]:
+    """Surviving weights per layer (kernel and, where masked, bias together): a floor for prune()."""
+    return {layer: _survivors(masks, keys) for layer, keys in by_layer(masks).items()}
 
 
 def _included(masks: Masks, exclude) -> list[str]:
@@ -104,12 +118,14 @@ def _included(masks: Masks, exclude) -> list[str]:
     return keys
 
 
-def random_masks_like(masks: Masks, rng: np.random.Generator) -> Masks:
-    """Masks with exactly the same number of survivors per layer, placed at random."""
+def random_masks_like(masks: Masks, rng: np.random.Generator, allowed: Masks | None = None) -> Masks:
+    """Masks with exactly the same number of survivors per layer, placed at
+    random (among the positions `allowed` keeps, if given)."""
     new_masks = {}
     for name, mask in masks.items():
         flat = np.zeros(mask.size, np.float32)
-        flat[rng.permutation(mask.size)[: int(mask.sum())]] = 1
+        places = np.arange(mask.size) if allowed is None else np.flatnonzero(allowed[name])
+        flat[places[rng.permutation(places.size)[: int(mask.sum())]]] = 1
         new_masks[name] = flat.reshape(mask.shape)
     return new_masks
 
@@ -138,20 +154,23 @@ def linear_target(config: PruningConfig, round_index: int) -> float:
     return max(0.0, 1.0 - round_index * config.step)
 
 
-def prune(config: PruningConfig, weights: Masks, masks: Masks, kinds: dict[str, str], round_index: int) -> Masks:
+def prune(config: PruningConfig, weights: Masks, masks: Masks, kinds: dict[str, str], round_index: int,
+          floors: dict[str, int] | None = None) -> Masks:
     """One IMP pruning step, to the masks of round `round_index`; `weights` and
     `masks` share keys; `kinds` maps layer name -> 'fc' | 'conv' | 'output'.
 
     geometric: per-kind (layerwise) or one (global) fraction of the surviving
     weights per round; linear: the cumulative pruned fraction grows by
     config.step per round, the same in every layer (layerwise) or overall (global).
+    `floors` (layer -> survivors, from layer_counts): no layer (layerwise) or
+    total (global) is pruned below them.
     """
     if config.schedule == "linear":
         return prune_to_density(weights, masks, linear_target(config, round_index), config.strategy,
-                                config.exclude)
+                                config.exclude, floors)
     if config.strategy == "global":
-        return prune_global(weights, masks, config.rate, config.exclude)
+        return prune_global(weights, masks, config.rate, config.exclude, floors)
     if config.strategy == "layerwise":
         rates = {"fc": config.rate_fc, "conv": config.rate_conv, "output": config.rate_output}
-        return prune_layerwise(weights, masks, {layer: rates[kinds[layer]] for layer in by_layer(masks)})
+        return prune_layerwise(weights, masks, {layer: rates[kinds[layer]] for layer in by_layer(masks)}, floors)
     raise ValueError(f"unknown pruning strategy {config.strategy!r}; valid: layerwise, global")

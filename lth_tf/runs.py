@@ -93,7 +93,12 @@ def masks(run: dict, round_index: int, branch: str = "ticket") -> dict[str, np.n
             except ValueError as error:
                 raise RunError(f"{run['dir']} started from --ticket={ticket}, which cannot be read: {error}")
         theta_0 = start_weights(run, 0)
-        return {key: np.ones_like(theta_0[pruning.variable_of(key)]) for key in run["layers"].get(0, {})}
+        dense = {key: np.ones_like(theta_0[pruning.variable_of(key)]) for key in run["layers"].get(0, {})}
+        removed = run["config"]["lottery"]["removed"]
+        if removed:  # a run with weights removed for good starts without them
+            gone = rundir.load_arrays(removed)
+            return {key: (dense[key] * (gone[key] == 0)).astype(np.float32) for key in dense}
+        return dense
     return arrays(run, f"round_{round_index:02d}/masks.npz",
                   f"the run stopped before round {round_index} (--rounds={round_index} or more, run to the end)")
 

@@ -124,6 +124,14 @@ def reset_optimizer(trainer: Trainer, step: int):
     trainer.step_offset.assign(step)
 
 
+def rewind(trainer: Trainer, state, masks, step: int):
+    """Weights <- state x masks; optimizer state and LR schedule back to `step`."""
+    with trainer.strategy.scope():
+        tfmot_adapter.assign_state(trainer.model, state)
+        tfmot_adapter.set_masks(trainer.model, masks)
+        reset_optimizer(trainer, step)
+
+
 def global_step(trainer: Trainer) -> int:
     """Steps of the schedule done: the rewind step plus the optimizer's count since."""
     return int(trainer.step_offset.numpy()) + int(trainer.optimizer.iterations.numpy())

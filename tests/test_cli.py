@@ -136,6 +136,9 @@ def fake_ticket(path, model="mlp_32_16", input_shape=(40,)):
     (["--prune_from_step=0"], 1, "--prune_from_step=0 would prune by the initial weights"),
     (["--prune_from_step=soon"], 2, "--prune_from_step"),
     (["--init=he"], 2, "--init"),
+    (["--removed_weights=missing.npz"], 1, "--removed_weights=missing.npz is not a readable masks file"),
+    (["--prune_floor=missing.npz"], 1, "--prune_floor=missing.npz is not a readable masks file"),
+    (["--removed_weights=TICKET", "--ticket=TICKET"], 1, "--removed_weights and --ticket cannot be combined"),
     (["--model=resnet20", "--dataset=synthetic", "--synthetic_like=cifar10", "--init=pytorch"], 1,
      "resnet20 has its paper's initialiser only"),
 ])

@@ -83,7 +83,7 @@ def test_rewinding_restores_surviving_weights_bit_for_bit(tiny_run):
     assert any(not np.array_equal(theta_k[k], theta_0[k]) for k in theta_k), "rewind_step=5 moved the weights"
     masks = load(experiment, "round_03", "masks.npz")
     state, branch_masks, start = lottery.branch_start(experiment, 3, "ticket", masks)
-    lottery.rewind(experiment.trainer, state, branch_masks, start)
+    training.rewind(experiment.trainer, state, branch_masks, start)
     rewound = adapter.get_state(experiment.trainer.model)
     for key, value in theta_k.items():
         layer = key.split("/")[0]
@@ -133,7 +133,7 @@ def test_random_pruning_matches_per_layer_density_exactly(tiny_run):
 def test_masks_are_never_recomputed_by_tfmot(tiny_run):
     experiment, _ = tiny_run
     masks = load(experiment, "round_03", "masks.npz")
-    lottery.rewind(experiment.trainer, experiment.theta_0, masks, 5)
+    training.rewind(experiment.trainer, experiment.theta_0, masks, 5)
     training.train(experiment.trainer, experiment.splits, 5, 25)
     for name, mask in adapter.get_masks(experiment.trainer.model).items():
         np.testing.assert_array_equal(mask, masks[name])

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from lth_tf import pruning
+from lth_tf.config import PruningConfig
 
 
 def random_layers(seed=0):
@@ -124,3 +125,28 @@ def test_a_layers_bias_is_ranked_with_its_kernel():
     assert new["fc1"].sum() == 17 and new["fc2"].sum() == 5
     assert pruning.layer_of("fc1/bias") == "fc1" and pruning.variable_of("fc1/bias") == "fc1/bias"
     assert pruning.variable_of("fc1") == "fc1/kernel"
+
+
+@pytest.mark.parametrize("strategy", ["layerwise", "global"])
+def test_a_floor_stops_pruning_at_its_counts(strategy):
+    rng = np.random.default_rng(3)
+    masks = {"a": np.ones((10, 10), np.float32), "b": np.ones((10, 4), np.float32)}
+    floors = {"a": 55, "b": 30}
+    config = PruningConfig(strategy=strategy, rate_fc=0.3, rate_output=0.3, rate=0.3)
+    kinds = {"a": "fc", "b": "output"}
+    for round_index in range(1, 6):
+        masks = pruning.prune(config, {k: rng.random(m.shape) for k, m in masks.items()}, masks, kinds,
+                              round_index, floors)
+    counts = pruning.layer_counts(masks)
+    if strategy == "layerwise":
+        assert counts == floors
+    else:
+        assert sum(counts.values()) == sum(floors.values())
+
+
+def test_random_masks_stay_among_the_allowed_positions():
+    allowed = {"a": (np.arange(100) % 3 == 0).reshape(10, 10).astype(np.float32)}
+    masks = {"a": np.zeros((10, 10), np.float32)}
+    masks["a"].flat[:20] = 1
+    drawn = pruning.random_masks_like(masks, np.random.default_rng(0), allowed)
+    assert drawn["a"].sum() == 20 and not np.any(drawn["a"] * (1 - allowed["a"]))

@@ -100,7 +100,7 @@ def test_a_corrupt_checkpoint_is_reported_and_the_previous_one_used(tiny_run, tm
     experiment, _ = tiny_run
     trainer = experiment.trainer
     masks = rundir.load_arrays(experiment.path("round_02", "masks.npz"))
-    lottery.rewind(trainer, experiment.theta_0, masks, 5)
+    training.rewind(trainer, experiment.theta_0, masks, 5)
     training.train(trainer, experiment.splits, 5, 10)
     checkpoints.save(trainer, str(tmp_path), 10, [{"step": 10}], 1.0)
     at_10 = trainer.model.get_weights()

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lth_tf import data, lottery, networks, pipeline, training
+from lth_tf import data, networks, pipeline, training
 from lth_tf import tfmot_adapter as adapter
 from lth_tf.config import DataConfig, TrainingConfig
 
@@ -152,7 +152,7 @@ def test_conv_batchnorm_zeros_after_every_step_and_rewound_statistics(strategy_n
         model = adapter.wrap(networks.build("resnet20", splits.input_shape, 10, width=4))
         trainer = training.make_trainer(model, config, strategy)
     masks, theta = half_masks(model), adapter.get_state(model)
-    lottery.rewind(trainer, theta, masks, 0)
+    training.rewind(trainer, theta, masks, 0)
     iterator = iter(strategy.distribute_datasets_from_function(
         lambda context: pipeline.train_batches(splits, 16, 0, 0, context)))
     for _ in range(3):
@@ -164,7 +164,7 @@ def test_conv_batchnorm_zeros_after_every_step_and_rewound_statistics(strategy_n
     assert len(statistics) == 2 * 21  # the stem, 18 block convs and 2 shortcut convs, each with BatchNorm
     trained = adapter.get_state(model)
     assert all(not np.array_equal(trained[key], theta[key]) for key in statistics)
-    lottery.rewind(trainer, theta, masks, 0)
+    training.rewind(trainer, theta, masks, 0)
     rewound = adapter.get_state(model)
     for key in statistics:
         np.testing.assert_array_equal(rewound[key], theta[key])

@@ -1,4 +1,4 @@
-"""What a ticket is: analyses that read finished runs (no training).
+"""What a ticket is: analyses of finished runs, and of what they train.
 
     python -m lth_tf.analyze SUBCOMMAND --output_dir=RUN[,RUN...] [--report_dir=FOLDER] [options]
 
@@ -11,14 +11,31 @@ Subcommands:
   movement  do ticket weights move more? For weights kept vs pruned by the next round: |theta_final - theta_start|,
             |theta_start| and sign flips (Frankle & Carbin 2019, Appendix F.5). Options: --round, --bins.
 
+Subcommands that train (one run each; TensorFlow loads; resumable: rerun the same command after an
+interruption, Ctrl-C included, and finished parts are read back, not retrained):
+  removal     how many winning tickets does a network hold? Round --target_round's ticket is ticket 1; its weights
+              are removed for good and IMP searches the rest again, --tickets times in all, each search an ordinary
+              run under FOLDER/removal_round_RR/; beside each ticket a random mask of its size among the same
+              weights and the network with the earlier tickets removed; and the union of tickets 1..j from theta_0.
+  instability linear mode connectivity (Frankle et al., ICML 2020): two copies from theta_k (--rewind_steps) under a
+              round's mask (--rounds) trained with different data orders (--pairs pairs), the test error along the
+              line between them (--alphas points) and its barrier; stable under 2%. --path=init: the error along
+              each round's start -> trained weights instead.
+  landscape   the loss around a round's trained network (--rounds) along filter-normalised random directions within
+              its mask (Li et al., NeurIPS 2018): 1-D line and 2-D plane (--resolution, --span, --examples), train
+              and test; the loss rise at span/2 and the top Hessian eigenvalue beside the picture.
+
 Each writes SUBCOMMAND.csv and SUBCOMMAND.png and its own section of report.md
 (replacing an earlier one): in the run, or in --report_dir for several runs.
 A run that lacks what an analysis needs is refused with one line naming the
-missing file. Analyses read run directories (lth_tf.runs) and never the IMP
-driver; no TensorFlow is imported.
+missing file. The analyses that only read runs use lth_tf.runs and load no
+TensorFlow; those that train go through lth_tf's training loop (and removal
+through the IMP driver, whose runs its searches are).
 """
 import os
+import signal
 import sys
+import threading
 import time
 
 from absl import flags
@@ -34,11 +51,81 @@ flags.DEFINE_integer("round", 0, "movement: the round whose histograms are drawn
                      lower_bound=0, flag_values=ANALYZE_FLAGS)
 flags.DEFINE_integer("bins", 40, "movement: histogram bins.", lower_bound=2, flag_values=ANALYZE_FLAGS)
 
+flags.DEFINE_integer("target_round", 1, "removal: the round whose ticket is ticket 1.", lower_bound=1,
+                     flag_values=ANALYZE_FLAGS)
+flags.DEFINE_integer("tickets", 3, "removal: how many disjoint tickets to find (ticket 1 included).", lower_bound=1,
+                     flag_values=ANALYZE_FLAGS)
+flags.DEFINE_list("rounds", [], "instability, landscape: the rounds (0 = the dense network); default: instability "
+                  "0, landscape 0 and the last finished round.", flag_values=ANALYZE_FLAGS)
+flags.DEFINE_list("rewind_steps", ["0"], "instability: the steps k the two copies start from.",
+                  flag_values=ANALYZE_FLAGS)
+flags.DEFINE_integer("pairs", 1, "instability: pairs of copies per (round, k).", lower_bound=1,
+                     flag_values=ANALYZE_FLAGS)
+flags.DEFINE_integer("alphas", 30, "instability: points on each path, end points included.", lower_bound=2,
+                     flag_values=ANALYZE_FLAGS)
+flags.DEFINE_enum("path", "pairs", ["pairs", "init"], "instability: between two copies (pairs) or from a round's "
+                  "starting to its trained weights (init).", flag_values=ANALYZE_FLAGS)
+flags.DEFINE_integer("resolution", 25, "landscape: points per direction.", lower_bound=3, flag_values=ANALYZE_FLAGS)
+flags.DEFINE_float("span", 1.0, "landscape: the directions' coefficients run over [-span, span].", lower_bound=0,
+                   flag_values=ANALYZE_FLAGS)
+flags.DEFINE_integer("examples", 2000, "landscape: training and test examples the loss is measured on.",
+                     lower_bound=1, flag_values=ANALYZE_FLAGS)
+flags.DEFINE_bool("deterministic", False, "Training analyses: TensorFlow op determinism (bit-identical reruns).",
+                  flag_values=ANALYZE_FLAGS)
+
+
+def _ints(values, flag) -> list[int]:
+    try:
+        return [int(v) for v in values]
+    except ValueError:
+        raise runs_lib.RunError(f"--{flag} must be integers, comma-separated: {','.join(values)}") from None
+
+
+def _rounds(runs, f, default) -> list[int]:
+    return _ints(f.rounds, "rounds") if f.rounds else default(runs[0])
+
+
+def _removal(runs, folder, f, should_stop):
+    from lth_tf.analyze import removal
+    return removal.analyze(runs[0], folder, f.target_round, f.tickets, should_stop)
+
+
+def _instability(runs, folder, f, should_stop):
+    from lth_tf.analyze import instability
+    return instability.analyze(runs[0], folder, _rounds(runs, f, lambda run: [0]),
+                               _ints(f.rewind_steps, "rewind_steps"), f.pairs, f.alphas, f.path, should_stop)
+
+
+def _landscape(runs, folder, f, should_stop):
+    from lth_tf.analyze import landscape
+    rounds = _rounds(runs, f, lambda run: sorted({0, runs_lib.ticket_rounds(run)[-1]}))
+    return landscape.analyze(runs[0], folder, rounds, f.resolution, f.span, f.examples)
+
+
 SUBCOMMANDS = {
-    "overlap": lambda runs, folder, f: overlap.analyze(runs, folder),
-    "layers": lambda runs, folder, f: layers.analyze(runs, folder),
-    "movement": lambda runs, folder, f: movement.analyze(runs, folder, f.round, f.bins),
+    "overlap": lambda runs, folder, f, stop: overlap.analyze(runs, folder),
+    "layers": lambda runs, folder, f, stop: layers.analyze(runs, folder),
+    "movement": lambda runs, folder, f, stop: movement.analyze(runs, folder, f.round, f.bins),
+    "removal": _removal,
+    "instability": _instability,
+    "landscape": _landscape,
 }
+TRAINING = ("removal", "instability", "landscape")
+
+
+def stop_on_signals() -> threading.Event:
+    """The first Ctrl-C (or SIGTERM) stops training at the next step boundary, after a checkpoint."""
+    stop = threading.Event()
+
+    def request(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        sys.stderr.write("lth_tf.analyze: stopping at the next step boundary after a checkpoint (again to stop "
+                         "at once)\n")
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, request)
+    return stop
 
 
 def cli(argv=None) -> int:
@@ -60,14 +147,40 @@ def cli(argv=None) -> int:
             raise runs_lib.RunError("give the run directories with --output_dir=RUN[,RUN...]")
         if len(dirs) > 1 and not ANALYZE_FLAGS.report_dir:
             raise runs_lib.RunError("several runs need --report_dir for their joint outputs")
+        if len(dirs) > 1 and name in TRAINING:
+            raise runs_lib.RunError(f"{name} analyses one run at a time")
         started = time.time()
         runs = [runs_lib.load_run(d) for d in dirs]
         folder = ANALYZE_FLAGS.report_dir or dirs[0]
         os.makedirs(folder, exist_ok=True)
-        written = SUBCOMMANDS[name](runs, folder, ANALYZE_FLAGS)
+        should_stop = lambda: False  # noqa: E731
+        if name in TRAINING:
+            if ANALYZE_FLAGS.deterministic:
+                from lth_tf import training
+                training.make_deterministic()
+            should_stop = stop_on_signals().is_set
+        written = SUBCOMMANDS[name](runs, folder, ANALYZE_FLAGS, should_stop)
     except (flags.Error, runs_lib.RunError) as error:
         sys.stderr.write(f"lth_tf.analyze: error: {str(error).replace('ERROR:: ', '')}\n")
         return 2 if isinstance(error, flags.Error) else 1
+    except Exception as error:  # noqa: BLE001  the engine's own one-line errors and a stop on request
+        status = _training_failure(error)
+        if status is None:
+            raise
+        return status
     print(f"lth_tf.analyze {name}: {len(runs)} run(s) in {time.time() - started:.1f}s: "
           f"{', '.join(written)} and the '{name}' section of {os.path.join(folder, 'report.md')}")
     return 0
+
+
+def _training_failure(error) -> int | None:
+    """The exit status (after one line) for what stops a training analysis; None: a bug, raised."""
+    from lth_tf import data, lottery, rundir, training
+    from lth_tf.config import ConfigError
+    if isinstance(error, training.Interrupted):
+        sys.stderr.write(f"lth_tf.analyze: interrupted {error}; rerun the same command to resume\n")
+        return 130
+    if isinstance(error, (ConfigError, data.DataError, rundir.RunDirError, lottery.Failed)):
+        sys.stderr.write(f"lth_tf.analyze: error: {error}\n")
+        return 1
+    return None
