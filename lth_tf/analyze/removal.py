@@ -191,6 +191,9 @@ def plot(rows, path, target_round):
     for axis in (left, middle):
         axis.axhline(rows[0]["dense_test_accuracy"], color="gray", ls=":", label="dense network (round 0)")
         axis.set_ylabel("test accuracy at the end of training")
+    low, high = min(left.get_ylim()[0], middle.get_ylim()[0]), max(left.get_ylim()[1], middle.get_ylim()[1])
+    for axis in (left, middle):  # one accuracy scale for both
+        axis.set_ylim(low, high)
     right.plot(j, [r["ticket_early_stop_step"] for r in rows], "o-", label="ticket j")
     right.plot(j, [r["union_early_stop_step"] for r in rows], "o-", color="C3", label="union of tickets 1..j")
     right.set_ylabel("early-stop iteration (min. validation loss)")
