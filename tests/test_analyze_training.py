@@ -188,3 +188,16 @@ def test_training_analyses_refuse_what_the_run_lacks_in_one_line(tiny_run, argv,
     status = analyze.cli(["lth_tf.analyze", argv[0], f"--output_dir={tiny_run[0].output_dir}", *argv[1:]])
     error = capsys.readouterr().err
     assert status == 1 and error.count("\n") == 1 and message in error
+
+
+def test_batchnorm_statistics_are_re_estimated_as_the_mean_over_training_batches():
+    import tensorflow as tf
+    from lth_tf import networks
+    model = adapter.wrap(networks.build("resnet20", (32, 32, 3), 10, 4))
+    x = np.random.default_rng(0).standard_normal((400, 32, 32, 3)).astype(np.float32)
+    bn = next(layer for layer in model.layers if isinstance(layer, tf.keras.layers.BatchNormalization))
+    instability.recompute_batchnorm(model, x, batch_size=100, examples=400)
+    inputs = tf.keras.Model(model.input, bn.input)(x, training=False).numpy()
+    batch_means = [inputs[i:i + 100].mean(axis=(0, 1, 2)) for i in range(0, 400, 100)]
+    np.testing.assert_allclose(bn.moving_mean.numpy(), np.mean(batch_means, 0), atol=1e-6)
+    assert bn.momentum == 0.9  # put back
