@@ -65,6 +65,12 @@ class PruningConfig:
     step: float = 0.01           # linear: pruned fraction added per round
     biases: bool = False         # mask biases too, ranked with their layer's kernel
     floor: str = ""              # a masks file: no round prunes below its surviving counts (analyze removal)
+    method: str = "imp"          # imp (iterative magnitude pruning) | early_bird | an at-init method (methods.py)
+    oneshot: bool = False        # imp: prune the dense round's trained weights straight to each target density
+    target_density: tuple = ()   # all but iterative imp: one sparse round per value
+    score_batches: int = 1       # snip, grasp: training batches the scores are summed over
+    synflow_iterations: int = 100
+    early_bird_epsilon: float = 0.1  # early_bird: the mask distance below which the ticket is drawn
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +82,7 @@ class LotteryConfig:
     ticket: str = ""              # a ticket file to start from instead of a dense theta_0
     prune_from_step: int = 0      # the ticket's weights at this step are pruned; 0 = at the end of training
     removed: str = ""             # a masks file (1 = removed): weights out of this run for good (analyze removal)
+    retrain: str = "rewind"       # after pruning: rewind (weights to theta_k) | lr_rewind | finetune
 
 
 @dataclasses.dataclass(frozen=True)

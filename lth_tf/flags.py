@@ -6,6 +6,7 @@ Lengths in steps accept an epoch suffix at this boundary only: '500' or '2ep'.
 No TensorFlow here or in what this imports: every flag, and the config they
 make, is checked before TensorFlow loads.
 """
+import dataclasses
 import math
 import re
 
@@ -89,6 +90,27 @@ flags.DEFINE_enum("prune_schedule", "geometric", ["geometric", "linear"],
                   "or of all included layers under global), as in the MNIST-1D paper's lottery notebook.")
 flags.DEFINE_float("prune_step", 0.01, "Linear schedule: fraction of each layer's weights pruned per round.")
 flags.DEFINE_bool("prune_biases", False, "Mask biases too, ranked with their layer's kernel by magnitude.")
+flags.DEFINE_enum("prune_method", "imp", ["imp", "early_bird", "snip", "grasp", "synflow", "magnitude_init", "random"],
+                  "How the sparse rounds' masks are found: imp (iterative magnitude pruning, --rounds rounds); "
+                  "snip, grasp, synflow, magnitude_init, random (pruning at initialisation: theta_k scored and "
+                  "pruned to each --target_density, trained once, with the reinit, shuffle_layerwise and inverted-"
+                  "mask sanity checks); early_bird (the magnitude mask drawn while the dense round trains, once it "
+                  "stops changing, trained from theta_k).")
+flags.DEFINE_bool("oneshot", False, "imp: prune the dense round's trained weights straight to each --target_density "
+                  "(one-shot pruning) instead of iteratively.")
+flags.DEFINE_list("target_density", [], "Fractions of the weights kept, one sparse round each (e.g. 0.5,0.2,0.1): "
+                  "for every --prune_method but imp, and for --oneshot. Layerwise: each layer at the density IMP's "
+                  "per-kind rates give it at that total; global: ranked across the layers.")
+flags.DEFINE_enum("retrain", "rewind", ["rewind", "lr_rewind", "finetune"],
+                  "imp and --oneshot, after pruning: rewind the weights to theta_k (the lottery ticket), lr_rewind "
+                  "(keep the trained weights, replay the learning-rate schedule from --rewind_step; Renda et al. "
+                  "2020) or finetune (keep the trained weights, train as many steps at the final learning rate).")
+flags.DEFINE_integer("score_batches", 1, "snip, grasp: training batches (the run's first) the scores use.",
+                     lower_bound=1)
+flags.DEFINE_integer("synflow_iterations", 100, "synflow: scoring rounds of its exponential density schedule.",
+                     lower_bound=1)
+flags.DEFINE_float("early_bird_epsilon", 0.1, "early_bird: the ticket is drawn once the mask distance between "
+                   "consecutive epochs stayed below this for 5 epochs.", lower_bound=0)
 flags.DEFINE_string("prune_from_step", "end", "Prune each round from the ticket's weights at this step (or "
                     "'<n>ep') of its training instead of its final weights (end).")
 
@@ -181,12 +203,57 @@ def experiment_config(f=FLAGS) -> tuple[ExperimentConfig, list[str]]:
         warnings.append(f"--prune_from_step={f.prune_from_step} ({prune_from} steps) is not below the training "
                         f"length ({train_steps} steps): pruning from the final weights instead")
         prune_from = 0
+    pruning_config, rounds = method_config(f, pruning_config, warnings)
     if f.removed_weights and f.ticket:
         raise ConfigError("--removed_weights and --ticket cannot be combined: a ticket run starts from its masks")
-    lottery_config = LotteryConfig(f.rounds, rewind, controls(f), f.seed, f.ticket, prune_from,
-                                   check_masks_file(f.removed_weights, "removed_weights"))
+    lottery_config = LotteryConfig(rounds, rewind, method_controls(f), f.seed, f.ticket, prune_from,
+                                   check_masks_file(f.removed_weights, "removed_weights"), f.retrain)
     model_config = ModelConfig(f.model, f.width, f.init, f.initializer)
     return ExperimentConfig(data_cfg, model_config, training_config, pruning_config, lottery_config), warnings
+
+
+SANITY_CONTROLS = ("reinit", "shuffle_layerwise")
+
+
+def method_controls(f=FLAGS) -> tuple:
+    """--controls, and for an at-init method (but random) the sanity checks' reinit and shuffle_layerwise."""
+    chosen = controls(f)
+    if f.prune_method not in ("imp", "early_bird", "random"):
+        chosen += tuple(c for c in SANITY_CONTROLS if c not in chosen)
+    return chosen
+
+
+def method_config(f, pruning_config: PruningConfig, warnings: list) -> tuple[PruningConfig, int]:
+    """(the pruning config with the method's fields, the number of pruned rounds)."""
+    iterative = f.prune_method == "imp" and not f.oneshot
+    try:
+        targets = sorted({float(t) for t in f.target_density}, reverse=True)
+    except ValueError:
+        raise ConfigError(f"--target_density={','.join(f.target_density)}: expected fractions like 0.5,0.2,0.1") from None
+    if iterative and targets:
+        raise ConfigError("--target_density is for --oneshot and the other --prune_method values; iterative imp "
+                          "prunes by its rates over --rounds")
+    if not iterative and not targets:
+        raise ConfigError(f"--prune_method={f.prune_method}{' --oneshot' if f.oneshot else ''} needs "
+                          "--target_density (e.g. 0.5,0.2,0.1)")
+    if any(not 0 < t < 1 for t in targets):
+        raise ConfigError(f"--target_density values must be in (0, 1), not {','.join(f.target_density)}")
+    if f.oneshot and f.prune_method != "imp":
+        raise ConfigError(f"--oneshot is one-shot magnitude pruning (imp); --prune_method={f.prune_method} is another")
+    if f.retrain != "rewind" and f.prune_method != "imp":
+        raise ConfigError(f"--retrain={f.retrain} keeps trained weights; --prune_method={f.prune_method} trains from "
+                          "theta_k (use --retrain=rewind)")
+    if not iterative and (f.prune_floor or f.ticket or f.prune_schedule == "linear"):
+        used = "--prune_floor" if f.prune_floor else "--ticket" if f.ticket else "--prune_schedule=linear"
+        raise ConfigError(f"{used} is for iterative imp, not --prune_method={f.prune_method}"
+                          f"{' --oneshot' if f.oneshot else ''}")
+    if not iterative and f["rounds"].present:
+        warnings.append(f"--rounds does not apply to --prune_method={f.prune_method}"
+                        f"{' --oneshot' if f.oneshot else ''}: one round per --target_density ({len(targets)})")
+    config = dataclasses.replace(pruning_config, method=f.prune_method, oneshot=f.oneshot, target_density=tuple(targets),
+                                 score_batches=f.score_batches, synflow_iterations=f.synflow_iterations,
+                                 early_bird_epsilon=f.early_bird_epsilon)
+    return config, f.rounds if iterative else len(targets)
 
 
 def check_masks_file(path: str, flag: str) -> str:

@@ -7,6 +7,11 @@ is what makes a rerun on the same directory resume:
     round_NN/masks.npz           ticket masks: round NN-1's ticket pruned by magnitude
     round_NN/<branch>/metrics.json, weights.npz   (and masks.npz for a control with masks of its own)
     round_NN/ticket/prune_from.npz                 the weights the next round prunes, under --prune_from_step
+
+Under another --prune_method than iterative imp (or with --oneshot) round NN
+has the NNth --target_density, and its masks come from the method instead of
+round NN-1's ticket (see next_masks); at-init methods add an `inverted`
+branch beside their sanity-check controls.
 """
 import dataclasses
 import os
@@ -18,7 +23,8 @@ import tensorflow as tf
 from absl import logging
 
 from lth_tf import data as data_lib
-from lth_tf import checkpoints, controls, export, networks, pruning, rundir, summaries, tickets, training
+from lth_tf import (checkpoints, controls, early_bird, export, methods, networks, pipeline, pruning, rundir,
+                    summaries, tickets, training)
 from lth_tf import tfmot_adapter as adapter
 from lth_tf.config import CONTROLS, ConfigError, ExperimentConfig
 
@@ -132,17 +138,16 @@ def run(experiment: Experiment, options: RunOptions = RunOptions()) -> list[dict
     """Runs (or resumes) every round and branch; returns the rows of results.csv."""
     rounds = experiment.config.lottery.rounds
     exported = {"all": range(rounds + 1), "last": {0, rounds}, "none": ()}[options.export]
-    controls = list(experiment.config.lottery.controls)
     # Controls start at round 1 unless round 0 already trains a ticket's masks (--ticket).
     dense_start = all(np.array_equal(experiment.initial_masks[k], experiment.allowed[k]) for k in experiment.allowed)
     if options.progress:
-        options.progress.start((rounds + 1) * (1 + len(controls)) - (len(controls) if dense_start else 0))
+        options.progress.start(sum(len(round_branches(experiment, r, dense_start)) for r in range(rounds + 1)))
     rows = []
     for round_index in range(rounds + 1):
         masks = round_masks(experiment, round_index)
-        for branch in ["ticket"] + (controls if round_index > 0 or not dense_start else []):
+        for branch in round_branches(experiment, round_index, dense_start):
             metrics, failed, trained = finished_or_trained(experiment, round_index, branch, masks, options)
-            rows.append(result_row(metrics, failed))
+            rows.append(result_row(metrics, failed) | cost_columns(experiment, round_index))
             if options.progress:
                 options.progress.branch_done(rows[-1], trained)
             rundir.write_results(experiment.output_dir, rows)
@@ -155,6 +160,58 @@ def run(experiment: Experiment, options: RunOptions = RunOptions()) -> list[dict
         if round_index in exported:
             export_round(experiment, round_index, masks)
     return rows
+
+
+def round_branches(experiment: Experiment, round_index: int, dense_start: bool) -> list[str]:
+    """The ticket, then the controls (not in a dense round 0), then an at-init
+    method's inverted mask (the sanity checks of Frankle et al., ICLR 2021)."""
+    if round_index == 0 and dense_start:
+        return ["ticket"]
+    method = methods.AT_INIT.get(experiment.config.pruning.method)
+    inverted = ["inverted"] if method and method.sanity_checks and round_index > 0 else []
+    return ["ticket", *experiment.config.lottery.controls, *inverted]
+
+
+def method_label(config: ExperimentConfig) -> str:
+    """imp, oneshot, snip, ..., with +lr_rewind or +finetune for another retraining."""
+    name = "oneshot" if config.pruning.oneshot else config.pruning.method
+    return name + ("" if config.lottery.retrain == "rewind" else f"+{config.lottery.retrain}")
+
+
+def cost_columns(experiment: Experiment, round_index: int) -> dict:
+    """results.csv's method, target_density and training_steps_spent: every
+    step of every training that produced this round's masks, plus its own
+    retraining; scoring passes count as steps (methods.scoring_passes)."""
+    config = experiment.config
+    steps, k = config.training.train_steps, config.lottery.rewind_step
+    retrain = steps - k
+    target = config.pruning.target_density[round_index - 1] if round_index and config.pruning.target_density else ""
+    if round_index == 0:
+        spent = steps
+    elif config.pruning.method in methods.AT_INIT:
+        spent = k + methods.scoring_passes(config.pruning) + retrain
+    elif config.pruning.method == "early_bird":
+        spent = max(early_bird_step(experiment, round_index), k) + retrain
+    elif config.pruning.oneshot:
+        spent = steps + retrain
+    else:
+        spent = steps + round_index * retrain
+    return dict(method=method_label(config), target_density=target, training_steps_spent=spent)
+
+
+def early_bird_folder(experiment: Experiment) -> str:
+    return experiment.path("round_00", "ticket", "early_bird")
+
+
+def early_bird_step(experiment: Experiment, round_index: int) -> int:
+    """The dense round's step where round `round_index`'s early-bird ticket was
+    drawn (its whole length when it never was: the final weights' masks are used)."""
+    state = early_bird.read_state(early_bird_folder(experiment)) or {}
+    target = experiment.config.pruning.target_density[round_index - 1]
+    epoch = state.get(str(target), {}).get("drawn_epoch")
+    if epoch is None:
+        return experiment.config.training.train_steps
+    return epoch * data_lib.steps_per_epoch(experiment.splits, experiment.config.training.batch_size)
 
 
 def finished_or_trained(experiment, round_index, branch, masks, options) -> tuple[dict, bool, bool]:
@@ -205,33 +262,98 @@ def _load_or_save(path, make):
 
 
 def round_masks(experiment: Experiment, round_index: int) -> pruning.Masks:
-    """Round 0 starts dense (or from --ticket's masks); round r prunes round
-    r-1's trained ticket by magnitude."""
-    model = experiment.trainer.model
+    """Round 0 starts dense (or from --ticket's masks); round r's masks are
+    made once by next_masks and saved."""
     if round_index == 0:
         return experiment.initial_masks
-    def prune_previous():
-        previous = f"round_{round_index - 1:02d}"
-        previous_masks = round_masks(experiment, round_index - 1)
-        trained = rundir.load_arrays(experiment.path(
-            previous, "ticket", "prune_from.npz" if experiment.config.lottery.prune_from_step else "weights.npz"))
-        masked_weights = {key: trained[pruning.variable_of(key)] for key in previous_masks}
-        kinds = {layer: adapter.layer_kind(model, layer) for layer in pruning.by_layer(previous_masks)}
-        floors = experiment.config.pruning.floor and pruning.layer_counts(
-            rundir.load_arrays(experiment.config.pruning.floor))
-        masks = pruning.prune(experiment.config.pruning, masked_weights, previous_masks, kinds, round_index,
-                              floors or None)
+    def make():
+        masks = next_masks(experiment, round_index)
         for layer in pruning.collapsed_layers(masks):
             logging.warning("round %d: pruning removed every weight of layer %s (layer collapse): no signal passes "
                             "through it, and the network can no longer learn", round_index, layer)
         return masks
-    return _load_or_save(experiment.path(f"round_{round_index:02d}", "masks.npz"), prune_previous)
+    return _load_or_save(experiment.path(f"round_{round_index:02d}", "masks.npz"), make)
+
+
+def next_masks(experiment: Experiment, round_index: int) -> pruning.Masks:
+    """imp: round r-1's trained ticket pruned by magnitude. An at-init method:
+    its scores of theta_k pruned to the round's --target_density (the inverted
+    mask saved beside). --oneshot, and an early-bird ticket never drawn: the
+    dense round's trained weights by magnitude (a drawn early-bird ticket's
+    masks were saved while the dense round trained)."""
+    config = experiment.config.pruning
+    if config.method == "imp" and not config.oneshot:
+        return prune_previous(experiment, round_index)
+    target = config.target_density[round_index - 1]
+    if config.method in methods.AT_INIT:
+        return masks_at_init(experiment, round_index, target)
+    if config.method == "early_bird":
+        logging.warning("round %d: no early-bird ticket was drawn at %.4g of the weights (epsilon %g); the dense "
+                        "round's final weights are pruned instead", round_index, target, config.early_bird_epsilon)
+    dense = rundir.load_arrays(experiment.path(
+        "round_00", "ticket", "prune_from.npz" if experiment.config.lottery.prune_from_step else "weights.npz"))
+    return magnitude_masks(experiment, dense, target)
+
+
+def layer_rates(experiment: Experiment, masks) -> dict[str, float]:
+    """Each layer's per-round rate under layerwise pruning (by its kind)."""
+    config, model = experiment.config.pruning, experiment.trainer.model
+    rates = {"fc": config.rate_fc, "conv": config.rate_conv, "output": config.rate_output}
+    return {layer: rates[adapter.layer_kind(model, layer)] for layer in pruning.by_layer(masks)}
+
+
+def magnitude_masks(experiment: Experiment, weights: dict, target: float) -> pruning.Masks:
+    """The largest of `weights` among the allowed ones at `target` density (one-shot, early-bird)."""
+    allowed, config = experiment.allowed, experiment.config.pruning
+    scores = {key: np.abs(weights[pruning.variable_of(key)]) for key in allowed}
+    return pruning.keep_highest(scores, allowed, target, config.strategy, layer_rates(experiment, allowed),
+                                config.exclude)
+
+
+def masks_at_init(experiment: Experiment, round_index: int, target: float) -> pruning.Masks:
+    """The method's masks of theta_k at `target`; round_NN/inverted/masks.npz,
+    the lowest first-pass scores at the same per-layer counts, is saved first."""
+    config = experiment.config
+    theta_k = rundir.load_arrays(experiment.path("init", "theta_k.npz"))
+    batches = scoring_batches(experiment) if methods.AT_INIT[config.pruning.method].uses_data else []
+    scoring = methods.Scoring(lambda: build_plain(config, experiment.splits), batches, config.pruning,
+                              control_seed(config.lottery.seed, round_index, "random_prune"))
+    masks, scores = methods.prune_at_init(config.pruning.method, theta_k, experiment.initial_masks, scoring, target,
+                                          layer_rates(experiment, experiment.initial_masks))
+    if "inverted" in round_branches(experiment, round_index, True):
+        rundir.save_arrays(experiment.path(f"round_{round_index:02d}", "inverted", "masks.npz"),
+                           pruning.keep_lowest_like(scores, experiment.initial_masks, masks))
+    return masks
+
+
+def scoring_batches(experiment: Experiment) -> list:
+    """The first --score_batches batches of the run's data order."""
+    config = experiment.config
+    dataset = pipeline.train_batches(experiment.splits, config.training.batch_size, config.training.seed, 0)
+    return list(dataset.take(config.pruning.score_batches).as_numpy_iterator())
+
+
+def prune_previous(experiment: Experiment, round_index: int) -> pruning.Masks:
+    """Round r-1's trained ticket (or its weights at --prune_from_step) pruned by magnitude."""
+    model = experiment.trainer.model
+    previous = f"round_{round_index - 1:02d}"
+    previous_masks = round_masks(experiment, round_index - 1)
+    trained = rundir.load_arrays(experiment.path(
+        previous, "ticket", "prune_from.npz" if experiment.config.lottery.prune_from_step else "weights.npz"))
+    masked_weights = {key: trained[pruning.variable_of(key)] for key in previous_masks}
+    kinds = {layer: adapter.layer_kind(model, layer) for layer in pruning.by_layer(previous_masks)}
+    floors = experiment.config.pruning.floor and pruning.layer_counts(
+        rundir.load_arrays(experiment.config.pruning.floor))
+    return pruning.prune(experiment.config.pruning, masked_weights, previous_masks, kinds, round_index,
+                         floors or None)
 
 
 def branch_start(experiment: Experiment, round_index: int, branch: str, masks):
     """(weights, masks, first step) a branch trains from.
 
-    ticket: theta_k (theta_0 in round 0) under the round's masks; a control:
+    ticket: theta_k (theta_0 in round 0) under the round's masks (under
+    --retrain=lr_rewind or finetune: the weights the pruned ones were trained
+    to); an at-init method's inverted branch: theta_k under its inverted masks; a control:
     what its function in the controls registry makes of theta_k and the masks,
     with its own seed (a control's masks are saved in its folder). Controls
     train over the same steps as the ticket. In a run started from --ticket,
@@ -244,8 +366,14 @@ def branch_start(experiment: Experiment, round_index: int, branch: str, masks):
         state, start = experiment.theta_0, 0
     else:
         state, start = rundir.load_arrays(experiment.path("init", "theta_k.npz")), config.lottery.rewind_step
+    if branch == "ticket" and round_index > 0 and config.lottery.retrain != "rewind":
+        # Renda et al. (2020): keep the trained weights (one-shot: the dense round's)
+        previous = 0 if config.pruning.oneshot else round_index - 1
+        return rundir.load_arrays(experiment.path(f"round_{previous:02d}", "ticket", "weights.npz")), masks, start
     if branch == "ticket":
         return state, masks, start
+    if branch == "inverted":
+        return state, rundir.load_arrays(experiment.path(f"round_{round_index:02d}", "inverted", "masks.npz")), start
     seed = control_seed(config.lottery.seed, round_index, branch)
     def fresh(seed):
         return initial_state(config, experiment.splits, seed)
@@ -268,10 +396,12 @@ def run_branch(experiment: Experiment, round_index: int, branch: str, masks, opt
     folder = experiment.path(f"round_{round_index:02d}", branch)
     checkpoint_dir = os.path.join(folder, "checkpoints")
     state, masks, start = branch_start(experiment, round_index, branch, masks)
-    training.rewind(trainer, state, masks, start)
+    finetune = branch == "ticket" and round_index > 0 and experiment.config.lottery.retrain == "finetune"
+    hold = experiment.config.training.train_steps - 1 if finetune else -1  # the final learning rate
+    training.rewind(trainer, state, masks, start, hold)
     resumed = checkpoints.restore_latest(trainer, checkpoint_dir)
     if not resumed and os.path.isdir(checkpoint_dir):
-        training.rewind(trainer, state, masks, start)  # a checkpoint set aside as unreadable may have been half read
+        training.rewind(trainer, state, masks, start, hold)  # a checkpoint set aside as unreadable may be half read
     history, spent = (resumed["history"], resumed["seconds"]) if resumed else ([], 0.0)
     density = pruning.density(masks)
     writer = summaries.branch_writer(output_dir, round_index, branch) if options.tensorboard else None
@@ -285,6 +415,8 @@ def run_branch(experiment: Experiment, round_index: int, branch: str, masks, opt
         options.progress.branch_start(round_index, branch, density, step, end)
     started = last_checkpoint = time.time()
 
+    detector = early_bird_detector(experiment) if (round_index, branch) == (0, "ticket") else None
+
     def on_checkpoint(step, records, due):
         # Epochs of small models take well under a second: checkpointing each would
         # cost more than it saves, so epoch ends count only once the last is old.
@@ -292,14 +424,20 @@ def run_branch(experiment: Experiment, round_index: int, branch: str, masks, opt
         if due or time.time() - last_checkpoint >= options.epoch_checkpoint_seconds:
             checkpoints.save(trainer, checkpoint_dir, step, records, spent + time.time() - started)
             last_checkpoint = time.time()
+            if detector:
+                detector.checkpointed(step // data_lib.steps_per_epoch(splits, experiment.config.training.batch_size))
 
     hooks = _branch_hooks(round_index, branch, density, writer, options, on_checkpoint)
+    if detector:
+        hooks.on_epoch = lambda epoch: detector.observe(epoch, adapter.get_state(trainer.model))
     for at, path in snapshots(experiment, round_index, branch):
         if step <= at:  # a resumed branch has saved the snapshots behind its checkpoint
             history = training.train(trainer, splits, step, at, hooks, history, evaluate_at_end=False)
             rundir.save_arrays(path, adapter.get_state(trainer.model))
             step = at
     history = training.train(trainer, splits, step, end, hooks, history)
+    if detector:
+        early_bird.clear_epochs(detector.folder)
     seconds = spent + time.time() - started
     final_state = adapter.get_state(trainer.model)
     rundir.save_arrays(os.path.join(folder, "weights.npz"), final_state)
@@ -313,6 +451,18 @@ def run_branch(experiment: Experiment, round_index: int, branch: str, masks, opt
     return dict(round=round_index, branch=branch, density=density,
                 layer_density=pruning.layer_densities(masks), final=history[-1], early_stop=best,
                 history=history, seconds=seconds)
+
+
+def early_bird_detector(experiment: Experiment) -> early_bird.Detector | None:
+    """Under --prune_method=early_bird, what watches the dense round's epochs;
+    a drawn ticket's masks become its round's masks.npz."""
+    config = experiment.config.pruning
+    if config.method != "early_bird":
+        return None
+    def save_drawn(index, masks):
+        rundir.save_arrays(experiment.path(f"round_{index + 1:02d}", "masks.npz"), masks)
+    return early_bird.Detector(early_bird_folder(experiment), config.target_density, config.early_bird_epsilon,
+                               lambda state, target: magnitude_masks(experiment, state, target), save_drawn)
 
 
 def snapshots(experiment: Experiment, round_index: int, branch: str) -> list[tuple[int, str]]:

@@ -140,7 +140,7 @@ def run(f, should_stop=lambda: False, console=None, progress=None, checked=None)
         rows = lottery.run(experiment, options)
     if not chief:
         return
-    print(summary_table(rows, config.lottery.controls))
+    print(summary_table(rows))
     print(f"results: {os.path.join(output_dir, 'results.csv')}")
     if f.export != "none":
         print(f"tickets: {os.path.join(output_dir, 'tickets')}")
@@ -152,16 +152,17 @@ def run(f, should_stop=lambda: False, console=None, progress=None, checked=None)
         print(f"log:     {console.log_path}")
 
 
-def summary_table(rows: list[dict], controls) -> str:
-    """round | % weights | ticket accuracy | one column per control."""
-    header = ["round", "% weights", "ticket acc"] + [f"{c} acc" for c in controls]
+def summary_table(rows: list[dict]) -> str:
+    """round | % weights | ticket accuracy | one column per other branch (controls, inverted)."""
+    others = [b for b in dict.fromkeys(row["branch"] for row in rows) if b != "ticket"]
+    header = ["round", "% weights", "ticket acc"] + [f"{c} acc" for c in others]
     by_round = {}
     for row in rows:
         by_round.setdefault(int(row["round"]), {})[row["branch"]] = row
     lines = ["  ".join(f"{h:>12}" for h in header)]
     for round_index, branches in sorted(by_round.items()):
         cells = [str(round_index), f"{float(branches['ticket']['weights_remaining_pct']):.2f}"]
-        cells += [_accuracy_cell(branches.get(b)) for b in ["ticket", *controls]]
+        cells += [_accuracy_cell(branches.get(b)) for b in ["ticket", *others]]
         lines.append("  ".join(f"{c:>12}" for c in cells))
     return "\n".join(lines)
 

@@ -54,8 +54,13 @@ def by_layer(masks: Masks) -> dict[str, list[str]]:
 
 def _prune_together(weights: Masks, masks: Masks, keys: list[str], n: int) -> Masks:
     """The masks of `keys` with the n smallest-magnitude survivors among them, ranked together, removed."""
+    return _drop_lowest({k: np.abs(weights[k]) for k in keys}, masks, keys, n)
+
+
+def _drop_lowest(scores: Masks, masks: Masks, keys: list[str], n: int) -> Masks:
+    """The masks of `keys` with the n lowest-scoring survivors among them, ranked together, removed."""
     flat_masks = np.concatenate([masks[k].reshape(-1) for k in keys])
-    scores = np.concatenate([np.abs(weights[k]).reshape(-1) for k in keys])
+    scores = np.concatenate([np.asarray(scores[k], np.float64).reshape(-1) for k in keys])
     dropped = _drop_smallest(scores, flat_masks, n)
     new_masks, offset = {}, 0
     for key in keys:
@@ -104,6 +109,63 @@ def prune_to_density(weights: Masks, masks: Masks, target: float, strategy: str,
         keep = max(int(np.floor(target * sum(masks[k].size for k in keys) + 0.5)), _floor(floors, keys))
         new_masks.update(_prune_together(weights, masks, keys, max(0, _survivors(masks, keys) - keep)))
     return new_masks
+
+
+def kind_densities(rates: dict[str, float], sizes: dict[str, int], target: float) -> dict[str, float]:
+    """Per-layer densities (1 - rate)^r, one r for all layers, whose total is
+    `target` of the weights: what layerwise IMP with these per-layer rates
+    keeps when it reaches `target` overall, reached in one step."""
+    total = sum(sizes.values())
+    def overall(r):
+        return sum(size * (1 - rates[layer]) ** r for layer, size in sizes.items()) / total
+    low, high = 0.0, 1.0
+    while overall(high) > target:
+        high *= 2
+    for _ in range(100):  # bisection: overall() falls monotonically in r
+        middle = (low + high) / 2
+        low, high = (middle, high) if overall(middle) > target else (low, middle)
+    return {layer: (1 - rates[layer]) ** high for layer in sizes}
+
+
+def keep_highest(scores: Masks, masks: Masks, target: float, strategy: str, rates: dict[str, float] | None = None,
+                 exclude=()) -> Masks:
+    """The surviving weights with the highest scores, round(target x size) of
+    them (pruning at initialisation, one-shot pruning): across the layers not
+    in `exclude` ranked together (global; excluded layers keep their
+    survivors), or per layer (layerwise) at the densities kind_densities()
+    gives for `rates` (layer -> rate; one rate for all: `target` in every
+    layer). A layer keeps at most its survivors."""
+    groups = by_layer(masks)
+    if strategy == "global":
+        keys = _included(masks, exclude)
+        plan = [(keys, target * sum(masks[k].size for k in keys))]
+    elif strategy == "layerwise":
+        sizes = {layer: sum(masks[k].size for k in keys) for layer, keys in groups.items()}
+        densities = kind_densities(rates or dict.fromkeys(groups, 0.2), sizes, target)
+        plan = [(keys, densities[layer] * sizes[layer]) for layer, keys in groups.items()]
+    else:
+        raise ValueError(f"unknown pruning strategy {strategy!r}; valid: layerwise, global")
+    new_masks = dict(masks)
+    for keys, keep in plan:
+        survivors = _survivors(masks, keys)
+        new_masks.update(_drop_lowest(scores, masks, keys, max(0, survivors - int(np.floor(keep + 0.5)))))
+    return new_masks
+
+
+def keep_lowest_like(scores: Masks, allowed: Masks, like: Masks) -> Masks:
+    """Per layer, as many weights as `like` keeps, the lowest-scoring among
+    the `allowed` ones: the inverted mask of the sanity checks (Frankle et
+    al. 2021), with the method's own per-layer counts."""
+    new_masks = {}
+    for layer, keys in by_layer(like).items():
+        flipped = {k: -np.asarray(scores[k], np.float64) for k in keys}
+        new_masks.update(_drop_lowest(flipped, allowed, keys, _survivors(allowed, keys) - _survivors(like, keys)))
+    return new_masks
+
+
+def hamming_distance(a: Masks, b: Masks) -> float:
+    """The fraction of all mask entries where `a` and `b` differ (early-bird tickets)."""
+    return float(sum(np.count_nonzero(a[k] != b[k]) for k in a) / sum(m.size for m in a.values()))
 
 
 def layer_counts(masks: Masks) -> dict[str, int]:

@@ -166,7 +166,8 @@ def _diff(a, b, prefix=""):
 
 
 RESULT_COLUMNS = ("round", "branch", "weights_remaining_pct", "test_accuracy", "early_stop_step",
-                  "early_stop_test_accuracy", "early_stop_val_loss", "final_train_loss", "seconds", "status")
+                  "early_stop_test_accuracy", "early_stop_val_loss", "final_train_loss", "seconds", "status",
+                  "method", "target_density", "training_steps_spent")
 
 
 def write_results(output_dir: str, rows: list[dict]):

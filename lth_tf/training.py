@@ -19,16 +19,19 @@ class StepSchedule(tf.keras.optimizers.schedules.LearningRateSchedule):
     The optimizer calls it with its own step count, which restarts at 0 when a
     branch rewinds to step k (a fresh optimizer: Adam's bias correction starts
     over); `offset`, a variable, holds k, so the rate is the schedule's at the
-    global step k + count, as in open_lth."""
+    global step k + count, as in open_lth. `hold`, a variable, when >= 0
+    fixes the rate at that step's (fine-tuning at the final rate)."""
 
-    def __init__(self, base, milestones=(), drop=0.1, warmup=0, offset=None):
+    def __init__(self, base, milestones=(), drop=0.1, warmup=0, offset=None, hold=None):
         self.base, self.milestones, self.drop, self.warmup = base, tuple(milestones), drop, warmup
-        self.offset = offset
+        self.offset, self.hold = offset, hold
 
     def __call__(self, step):
         step = tf.cast(step, tf.float32)
         if self.offset is not None:
             step += tf.cast(self.offset, tf.float32)
+        if self.hold is not None:
+            step = tf.where(self.hold >= 0, tf.cast(self.hold, tf.float32), step)
         passed = tf.reduce_sum(tf.cast(step >= tf.constant(self.milestones, tf.float32), tf.float32)) \
             if self.milestones else 0.0
         rate = self.base * tf.pow(self.drop, passed)
@@ -57,6 +60,7 @@ class Trainer:
     config: TrainingConfig
     schedule: StepSchedule
     step_offset: tf.Variable  # the global step of the last rewind; the optimizer counts from there
+    lr_hold: tf.Variable      # >= 0: the learning rate stays the schedule's at this step
     train_steps: Callable   # (iterator, n) -> (mean loss, accuracy) over n steps
     evaluate_batches: Callable  # (distributed dataset) -> (loss sum, correct, count)
 
@@ -64,8 +68,9 @@ class Trainer:
 def make_trainer(model, config: TrainingConfig, strategy) -> Trainer:
     """Call inside strategy.scope(), with the model built there too."""
     step_offset = tf.Variable(0, dtype=tf.int64, trainable=False, name="step_offset")
+    lr_hold = tf.Variable(-1, dtype=tf.int64, trainable=False, name="lr_hold")
     schedule = StepSchedule(config.learning_rate, config.milestones, config.lr_drop, config.warmup_steps,
-                            step_offset)
+                            step_offset, lr_hold)
     optimizer = make_optimizer(config, schedule)
     optimizer.build(model.trainable_variables)
     masks = tfmot_adapter.mask_for_variable(model)
@@ -113,23 +118,27 @@ def make_trainer(model, config: TrainingConfig, strategy) -> Trainer:
             totals += strategy.reduce("SUM", strategy.run(replica_eval, args=(images, labels)), axis=None)
         return totals
 
-    return Trainer(model, optimizer, strategy, config, schedule, step_offset, train_steps, evaluate_batches)
+    return Trainer(model, optimizer, strategy, config, schedule, step_offset, lr_hold, train_steps,
+                   evaluate_batches)
 
 
-def reset_optimizer(trainer: Trainer, step: int):
+def reset_optimizer(trainer: Trainer, step: int, hold_lr_at: int = -1):
     """A fresh optimizer (zero moments, its step count at 0), with the
-    learning-rate schedule and the global step at `step`."""
+    learning-rate schedule and the global step at `step` (the rate fixed at
+    step `hold_lr_at`'s, if that is >= 0)."""
     for variable in trainer.optimizer.variables:  # the step count too
         variable.assign(tf.zeros_like(variable))
     trainer.step_offset.assign(step)
+    trainer.lr_hold.assign(hold_lr_at)
 
 
-def rewind(trainer: Trainer, state, masks, step: int):
-    """Weights <- state x masks; optimizer state and LR schedule back to `step`."""
+def rewind(trainer: Trainer, state, masks, step: int, hold_lr_at: int = -1):
+    """Weights <- state x masks; optimizer state and LR schedule back to `step`
+    (or the rate held at step `hold_lr_at`'s: fine-tuning)."""
     with trainer.strategy.scope():
         tfmot_adapter.assign_state(trainer.model, state)
         tfmot_adapter.set_masks(trainer.model, masks)
-        reset_optimizer(trainer, step)
+        reset_optimizer(trainer, step, hold_lr_at)
 
 
 def global_step(trainer: Trainer) -> int:
@@ -186,6 +195,7 @@ class Hooks:
     on_checkpoint: Callable[[int, list, bool], None] | None = None
     checkpoint_every: int = 0
     should_stop: Callable[[], bool] = lambda: False
+    on_epoch: Callable[[int], None] | None = None  # (epoch) at every epoch end, before a checkpoint there
 
 
 def train(trainer: Trainer, splits: data_lib.Splits, start_step: int, end_step: int,
@@ -208,7 +218,7 @@ def train(trainer: Trainer, splits: data_lib.Splits, start_step: int, end_step: 
     history, step, started = list(history or []), start_step, time.time()
     epoch = data_lib.steps_per_epoch(splits, config.batch_size)
     periods = [config.log_every, config.eval_every]
-    if hooks.on_checkpoint:
+    if hooks.on_checkpoint or hooks.on_epoch:
         periods += [epoch] + ([hooks.checkpoint_every] if hooks.checkpoint_every else [])
     while step < end_step:
         # Run compiled chunks up to the next log, evaluation, checkpoint or the end.
@@ -225,6 +235,9 @@ def train(trainer: Trainer, splits: data_lib.Splits, start_step: int, end_step: 
             history.append(dict(step=step, train_loss=loss, train_accuracy=accuracy,
                                 **_eval_record(trainer, splits)))
             hooks.on_eval(history[-1])
+        if hooks.on_epoch and step % epoch == 0:
+            tfmot_adapter.apply_masks(trainer.model)
+            hooks.on_epoch(step // epoch)
         stopping = hooks.should_stop()
         if hooks.on_checkpoint and step < end_step and (stopping or any(step % p == 0 for p in periods[2:])):
             due = stopping or (hooks.checkpoint_every and step % hooks.checkpoint_every == 0)

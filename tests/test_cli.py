@@ -141,6 +141,12 @@ def fake_ticket(path, model="mlp_32_16", input_shape=(40,)):
     (["--removed_weights=TICKET", "--ticket=TICKET"], 1, "--removed_weights and --ticket cannot be combined"),
     (["--model=resnet20", "--dataset=synthetic", "--synthetic_like=cifar10", "--init=pytorch"], 1,
      "resnet20 has its paper's initialiser only"),
+    (["--prune_method=sniper"], 2, "--prune_method"),
+    (["--prune_method=snip"], 1, "--prune_method=snip needs --target_density"),
+    (["--target_density=0.5"], 1, "--target_density is for --oneshot and the other --prune_method values"),
+    (["--oneshot", "--target_density=0.5,1.5"], 1, "--target_density values must be in (0, 1)"),
+    (["--prune_method=grasp", "--target_density=0.5", "--retrain=finetune"], 1, "--retrain=finetune keeps trained"),
+    (["--prune_method=synflow", "--target_density=0.5", "--oneshot"], 1, "--oneshot is one-shot magnitude pruning"),
 ])
 def test_bad_input_is_one_line_before_tensorflow_loads(argv, status, names, tmp_path):
     replace = {"TICKET": str(fake_ticket(tmp_path / "ticket.npz")), "DATA": str(write_idx_dir(tmp_path, 300, 50)),

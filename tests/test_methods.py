@@ -1,0 +1,289 @@
+"""Cheaper tickets: pruning at initialisation (SNIP, GraSP, SynFlow, magnitude,
+random) with its sanity checks, one-shot pruning, learning-rate rewinding and
+fine-tuning, early-bird tickets."""
+import dataclasses
+import logging
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import tiny_config
+
+from lth_tf import early_bird, lottery, methods, pruning, rundir, training
+from lth_tf import tfmot_adapter as adapter
+from lth_tf.config import PruningConfig
+
+
+def two_layer_net(weights, dtype="float32"):
+    """input 3 -> fc1 (2 units, relu) -> output (2 logits), with the given weights."""
+    inputs = tf.keras.Input((3,), dtype=dtype)
+    hidden = tf.keras.layers.Dense(2, "relu", name="fc1", dtype=dtype)(inputs)
+    model = tf.keras.Model(inputs, tf.keras.layers.Dense(2, name="output", dtype=dtype)(hidden))
+    adapter.assign_state(model, {k: np.asarray(v, dtype) for k, v in weights.items()})
+    return model
+
+
+HAND = {"fc1/kernel": [[0.5, -0.3], [0.2, 0.8], [-0.6, 0.1]], "fc1/bias": [0.1, -0.05],
+        "output/kernel": [[0.7, -0.4], [-0.2, 0.9]], "output/bias": [0.0, 0.05]}
+X = np.array([[1.0, 0.5, -0.2], [-0.3, 0.8, 0.4], [0.6, -0.1, 0.9], [0.2, 0.3, 0.1]], np.float32)
+Y = np.array([0, 1, 1, 0], np.int32)
+MASKS = {"fc1": np.ones((3, 2), np.float32), "output": np.ones((2, 2), np.float32)}
+
+
+def hand_gradients(w, x, y):
+    """Backpropagation of the mean cross-entropy of the two-layer net, by hand."""
+    w = {k: np.asarray(v, np.float64) for k, v in w.items()}
+    pre = x @ w["fc1/kernel"] + w["fc1/bias"]
+    hidden = np.maximum(pre, 0)
+    logits = hidden @ w["output/kernel"] + w["output/bias"]
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    d_logits = (p - np.eye(2)[y]) / len(y)
+    d_pre = d_logits @ w["output/kernel"].T * (pre > 0)
+    return {"fc1": x.T @ d_pre, "output": hidden.T @ d_logits}
+
+
+def test_snip_scores_are_the_gradient_times_the_weight_by_hand():
+    scoring = methods.Scoring(None, [(X, Y)], PruningConfig(), 0)
+    scores = methods.snip(two_layer_net(HAND), MASKS, scoring)
+    grads = hand_gradients(HAND, X, Y)
+    for key in MASKS:
+        expected = np.abs(grads[key] * np.asarray(HAND[f"{key}/kernel"]))
+        np.testing.assert_allclose(scores[key], expected, rtol=1e-5, atol=1e-7)
+
+
+def test_grasp_scores_are_the_weight_times_hg_from_finite_differences():
+    model = two_layer_net(HAND, "float64")
+    x = X.astype(np.float64)
+    kernels = [adapter.state_variables(model)[f"{k}/kernel"] for k in MASKS]
+
+    def gradient():
+        with tf.GradientTape() as tape:
+            loss = methods._loss(model, x, Y, methods.GRASP_TEMPERATURE)  # noqa: SLF001
+        return [g.numpy() for g in tape.gradient(loss, kernels)]
+    g = gradient()
+    original = [k.numpy() for k in kernels]
+    epsilon = 1e-3 / max(np.abs(v).max() for v in g)
+    difference = []
+    for sign in (1, -1):
+        for kernel, start, direction in zip(kernels, original, g):
+            kernel.assign(start + sign * epsilon * direction)
+        difference.append(gradient())
+    for kernel, start in zip(kernels, original):
+        kernel.assign(start)
+    hg = [(plus - minus) / (2 * epsilon) for plus, minus in zip(*difference)]
+    scores = methods.grasp(model, MASKS, methods.Scoring(None, [(x, Y)], PruningConfig(), 0))
+    for key, start, expected in zip(MASKS, original, hg):
+        # the registry keeps the highest w * Hg: GraSP's score -w * Hg, its highest removed
+        np.testing.assert_allclose(scores[key], start * expected, rtol=1e-4, atol=1e-12)
+
+
+def test_synflow_scores_are_the_path_norm_flow_by_hand_and_ignore_the_data():
+    absolute = {k: np.abs(np.asarray(v)) for k, v in HAND.items()}
+    scores = methods.synflow(two_layer_net(absolute, "float64"), MASKS, None)
+    w1, b1, w2 = absolute["fc1/kernel"], absolute["fc1/bias"], absolute["output/kernel"]
+    # all-ones input, positive weights: every relu passes, R = sum_jk w2_jk (sum_i w1_ij + b1_j) + sum_k b2_k
+    np.testing.assert_allclose(scores["fc1"], w1 * w2.sum(1)[None, :], rtol=1e-12)
+    np.testing.assert_allclose(scores["output"], w2 * (w1.sum(0) + b1)[:, None], rtol=1e-12)
+    masks = [methods.prune_at_init("synflow", HAND, MASKS, methods.Scoring(
+        lambda: two_layer_net(HAND), batches, PruningConfig(strategy="global", synflow_iterations=3), 0), 0.5)[0]
+        for batches in ([(X, Y)], [(-X, 1 - Y)])]
+    assert all(np.array_equal(masks[0][k], masks[1][k]) for k in MASKS)
+
+
+@pytest.fixture(scope="module")
+def network(mnist1d):
+    """(theta_0, dense masks, build, batches, per-layer rates) of the tiny MLP on MNIST-1D."""
+    config = tiny_config()
+    build = lambda: lottery.build_plain(config, mnist1d)  # noqa: E731
+    state = lottery.initial_state(config, mnist1d, 0)
+    masks = pruning.dense_masks({k: state[pruning.variable_of(k)].shape for k in ("fc1", "fc2", "output")})
+    batches = [(mnist1d.x_train[i:i + 50], mnist1d.y_train[i:i + 50]) for i in (0, 50)]
+    return state, masks, build, batches, {"fc1": 0.2, "fc2": 0.2, "output": 0.1}
+
+
+@pytest.mark.parametrize("strategy", ["global", "layerwise"])
+@pytest.mark.parametrize("name", list(methods.AT_INIT))
+def test_every_method_hits_the_target_density_to_one_weight_per_layer(network, name, strategy):
+    state, masks, build, batches, rates = network
+    config = PruningConfig(strategy=strategy, synflow_iterations=5, score_batches=2)
+    target = 0.1
+    new, _ = methods.prune_at_init(name, state, masks, methods.Scoring(build, batches, config, 3), target, rates)
+    sizes = {k: m.size for k, m in masks.items()}
+    kept = {k: int(m.sum()) for k, m in new.items()}
+    if strategy == "global":
+        assert sum(kept.values()) == round(target * sum(sizes.values()))
+    else:
+        densities = pruning.kind_densities(rates, sizes, target)
+        assert all(abs(kept[k] - densities[k] * sizes[k]) <= 1 for k in masks)
+        assert abs(sum(kept.values()) - target * sum(sizes.values())) <= len(masks)
+        assert densities["output"] > densities["fc1"] == pytest.approx(densities["fc2"])
+
+
+def test_synflow_keeps_every_layer_where_snip_collapses_one(network):
+    state, masks, build, batches, rates = network
+    config = PruningConfig(strategy="global", synflow_iterations=30)
+    target = 0.004  # 8 of 1,952 weights
+    synflow, _ = methods.prune_at_init("synflow", state, masks, methods.Scoring(build, batches, config, 0), target)
+    snip, _ = methods.prune_at_init("snip", state, masks, methods.Scoring(build, batches, config, 0), target)
+    assert not pruning.collapsed_layers(synflow) and all(m.sum() > 0 for m in synflow.values())
+    assert pruning.collapsed_layers(snip)
+
+
+def method_config(train_steps=30, rounds=2, controls=("reinit", "shuffle_layerwise"), training_changes=None,
+                  **pruning_changes):
+    config = tiny_config(rounds=rounds, controls=controls)
+    return dataclasses.replace(config, pruning=dataclasses.replace(config.pruning, **pruning_changes),
+                               training=dataclasses.replace(config.training, train_steps=train_steps,
+                                                            **(training_changes or {})))
+
+
+def every_step_checked(monkeypatch, checked: list):
+    """Trainers run one step at a time; after each, no weight outside its mask is non-zero."""
+    make_trainer = training.make_trainer
+
+    def checked_trainer(model, config, strategy):
+        trainer = make_trainer(model, config, strategy)
+        steps = trainer.train_steps
+
+        def one_step_at_a_time(iterator, n):
+            for _ in range(int(n)):
+                result = steps(iterator, 1)
+                for key, weight, mask in adapter._masked(model):  # noqa: SLF001  the raw variable, after the update
+                    assert not np.any(weight.numpy()[mask.numpy() == 0]), key
+                checked.append(1)
+            return result
+        trainer.train_steps = one_step_at_a_time
+        return trainer
+    monkeypatch.setattr(training, "make_trainer", checked_trainer)
+
+
+def run(config, splits, folder):
+    experiment = lottery.prepare(config, splits, training.make_strategy("default"), str(folder))
+    return experiment, lottery.run(experiment, lottery.RunOptions(export="none", tensorboard=False))
+
+
+def test_an_at_init_run_trains_its_sanity_checks_with_exact_zeros(mnist1d, tmp_path, monkeypatch):
+    checked = []
+    every_step_checked(monkeypatch, checked)
+    experiment, rows = run(method_config(method="snip", target_density=(0.5, 0.2)), mnist1d, tmp_path)
+    assert [(r["round"], r["branch"]) for r in rows] == [(0, "ticket")] + [
+        (r, b) for r in (1, 2) for b in ("ticket", "reinit", "shuffle_layerwise", "inverted")]
+    assert len(checked) == 30 + 8 * 25  # the dense round, then 8 branches from step k = 5
+    assert {(r["method"], r["target_density"], r["training_steps_spent"]) for r in rows if r["round"] == 2} == {
+        ("snip", 0.2, 5 + 1 + 25)}  # theta_k at step 5, one scoring batch, the retraining
+    for round_index, target in ((1, 0.5), (2, 0.2)):
+        folder = experiment.path(f"round_{round_index:02d}")
+        ticket = rundir.load_arrays(os.path.join(folder, "masks.npz"))
+        for branch in ("shuffle_layerwise", "inverted"):
+            other = rundir.load_arrays(os.path.join(folder, branch, "masks.npz"))
+            assert pruning.layer_counts(other) == pruning.layer_counts(ticket)
+            weights = rundir.load_arrays(os.path.join(folder, branch, "weights.npz"))
+            assert all(not np.any(weights[f"{k}/kernel"][other[k] == 0]) for k in other)
+        sizes = {k: m.size for k, m in ticket.items()}
+        assert abs(sum(m.sum() for m in ticket.values()) - target * sum(sizes.values())) <= len(sizes)
+    inverted = rundir.load_arrays(experiment.path("round_02", "inverted", "masks.npz"))
+    ticket = rundir.load_arrays(experiment.path("round_02", "masks.npz"))
+    assert all(not np.any(inverted[k] * ticket[k]) for k in ticket)  # under half of each layer: disjoint
+
+
+def test_snip_collapsing_a_layer_is_warned_about_and_the_run_finishes(mnist1d, tmp_path, caplog):
+    config = method_config(train_steps=10, rounds=1, controls=(), method="snip", target_density=(0.004,),
+                           strategy="global")
+    with caplog.at_level(logging.WARNING):
+        experiment, rows = run(config, mnist1d, tmp_path)
+    assert "layer collapse" in caplog.text
+    assert [r["status"] for r in rows] == ["ok"] * 3  # the ticket and the inverted mask
+
+
+def recorded_training(monkeypatch) -> list:
+    """(global step, learning rate, weights) at the start and end of every training.train call."""
+    calls, train = [], training.train
+
+    def recording(trainer, *args, **kwargs):
+        start = (training.global_step(trainer), training.current_learning_rate(trainer),
+                 adapter.get_state(trainer.model))
+        history = train(trainer, *args, **kwargs)
+        calls.append((start, (training.global_step(trainer), training.current_learning_rate(trainer))))
+        return history
+    monkeypatch.setattr(training, "train", recording)
+    return calls
+
+
+@pytest.mark.parametrize("retrain", ["lr_rewind", "finetune"])
+def test_lr_rewinding_and_fine_tuning_go_on_from_the_trained_weights(mnist1d, tmp_path, monkeypatch, retrain):
+    calls = recorded_training(monkeypatch)
+    config = method_config(rounds=1, controls=(), training_changes=dict(milestones=(20,), lr_drop=0.1))
+    config = dataclasses.replace(config, lottery=dataclasses.replace(config.lottery, retrain=retrain))
+    experiment, rows = run(config, mnist1d, tmp_path)
+    (start_step, start_rate, start_weights), (end_step, end_rate) = calls[-1]  # round 1's ticket
+    dense = rundir.load_arrays(experiment.path("round_00", "ticket", "weights.npz"))
+    masks = rundir.load_arrays(experiment.path("round_01", "masks.npz"))
+    for key in dense:
+        mask = masks.get(key.split("/")[0], 1) if key.endswith("/kernel") else 1
+        np.testing.assert_array_equal(start_weights[key], dense[key] * mask)
+    assert (start_step, end_step) == (5, 30)  # the schedule from the rewind step k to its end
+    expected = (0.05, 0.005) if retrain == "lr_rewind" else (0.005, 0.005)
+    assert (start_rate, end_rate) == pytest.approx(expected, rel=1e-6)
+    assert rows[-1]["method"] == f"imp+{retrain}" and rows[-1]["training_steps_spent"] == 30 + 25
+
+
+def test_one_shot_prunes_the_dense_weights_straight_to_each_target(mnist1d, tmp_path):
+    experiment, rows = run(method_config(rounds=2, controls=(), oneshot=True, target_density=(0.5, 0.2)),
+                           mnist1d, tmp_path)
+    dense = rundir.load_arrays(experiment.path("round_00", "ticket", "weights.npz"))
+    for round_index, target in ((1, 0.5), (2, 0.2)):
+        expected = lottery.magnitude_masks(experiment, dense, target)
+        masks = rundir.load_arrays(experiment.path(f"round_{round_index:02d}", "masks.npz"))
+        assert all(np.array_equal(masks[k], expected[k]) for k in masks)
+    assert [(r["method"], r["training_steps_spent"]) for r in rows] == [("oneshot", 30), ("oneshot", 55),
+                                                                        ("oneshot", 55)]
+
+
+def test_the_early_bird_distance_of_a_mask_with_itself_is_zero(network):
+    masks = network[1]
+    assert pruning.hamming_distance(masks, masks) == 0
+    flipped = dict(masks, output=1 - masks["output"])
+    assert pruning.hamming_distance(masks, flipped) == masks["output"].size / sum(m.size for m in masks.values())
+
+
+def test_the_early_bird_detector_fires_once_five_distances_are_below_epsilon():
+    assert early_bird.drawn_epoch({2: 0.3, 3: 0.05, 4: 0.04, 5: 0.01, 6: 0.0, 7: 0.0, 8: 0.0}, 0.1) == 7
+    assert early_bird.drawn_epoch({2: 0.05, 3: 0.05, 4: 0.05, 5: 0.05}, 0.1) is None  # not five yet
+    assert early_bird.drawn_epoch({2: 0.0, 3: 0.0, 5: 0.0, 6: 0.0, 7: 0.0, 8: 0.0}, 0.1) is None  # epoch 4 unknown
+    assert early_bird.drawn_epoch({e: 0.2 for e in range(2, 30)}, 0.1) is None
+
+
+def test_the_early_bird_detector_draws_converging_masks_and_resumes(tmp_path):
+    rng = np.random.default_rng(0)
+    final = {"fc1/kernel": rng.normal(size=(20, 10))}
+    def masks_of(weights, target):
+        return pruning.keep_highest({"fc1": np.abs(weights["fc1/kernel"])}, {"fc1": np.ones((20, 10))}, target,
+                                    "global")
+    drawn = {}
+    def weights(epoch):  # converging: identical from epoch 4 on
+        return {"fc1/kernel": final["fc1/kernel"] + (rng.normal(size=(20, 10)) if epoch < 4 else 0)}
+    detector = early_bird.Detector(str(tmp_path), [0.5, 0.1], 0.01, masks_of, lambda i, m: drawn.setdefault(i, m))
+    for epoch in range(1, 7):
+        detector.observe(epoch, weights(epoch))
+    detector = early_bird.Detector(str(tmp_path), [0.5, 0.1], 0.01, masks_of, lambda i, m: drawn.setdefault(i, m))
+    for epoch in range(7, 12):  # a resumed dense round: the state and the last masks come from the folder
+        detector.observe(epoch, weights(epoch))
+    state = early_bird.read_state(str(tmp_path))
+    assert state["0.5"]["drawn_epoch"] == state["0.1"]["drawn_epoch"] == 9  # distances 0 at epochs 5..9
+    for index, target in enumerate([0.5, 0.1]):
+        np.testing.assert_array_equal(drawn[index]["fc1"], masks_of(final, target)["fc1"])
+
+
+def test_an_early_bird_run_trains_the_drawn_ticket_and_counts_the_steps_to_the_draw(mnist1d, tmp_path):
+    config = method_config(train_steps=250, rounds=1, controls=(), method="early_bird", target_density=(0.3,),
+                           early_bird_epsilon=0.5, training_changes=dict(batch_size=100, eval_every=50))
+    experiment, rows = run(config, mnist1d, tmp_path)
+    folder = lottery.early_bird_folder(experiment)
+    state = early_bird.read_state(folder)
+    assert state["0.3"]["drawn_epoch"] == 6  # epsilon 0.5: the first epoch with five distances (epochs 2..6)
+    assert not [f for f in os.listdir(folder) if f.startswith("epoch_")]
+    assert rows[-1]["method"] == "early_bird" and rows[-1]["training_steps_spent"] == 6 * 35 + 245
+    masks = rundir.load_arrays(experiment.path("round_01", "masks.npz"))
+    assert abs(pruning.density(masks) - 0.3) < 0.01
