@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The tests read real Fashion-MNIST: Debian's dataset-fashion-mnist puts its IDX files here.
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: run test benchmark results results-report analyses clean
+.PHONY: run test benchmark results results-report analyses methods methods-report clean
 
 $(BIN)/activate: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -72,6 +72,24 @@ analyses: $(BIN)/activate
 	  --report_dir=$(ANALYSES)/training --rounds=0,4,8
 	mkdir -p docs/analyze/training
 	cp $(ANALYSES)/training/report.md $(ANALYSES)/training/*.png $(ANALYSES)/training/*.csv docs/analyze/training/
+
+# The README's "Cheaper tickets" chart (docs/methods/): every pruning method on configs/methods.flags, 3 seeds
+# each; resumable like any sweep. methods-report redraws the chart from what is on disk.
+METHODS := runs/methods
+DENSITIES := 0.5,0.2,0.1,0.05
+methods: $(BIN)/activate
+	$(BIN)/python -m lth_tf.sweep --flagfile=configs/methods.flags --seeds=0,1,2 --export=none \
+	  --grid=prune_method=snip,grasp,synflow,magnitude_init,random,early_bird --target_density=$(DENSITIES) \
+	  --sweep_dir=$(METHODS)/at_init
+	$(BIN)/python -m lth_tf.sweep --flagfile=configs/methods.flags --seeds=0,1,2 --export=none --oneshot \
+	  --target_density=$(DENSITIES) --sweep_dir=$(METHODS)/oneshot
+	$(BIN)/python -m lth_tf.sweep --flagfile=configs/methods.flags --seeds=0,1,2 --export=none \
+	  --grid=retrain=rewind,lr_rewind,finetune --sweep_dir=$(METHODS)/imp
+	$(MAKE) methods-report
+
+methods-report: $(BIN)/activate
+	$(BIN)/python -m lth_tf.report --report_dir=docs/methods $(METHODS)/imp/*/seed_* $(METHODS)/oneshot/seed_* \
+	  $(METHODS)/at_init/*/seed_*
 
 clean:
 	rm -rf $(VENV) *.egg-info

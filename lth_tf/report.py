@@ -5,6 +5,10 @@
 One run: accuracy.png, early_stop.png, layer_density.png and report.md land
 in the run. Several runs of the same config with different seeds: the same
 files in --report_dir, each curve the mean with a min-max band across runs.
+Runs of several pruning methods (--prune_method, --oneshot, --retrain) on
+the same setup, each with any number of seeds: methods.png (accuracy vs %
+weights remaining, and vs training steps spent) and a report.md comparing
+them, with the at-init methods' sanity checks.
 """
 import json
 import os
@@ -131,6 +135,191 @@ def table(runs) -> str:
     return "\n".join(lines)
 
 
+def sanity_table(runs) -> str:
+    """For runs with an inverted branch (at-init methods): per round, the
+    method's accuracy against its shuffled, reinitialised and inverted masks,
+    and whether it beat each by more than twice the standard error of the
+    paired (same-seed) differences."""
+    rounds = sorted({int(r["round"]) for run in runs for r in run["rows"] if r["branch"] == "inverted"})
+    if not rounds:
+        return ""
+    checks = [b for b in ("shuffle_layerwise", "reinit", "inverted") if b in branches(runs)]
+    header = ["% weights", "method acc"] + [f"{c} acc" for c in checks] + [f"beats {c}?" for c in checks]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for round_index in rounds:
+        def by_run(branch):
+            return [next((float(r["test_accuracy"]) for r in run["rows"] if int(r["round"]) == round_index
+                          and r["branch"] == branch and r["status"] == "ok"), np.nan) for run in runs]
+        ticket = np.array(by_run("ticket"))
+        pct = next(float(r["weights_remaining_pct"]) for r in runs[0]["rows"] if int(r["round"]) == round_index)
+        cells = [f"{pct:.3g}", _cell(list(ticket[~np.isnan(ticket)]))]
+        verdicts = []
+        for check in checks:
+            other = np.array(by_run(check))
+            cells.append(_cell(list(other[~np.isnan(other)])))
+            verdicts.append(beats(ticket - other))
+        lines.append("| " + " | ".join(cells + verdicts) + " |")
+    return "\n".join(lines)
+
+
+def beats(differences) -> str:
+    """yes / no / within noise, from paired differences (one per seed), with the mean in points."""
+    d = np.asarray(differences, float)
+    d = d[~np.isnan(d)]
+    if not len(d):
+        return "-"
+    mean = 100 * d.mean()
+    if len(d) == 1:
+        return f"{'yes' if mean > 0 else 'no'} ({mean:+.1f}, 1 seed)"
+    error = 100 * d.std(ddof=1) / np.sqrt(len(d))
+    verdict = "yes" if mean > 2 * error else "no" if mean < -2 * error else "within noise"
+    return f"{verdict} ({mean:+.1f} ± {error:.1f})"
+
+
+SANITY_TEXT = ("Sanity checks (Frankle et al., ICLR 2021): the method's mask against the same mask permuted within "
+               "each layer (shuffle_layerwise), trained from fresh weights (reinit), and the lowest-scoring weights "
+               "at the same per-layer counts (inverted). A method that does not beat its shuffled mask carries only "
+               "its per-layer densities. \"beats\": mean paired difference in points ± its standard error; yes or "
+               "no when beyond twice that.")
+
+
+def method_of(run) -> str:
+    """The run's method label (results.csv's method column; imp for runs made before it existed)."""
+    return next((r.get("method") for r in run["rows"] if r.get("method")), "imp")
+
+
+METHOD_KEYS = {("pruning", k) for k in ("method", "oneshot", "target_density", "score_batches", "synflow_iterations",
+                                        "early_bird_epsilon")} | {("lottery", k) for k in ("rounds", "retrain",
+                                                                                            "controls")}
+
+
+def by_method(runs) -> dict[str, list]:
+    """{method label: its runs}, checked: runs of a method differ only in seeds, methods only in their own flags."""
+    groups = {}
+    for run in runs:
+        groups.setdefault(method_of(run), []).append(run)
+    for group in groups.values():
+        runs_lib.check_replicates(group)
+    first = runs[0]
+    for run in runs[1:]:
+        differ = runs_lib.differences(first["config"], run["config"], runs_lib.SEED_KEYS | METHOD_KEYS)
+        if differ:
+            raise RunError(f"{run['dir']} and {first['dir']} differ in more than their method and seeds: "
+                           f"{', '.join(differ)}")
+    return groups
+
+
+def ticket_series(runs, column) -> dict:
+    """{x: [test accuracy per run]} of the ticket's pruned rounds, x = `column` (% weights or steps spent)."""
+    values = {}
+    for run in runs:
+        for row in run["rows"]:
+            if row["branch"] == "ticket" and row["status"] == "ok" and int(row["round"]) > 0 and row.get(column):
+                values.setdefault(float(row[column]), []).append(float(row["test_accuracy"]))
+    return dict(sorted(values.items()))
+
+
+def method_targets(groups: dict) -> list[float]:
+    """The target densities of the methods that have them (else the first method's rounds), densest first."""
+    return sorted({float(t) for runs in groups.values() for run in runs
+                   for t in run["config"]["pruning"]["target_density"]}, reverse=True) or sorted(
+        {float(r["weights_remaining_pct"]) / 100 for r in next(iter(groups.values()))[0]["rows"]
+         if int(r["round"]) > 0}, reverse=True)
+
+
+def at_targets(runs, targets) -> list[tuple[float, float, list, list]]:
+    """(target, % weights, [test accuracy per run], [steps spent per run]) of each target's round
+    (IMP: the round nearest to it on a log scale)."""
+    rounds = {int(r["round"]): float(r["weights_remaining_pct"]) for r in runs[0]["rows"]
+              if r["branch"] == "ticket" and int(r["round"]) > 0}
+    points = []
+    for target in targets:
+        nearest = min(rounds, key=lambda r: abs(np.log(rounds[r] / (100 * target))))
+        rows = [r for run in runs for r in run["rows"] if int(r["round"]) == nearest and r["branch"] == "ticket"
+                and r["status"] == "ok"]
+        points.append((target, rounds[nearest], [float(r["test_accuracy"]) for r in rows],
+                       [float(r["training_steps_spent"] or "nan") for r in rows]))
+    return points
+
+
+def plot_methods(groups: dict, path: str, title: str):
+    """methods.png: test accuracy vs % weights remaining (every round), and vs
+    training steps spent (at each target density, one marker per density)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    figure, (left, right) = plt.subplots(1, 2, figsize=(14, 5.5), sharey=True)
+    dense = [float(r["test_accuracy"]) for runs in groups.values() for run in runs for r in run["rows"]
+             if int(r["round"]) == 0 and r["branch"] == "ticket" and r["status"] == "ok"]
+    targets, markers = method_targets(groups), "osD^vp*h<>"
+    for name, runs in groups.items():
+        style = {"imp": "-", "oneshot": "--", "early_bird": ":"}.get(name.split("+")[0], "-.")
+        color = plot_band(left, dict(reversed(ticket_series(runs, "weights_remaining_pct").items())),
+                          f"{name} ({len(runs)} seed{'s' * (len(runs) > 1)})", style)
+        points = at_targets(runs, targets)
+        right.plot([np.mean(p[3]) for p in points], [np.mean(p[2]) for p in points], style, color=color,
+                   linewidth=0.8, alpha=0.6)
+        for (_, _, accuracy, steps), marker in zip(points, markers):
+            mean = np.mean(accuracy)
+            right.errorbar(np.mean(steps), mean, yerr=[[mean - min(accuracy)], [max(accuracy) - mean]], fmt=marker,
+                           color=color, markersize=5, capsize=2)
+    for axis in (left, right):
+        axis.axhline(np.mean(dense), color="black", linewidth=0.8, linestyle="--")
+        axis.grid(True, which="both", alpha=0.3)
+    pct_axis(left, [{"rows": [r for runs in groups.values() for run in runs for r in run["rows"]]}])
+    left.set_ylabel("test accuracy at the end of training")
+    left.set_title("accuracy vs sparsity (every round; band: min-max over seeds)")
+    left.legend(handles=left.get_lines()[:len(groups)] + [Line2D([], [], color="black", linestyle="--",
+                                                                 linewidth=0.8, label="dense network")], fontsize=7)
+    right.set_xscale("log")
+    from matplotlib import ticker
+    right.xaxis.set_major_locator(ticker.LogLocator(subs=(1, 2, 5)))
+    right.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:,.0f}"))
+    right.xaxis.set_minor_formatter(ticker.NullFormatter())
+    right.set_xlabel("training steps spent on the ticket (all its trainings and scoring passes; log scale)")
+    right.set_title("accuracy vs cost (at each target density)")
+    right.legend(handles=[Line2D([], [], color="gray", marker=m, linestyle="", label=f"~{100 * t:.3g}% weights")
+                          for t, m in zip(targets, markers)], fontsize=7, loc="lower right")
+    figure.suptitle(title)
+    figure.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(figure)
+
+
+def methods_table(groups: dict) -> str:
+    """Per method and target density (IMP: its round nearest to it): test accuracy and steps spent."""
+    targets = method_targets(groups)
+    header = ["method"] + [f"~{100 * t:.3g}% weights: acc / steps" for t in targets]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, runs in groups.items():
+        cells = [name]
+        for target, pct, accuracy, steps in at_targets(runs, targets):
+            cells.append(f"{_cell(accuracy, 3)} / {_cell(steps, 0)}"
+                         + ("" if abs(pct / (100 * target) - 1) < 0.05 else f" (at {pct:.3g}%)"))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_methods_report(groups: dict, folder: str):
+    config = next(iter(groups.values()))[0]["config"]
+    title = f"{config['model']['name']} on {config['data']['dataset']}: pruning methods"
+    os.makedirs(folder, exist_ok=True)
+    plot_methods(groups, os.path.join(folder, "methods.png"), title)
+    text = [f"# {title}", "", "Runs: " + ", ".join(os.path.abspath(run["dir"]) for runs in groups.values()
+                                                   for run in runs), "",
+            "Test accuracy at the end of training of each method's ticket at each target density (IMP: its round "
+            "nearest to it), then the training steps spent on it: every training that produced its mask and its "
+            "own, scoring passes counted as steps. Cells with several seeds show mean [min, max].", "",
+            methods_table(groups), "", "![methods](methods.png)", ""]
+    for name, runs in groups.items():
+        table_text = sanity_table(runs)
+        if table_text:
+            text += [f"## Sanity checks: {name}", "", table_text, ""]
+    if any(sanity_table(runs) for runs in groups.values()):
+        text += [SANITY_TEXT, ""]
+    rundir.atomic_write(os.path.join(folder, "report.md"), "\n".join(text).encode())
+
+
 def write_report(runs, folder):
     config = runs[0]["config"]
     title = f"{config['model']['name']} on {config['data']['dataset']}"
@@ -146,7 +335,8 @@ def write_report(runs, folder):
             f"{config['training']['train_steps']} training steps per round; controls: "
             f"{', '.join(config['lottery']['controls']) or 'none'}.",
             "" if len(runs) == 1 else "\nCells with several runs show mean [min, max].", "",
-            table(runs), "", "![test accuracy](accuracy.png)", "", "![early-stop iteration](early_stop.png)", "",
+            table(runs), "", *([sanity_table(runs), "", SANITY_TEXT, ""] if sanity_table(runs) else []),
+            "![test accuracy](accuracy.png)", "", "![early-stop iteration](early_stop.png)", "",
             "![per-layer density](layer_density.png)", "",
             "<details><summary>config.json</summary>", "", "```json", json.dumps(config, indent=2), "```",
             "</details>", ""]
@@ -195,9 +385,12 @@ def cli(argv=None) -> int:
             raise RunError("several runs need --report_dir for their joint report")
         started = time.time()
         runs = [runs_lib.load_run(d) for d in dirs]
-        runs_lib.check_replicates(runs)
         folder = REPORT_FLAGS.report_dir or dirs[0]
-        write_report(runs, folder)
+        if len({method_of(run) for run in runs}) > 1:
+            write_methods_report(by_method(runs), folder)
+        else:
+            runs_lib.check_replicates(runs)
+            write_report(runs, folder)
     except RunError as error:
         sys.stderr.write(f"lth_tf.report: error: {error}\n")
         return 1

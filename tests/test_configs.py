@@ -13,7 +13,7 @@ CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.flags")))
 
 
 def test_every_config_opens_with_a_comment_and_the_command():
-    assert len(CONFIGS) == 9
+    assert len(CONFIGS) == 10
     for path in CONFIGS:
         text = open(path).read()
         assert text.startswith("# ") and "python -m lth_tf.main" in text, path

@@ -287,3 +287,33 @@ def test_an_early_bird_run_trains_the_drawn_ticket_and_counts_the_steps_to_the_d
     assert rows[-1]["method"] == "early_bird" and rows[-1]["training_steps_spent"] == 6 * 35 + 245
     masks = rundir.load_arrays(experiment.path("round_01", "masks.npz"))
     assert abs(pruning.density(masks) - 0.3) < 0.01
+
+
+@pytest.fixture(scope="module")
+def three_methods(mnist1d, tmp_path_factory):
+    """Tiny runs of imp, one-shot and SNIP on one setup."""
+    configs = {"imp": method_config(10, 2, ()), "oneshot": method_config(10, 2, (), oneshot=True,
+                                                                         target_density=(0.8, 0.6)),
+               "snip": method_config(10, 2, ("reinit", "shuffle_layerwise"), method="snip", target_density=(0.8, 0.6))}
+    return {name: run(config, mnist1d, tmp_path_factory.mktemp(name))[0].output_dir for name, config in configs.items()}
+
+
+def test_a_report_over_several_methods_compares_them_on_one_chart(three_methods, tmp_path):
+    from lth_tf import report
+    folder = tmp_path / "compared"
+    assert report.cli(["report", f"--report_dir={folder}", *three_methods.values()]) == 0
+    assert os.path.getsize(folder / "methods.png") > 10_000
+    text = open(folder / "report.md").read()
+    table = [line for line in text.splitlines() if line.startswith("| ") and "/" in line and "weights" not in line]
+    assert [line.split(" | ")[0] for line in table] == ["| imp", "| oneshot", "| snip"]
+    assert "## Sanity checks: snip" in text and "beats inverted?" in text and "1 seed)" in text
+    assert "(at 80%)" not in text  # imp's round 1 (80.4%) stands for the 80% target
+
+
+def test_a_report_refuses_methods_on_different_setups(three_methods, mnist1d, tmp_path):
+    from lth_tf import report
+    config = method_config(10, 2, ())
+    other = run(dataclasses.replace(config, training=dataclasses.replace(config.training, learning_rate=0.01)),
+                mnist1d, tmp_path / "other")[0].output_dir
+    with pytest.raises(report.RunError, match="differ in more than their method and seeds: --learning_rate"):
+        report.by_method([report.runs_lib.load_run(d) for d in (three_methods["snip"], other)])
