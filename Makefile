@@ -81,6 +81,8 @@ methods: $(BIN)/activate
 	$(BIN)/python -m lth_tf.sweep --flagfile=configs/methods.flags --seeds=0,1,2 --export=none \
 	  --grid=prune_method=snip,grasp,synflow,magnitude_init,random,early_bird --target_density=$(DENSITIES) \
 	  --sweep_dir=$(METHODS)/at_init
+	$(BIN)/python -m lth_tf.sweep --flagfile=configs/methods.flags --seeds=0,1,2 --export=none --prune_method=early_bird \
+	  --early_bird_epsilon=0.003 --target_density=$(DENSITIES) --sweep_dir=$(METHODS)/early_bird
 	$(BIN)/python -m lth_tf.sweep --flagfile=configs/methods.flags --seeds=0,1,2 --export=none --oneshot \
 	  --target_density=$(DENSITIES) --sweep_dir=$(METHODS)/oneshot
 	$(BIN)/python -m lth_tf.sweep --flagfile=configs/methods.flags --seeds=0,1,2 --export=none \
@@ -89,7 +91,7 @@ methods: $(BIN)/activate
 
 methods-report: $(BIN)/activate
 	$(BIN)/python -m lth_tf.report --report_dir=docs/methods $(METHODS)/imp/*/seed_* $(METHODS)/oneshot/seed_* \
-	  $(METHODS)/at_init/*/seed_*
+	  $(METHODS)/at_init/*/seed_* $(METHODS)/early_bird/seed_*
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -110,7 +110,7 @@ def _cell(values, digits=4):
     """One value, or mean [min, max] across runs."""
     if not values:
         return "-"
-    if len(values) == 1:
+    if len(values) == 1 or min(values) == max(values):  # one run, or all alike (a method's fixed cost)
         return f"{values[0]:.{digits}f}" if digits else f"{values[0]:.0f}"
     return f"{np.mean(values):.{digits}f} [{min(values):.{digits}f}, {max(values):.{digits}f}]"
 
@@ -183,9 +183,37 @@ SANITY_TEXT = ("Sanity checks (Frankle et al., ICLR 2021): the method's mask aga
                "no when beyond twice that.")
 
 
+def early_bird_text(runs) -> str:
+    """When each early-bird ticket was drawn, and how much of the dense training that saved."""
+    lines = []
+    for run in runs:
+        path = os.path.join(run["dir"], "round_00", "ticket", "early_bird", "state.json")
+        if not os.path.exists(path):
+            continue
+        steps, batch = run["config"]["training"]["train_steps"], run["config"]["training"]["batch_size"]
+        spent = {float(r["target_density"]): int(r["training_steps_spent"]) for r in run["rows"]
+                 if r["branch"] == "ticket" and r.get("target_density")}
+        retrain = steps - run["config"]["lottery"]["rewind_step"]
+        for target, state in rundir.read_json(path).items():
+            drawn = state["drawn_epoch"]
+            if drawn is None:
+                lines.append(f"- {os.path.relpath(run['dir'])}, {100 * float(target):.3g}% weights: not drawn "
+                             f"(epsilon {run['config']['pruning']['early_bird_epsilon']}); the final weights' mask was used")
+            elif float(target) in spent:
+                at = spent[float(target)] - retrain
+                lines.append(f"- {os.path.relpath(run['dir'])}, {100 * float(target):.3g}% weights: drawn at "
+                             f"epoch {drawn} (step {at} of {steps}, batch {batch}): {1 - at / steps:.0%} of the dense training saved")
+    return "\n".join(["Early-bird tickets (mask distance of consecutive epochs below epsilon for 5 epochs):",
+                       *lines]) if lines else ""
+
+
 def method_of(run) -> str:
-    """The run's method label (results.csv's method column; imp for runs made before it existed)."""
-    return next((r.get("method") for r in run["rows"] if r.get("method")), "imp")
+    """The run's method label (results.csv's method column; imp for runs made before it existed),
+    with early_bird's epsilon."""
+    label = next((r.get("method") for r in run["rows"] if r.get("method")), "imp")
+    if label == "early_bird":
+        label += f" eps={run['config']['pruning']['early_bird_epsilon']:g}"
+    return label
 
 
 METHOD_KEYS = {("pruning", k) for k in ("method", "oneshot", "target_density", "score_batches", "synflow_iterations",
@@ -253,10 +281,11 @@ def plot_methods(groups: dict, path: str, title: str):
     dense = [float(r["test_accuracy"]) for runs in groups.values() for run in runs for r in run["rows"]
              if int(r["round"]) == 0 and r["branch"] == "ticket" and r["status"] == "ok"]
     targets, markers = method_targets(groups), "osD^vp*h<>"
-    for name, runs in groups.items():
-        style = {"imp": "-", "oneshot": "--", "early_bird": ":"}.get(name.split("+")[0], "-.")
-        color = plot_band(left, dict(reversed(ticket_series(runs, "weights_remaining_pct").items())),
-                          f"{name} ({len(runs)} seed{'s' * (len(runs) > 1)})", style)
+    palette = list(plt.get_cmap("tab10").colors) + ["black", "gold", "navy", "lime"]  # no colour twice
+    for (name, runs), color in zip(groups.items(), palette * 2):
+        style = {"imp": "-", "oneshot": "--", "early_bird": ":"}.get(name.split("+")[0].split(" ")[0], "-.")
+        plot_band(left, dict(reversed(ticket_series(runs, "weights_remaining_pct").items())),
+                  f"{name} ({len(runs)} seed{'s' * (len(runs) > 1)})", style, color)
         points = at_targets(runs, targets)
         right.plot([np.mean(p[3]) for p in points], [np.mean(p[2]) for p in points], style, color=color,
                    linewidth=0.8, alpha=0.6)
@@ -305,7 +334,7 @@ def write_methods_report(groups: dict, folder: str):
     title = f"{config['model']['name']} on {config['data']['dataset']}: pruning methods"
     os.makedirs(folder, exist_ok=True)
     plot_methods(groups, os.path.join(folder, "methods.png"), title)
-    text = [f"# {title}", "", "Runs: " + ", ".join(os.path.abspath(run["dir"]) for runs in groups.values()
+    text = [f"# {title}", "", "Runs: " + ", ".join(os.path.relpath(run["dir"]) for runs in groups.values()
                                                    for run in runs), "",
             "Test accuracy at the end of training of each method's ticket at each target density (IMP: its round "
             "nearest to it), then the training steps spent on it: every training that produced its mask and its "
@@ -317,6 +346,8 @@ def write_methods_report(groups: dict, folder: str):
             text += [f"## Sanity checks: {name}", "", table_text, ""]
     if any(sanity_table(runs) for runs in groups.values()):
         text += [SANITY_TEXT, ""]
+    for runs in groups.values():
+        text += [early_bird_text(runs), ""] if early_bird_text(runs) else []
     rundir.atomic_write(os.path.join(folder, "report.md"), "\n".join(text).encode())
 
 
@@ -336,6 +367,7 @@ def write_report(runs, folder):
             f"{', '.join(config['lottery']['controls']) or 'none'}.",
             "" if len(runs) == 1 else "\nCells with several runs show mean [min, max].", "",
             table(runs), "", *([sanity_table(runs), "", SANITY_TEXT, ""] if sanity_table(runs) else []),
+            *([early_bird_text(runs), ""] if early_bird_text(runs) else []),
             "![test accuracy](accuracy.png)", "", "![early-stop iteration](early_stop.png)", "",
             "![per-layer density](layer_density.png)", "",
             "<details><summary>config.json</summary>", "", "```json", json.dumps(config, indent=2), "```",

@@ -287,6 +287,9 @@ def test_an_early_bird_run_trains_the_drawn_ticket_and_counts_the_steps_to_the_d
     assert rows[-1]["method"] == "early_bird" and rows[-1]["training_steps_spent"] == 6 * 35 + 245
     masks = rundir.load_arrays(experiment.path("round_01", "masks.npz"))
     assert abs(pruning.density(masks) - 0.3) < 0.01
+    from lth_tf import report, runs
+    assert "30% weights: drawn at epoch 6 (step 210 of 250, batch 100): 16% of the dense training saved" in \
+        report.early_bird_text([runs.load_run(experiment.output_dir)])
 
 
 @pytest.fixture(scope="module")
