@@ -40,7 +40,6 @@ class Scoring:
     batches: list                         # [(images, labels)]: the run's first training batches
     config: PruningConfig
     seed: int
-    loss_scale: float = 1.0               # logits are divided by this (GraSP's temperature)
 
 
 def _masked_kernels(model, masks) -> list[tuple[str, tf.Variable]]:

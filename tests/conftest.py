@@ -47,6 +47,28 @@ def run_tiny(splits, output_dir, strategy=None, **lottery_changes):
     return experiment, lottery.run(experiment)
 
 
+def check_every_step(patch, checked: list):
+    """Trainers made from now on run one step at a time; after each, no weight
+    outside the model's current masks is non-zero (`patch`: a MonkeyPatch)."""
+    from lth_tf import tfmot_adapter as adapter
+    make_trainer = training.make_trainer
+
+    def checked_trainer(model, config, strategy):
+        trainer = make_trainer(model, config, strategy)
+        steps = trainer.train_steps
+
+        def one_step_at_a_time(iterator, n):
+            for _ in range(int(n)):
+                result = steps(iterator, 1)
+                for key, weight, mask in adapter._masked(model):  # noqa: SLF001  the raw variable, after the update
+                    assert not np.any(weight.numpy()[mask.numpy() == 0]), key
+                checked.append(1)
+            return result
+        trainer.train_steps = one_step_at_a_time
+        return trainer
+    patch.setattr(training, "make_trainer", checked_trainer)
+
+
 @pytest.fixture(scope="session")
 def tiny_run(mnist1d, tmp_path_factory):
     """(experiment, results rows) of one finished tiny experiment."""

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import run_tiny
+from conftest import check_every_step, run_tiny
 
 from lth_tf import analyze, pruning, rundir, runs, training
 from lth_tf import tfmot_adapter as adapter
@@ -35,22 +35,8 @@ def removed(four_rounds, tmp_path_factory, monkeypatch_module):
     """analyze removal --target_round=4 --tickets=3, interrupted once, with every single
     training step checked: no weight outside the model's current masks is ever non-zero."""
     folder = str(tmp_path_factory.mktemp("removal"))
-    make_trainer, checked = training.make_trainer, []
-
-    def checked_trainer(model, config, strategy):
-        trainer = make_trainer(model, config, strategy)
-        steps = trainer.train_steps
-
-        def one_step_at_a_time(iterator, n):
-            for _ in range(int(n)):
-                result = steps(iterator, 1)
-                for key, weight, mask in adapter._masked(model):  # noqa: SLF001  the raw variable, after the update
-                    assert not np.any(weight.numpy()[mask.numpy() == 0]), key
-                checked.append(1)
-            return result
-        trainer.train_steps = one_step_at_a_time
-        return trainer
-    monkeypatch_module.setattr(training, "make_trainer", checked_trainer)
+    checked = []
+    check_every_step(monkeypatch_module, checked)
     with pytest.raises(training.Interrupted):
         removal.analyze(four_rounds, folder, 4, 3, should_stop=stop_after(12))
     removal.analyze(four_rounds, folder, 4, 3)

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_config
+from conftest import check_every_step, tiny_config
 
 from lth_tf import early_bird, lottery, methods, pruning, rundir, training
 from lth_tf import tfmot_adapter as adapter
@@ -139,26 +139,6 @@ def method_config(train_steps=30, rounds=2, controls=("reinit", "shuffle_layerwi
                                                             **(training_changes or {})))
 
 
-def every_step_checked(monkeypatch, checked: list):
-    """Trainers run one step at a time; after each, no weight outside its mask is non-zero."""
-    make_trainer = training.make_trainer
-
-    def checked_trainer(model, config, strategy):
-        trainer = make_trainer(model, config, strategy)
-        steps = trainer.train_steps
-
-        def one_step_at_a_time(iterator, n):
-            for _ in range(int(n)):
-                result = steps(iterator, 1)
-                for key, weight, mask in adapter._masked(model):  # noqa: SLF001  the raw variable, after the update
-                    assert not np.any(weight.numpy()[mask.numpy() == 0]), key
-                checked.append(1)
-            return result
-        trainer.train_steps = one_step_at_a_time
-        return trainer
-    monkeypatch.setattr(training, "make_trainer", checked_trainer)
-
-
 def run(config, splits, folder):
     experiment = lottery.prepare(config, splits, training.make_strategy("default"), str(folder))
     return experiment, lottery.run(experiment, lottery.RunOptions(export="none", tensorboard=False))
@@ -166,7 +146,7 @@ def run(config, splits, folder):
 
 def test_an_at_init_run_trains_its_sanity_checks_with_exact_zeros(mnist1d, tmp_path, monkeypatch):
     checked = []
-    every_step_checked(monkeypatch, checked)
+    check_every_step(monkeypatch, checked)
     experiment, rows = run(method_config(method="snip", target_density=(0.5, 0.2)), mnist1d, tmp_path)
     assert [(r["round"], r["branch"]) for r in rows] == [(0, "ticket")] + [
         (r, b) for r in (1, 2) for b in ("ticket", "reinit", "shuffle_layerwise", "inverted")]
