@@ -26,6 +26,8 @@ class DataConfig:
     synthetic_like: str = "mnist"  # shape of the synthetic set
     augment: bool = True           # pad-crop-flip, for CIFAR-shaped data only
     seed: int = 0
+    classes: tuple = ()            # a subset of the classes, relabelled 0..k-1 in this order; () = all
+    mnist1d: dict = dataclasses.field(default_factory=dict)  # mnist1d generator arguments other than its defaults
 
 
 @dataclasses.dataclass(frozen=True)

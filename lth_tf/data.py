@@ -6,7 +6,9 @@ datasets' facts (shapes, training-set sizes) before TensorFlow loads. The
 tf.data pipelines that feed the training loop are in pipeline.py.
 """
 import dataclasses
+import functools
 import gzip
+import json
 import os
 import random
 from urllib.parse import urlsplit
@@ -28,6 +30,12 @@ SHAPES = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1), "cifar10": (32, 32
 TRAIN_SIZES = {"mnist": 60000, "fashion_mnist": 60000, "cifar10": 50000, "mnist1d": 4000}
 SYNTHETIC_TRAIN, SYNTHETIC_TEST = 1000, 100  # beside the validation split, whatever its size
 NUM_CLASSES = 10
+# Training examples per class of the standard sets (tensorflow-datasets' copies; load() checks them).
+CLASS_COUNTS = {"mnist": (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949),
+                "fashion_mnist": (6000,) * 10, "cifar10": (5000,) * 10}
+# The arguments of mnist1d.data.make_dataset that --mnist1d_<name> flags set (its url is a download).
+MNIST1D_ARGS = ("num_samples", "train_split", "template_len", "padding", "scale_coeff", "max_translation",
+                "corr_noise_scale", "iid_noise_scale", "shear_scale", "shuffle_seq", "final_seq_length", "seed")
 DATASETS = ("mnist1d", "fashion_mnist", "mnist", "cifar10", "synthetic")
 PROBE_SECONDS = 5  # how long an unprepared tensorflow-datasets set may take to show its server answers
 
@@ -60,12 +68,15 @@ def load(config: DataConfig) -> Splits:
     check(config)
     name = config.dataset
     if name == "mnist1d":
-        (x, y, x_test, y_test), source = _mnist1d(), "mnist1d.data.make_dataset"
+        arrays = _mnist1d(_mnist1d_key(config.mnist1d))
+        source = "mnist1d.data.make_dataset" + "".join(f", {k}={v}" for k, v in sorted(config.mnist1d.items()))
     elif name == "synthetic":
-        arrays = _synthetic(config.synthetic_like, config.seed, config.validation_size + SYNTHETIC_TRAIN)
-        (x, y, x_test, y_test), source = arrays, "synthetic"
+        arrays = _synthetic(config.synthetic_like, config.seed, config.validation_size + SYNTHETIC_TRAIN,
+                            num_classes(config))
+        source = "synthetic"
     else:
-        (x, y, x_test, y_test), source = _load_images(name, config.data_dir)
+        arrays, source = _load_images(name, config.data_dir)
+    x, y, x_test, y_test = arrays if name == "synthetic" else _of_classes(arrays, config.classes)
     expected = train_examples(config)
     if len(x) != expected:
         raise DataError(f"{name} from {source} has {len(x)} training examples, expected {expected}")
@@ -76,8 +87,23 @@ def load(config: DataConfig) -> Splits:
     order = np.random.default_rng(1234).permutation(len(x))
     val, train = order[: config.validation_size], order[config.validation_size:]
     return Splits(name, source, x[train], y[train].astype(np.int32), x[val], y[val].astype(np.int32),
-                  x_test, y_test.astype(np.int32), NUM_CLASSES, config.augment and like == "cifar10",
+                  x_test, y_test.astype(np.int32), num_classes(config), config.augment and like == "cifar10",
                   normalisation)
+
+
+def num_classes(config: DataConfig) -> int:
+    return len(config.classes) or NUM_CLASSES
+
+
+def _of_classes(arrays, classes: tuple):
+    """The examples of `classes` alone, labelled by their place in it; all when classes is empty."""
+    if not classes:
+        return arrays
+    x, y, x_test, y_test = arrays
+    label = np.full(NUM_CLASSES, -1, np.int64)
+    label[list(classes)] = np.arange(len(classes))
+    keep, keep_test = label[y] >= 0, label[y_test] >= 0
+    return x[keep], label[y[keep]], x_test[keep_test], label[y_test[keep_test]]
 
 
 def check(config: DataConfig):
@@ -86,6 +112,13 @@ def check(config: DataConfig):
         raise DataError(f"unknown dataset {config.dataset!r}; valid: {', '.join(DATASETS)}")
     if config.dataset == "synthetic" and config.synthetic_like not in SHAPES:
         raise DataError(f"--synthetic_like={config.synthetic_like!r}; valid: {', '.join(SHAPES)}")
+    classes = config.classes
+    if classes and (len(set(classes)) != len(classes) or not set(classes) <= set(range(NUM_CLASSES))
+                    or len(classes) < 2):
+        raise DataError(f"--classes={','.join(map(str, classes))}: at least two distinct classes of "
+                        f"0..{NUM_CLASSES - 1}")
+    if config.mnist1d:
+        _check_mnist1d(config)
     total = train_examples(config)
     if not 0 <= config.validation_size < total:
         raise DataError(f"--validation_size={config.validation_size} must be in [0, {total}) for {config.dataset}")
@@ -97,9 +130,16 @@ def train_examples(config: DataConfig) -> int:
     The synthetic set is as large as its validation split needs."""
     if config.dataset == "synthetic":
         return config.validation_size + SYNTHETIC_TRAIN
+    if config.dataset == "mnist1d" and (config.mnist1d or config.classes):
+        y = _mnist1d(_mnist1d_key(config.mnist1d))[1]  # generated once per process and kept
+        return int(np.isin(y, config.classes or range(NUM_CLASSES)).sum())
     paths = _idx_paths(_idx_dir(config.dataset, config.data_dir))
+    if paths and config.classes:
+        return int(np.isin(read_idx(paths[1]), config.classes).sum())
     if paths:
         return _idx_shape(paths[1])[0]
+    if config.classes:
+        return sum(CLASS_COUNTS[config.dataset][c] for c in config.classes)
     return TRAIN_SIZES[config.dataset]
 
 
@@ -108,6 +148,8 @@ def steps_per_epoch(splits: Splits, batch_size: int) -> int:
 
 
 def input_shape(config: DataConfig) -> tuple:
+    if config.dataset == "mnist1d" and "final_seq_length" in config.mnist1d:
+        return (config.mnist1d["final_seq_length"],)
     return SHAPES[config.synthetic_like if config.dataset == "synthetic" else config.dataset]
 
 
@@ -121,18 +163,50 @@ def raw_normalisation(kind: str) -> tuple:
     return np.float32(scale), np.array(mean, np.float32), np.array(std, np.float32)
 
 
-def _mnist1d():
-    """The standard MNIST-1D (the package's default arguments, its own seed)."""
-    from mnist1d.data import get_dataset_args, make_dataset
+def _check_mnist1d(config: DataConfig):
+    if config.dataset != "mnist1d":
+        raise DataError(f"--mnist1d_* flags set the MNIST-1D generator; --dataset={config.dataset} is another set")
+    unknown = set(config.mnist1d) - set(MNIST1D_ARGS)
+    if unknown:
+        raise DataError(f"unknown mnist1d generator arguments {', '.join(sorted(unknown))}; valid: "
+                        f"{', '.join(MNIST1D_ARGS)}")
+    args = _mnist1d_args(config.mnist1d)
+    if not 0 < args["train_split"] < 1:
+        raise DataError(f"--mnist1d_train_split={args['train_split']} must be in (0, 1)")
+    if args["num_samples"] < NUM_CLASSES or args["final_seq_length"] < 1 or args["template_len"] < 1:
+        raise DataError("--mnist1d_num_samples must be at least 10, --mnist1d_final_seq_length and "
+                        "--mnist1d_template_len at least 1")
+    if len(args["padding"]) != 2 or not 0 <= args["padding"][0] <= args["padding"][1]:
+        raise DataError(f"--mnist1d_padding={','.join(map(str, args['padding']))}: two sizes, low <= high")
+
+
+def _mnist1d_args(overrides: dict) -> dict:
+    from mnist1d.data import get_dataset_args
+    return {**get_dataset_args(as_dict=True), **overrides}
+
+
+def _mnist1d_key(overrides: dict) -> str:
+    return json.dumps(overrides, sort_keys=True)
+
+
+@functools.lru_cache(maxsize=4)
+def _mnist1d(overrides: str):
+    """MNIST-1D as make_dataset generates it (the package's arguments, its own seed,
+    those in `overrides` (JSON) replaced); the standard set when it is {}."""
+    from mnist1d.data import make_dataset
+    from mnist1d.utils import ObjectView
     # make_dataset reseeds numpy's and random's global generators: put them back.
     np_state, py_state = np.random.get_state(), random.getstate()
-    data = make_dataset(get_dataset_args())
+    generated = make_dataset(ObjectView(_mnist1d_args(json.loads(overrides))))
     np.random.set_state(np_state)
     random.setstate(py_state)
-    return data["x"], data["y"], data["x_test"], data["y_test"]
+    arrays = generated["x"], generated["y"], generated["x_test"], generated["y_test"]
+    for a in arrays:
+        a.setflags(write=False)  # shared by every load of this process
+    return arrays
 
 
-def _synthetic(like, seed, n_train):
+def _synthetic(like, seed, n_train, classes=NUM_CLASSES):
     rng = np.random.default_rng(seed)
     shape = SHAPES[like]
 
@@ -140,8 +214,8 @@ def _synthetic(like, seed, n_train):
         if like == "mnist1d":
             return rng.standard_normal((n, *shape)).astype(np.float32)
         return rng.integers(0, 256, (n, *shape), dtype=np.uint8)
-    return (images(n_train), rng.integers(0, NUM_CLASSES, n_train),
-            images(SYNTHETIC_TEST), rng.integers(0, NUM_CLASSES, SYNTHETIC_TEST))
+    return (images(n_train), rng.integers(0, classes, n_train),
+            images(SYNTHETIC_TEST), rng.integers(0, classes, SYNTHETIC_TEST))
 
 
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",

@@ -37,6 +37,26 @@ flags.DEFINE_enum("synthetic_like", "mnist", list(data.SHAPES), "Shape of --data
 flags.DEFINE_integer("validation_size", -1,
                      "Training examples held out for early stopping (-1: 500 for mnist1d, 5000 otherwise).",
                      lower_bound=-1)
+flags.DEFINE_list("classes", [], "A subset of the dataset's classes (e.g. 0,1,2,3,4), relabelled 0..k-1 in the "
+                  "order given, test set included; the output layer has k units. Empty: all ten.")
+MNIST1D_HELP = {
+    "num_samples": ("integer", "examples generated, training and test (package default 5000)"),
+    "train_split": ("float", "fraction of them for training (0.8)"),
+    "template_len": ("integer", "length the class templates are stretched to before padding (12)"),
+    "padding": ("list", "low,high: the padding range around a template (36,60)"),
+    "scale_coeff": ("float", "amplitude scaling range (0.4)"),
+    "max_translation": ("integer", "largest shift of the pattern (48)"),
+    "corr_noise_scale": ("float", "correlated background noise (0.25)"),
+    "iid_noise_scale": ("float", "independent noise per point (0.02)"),
+    "shear_scale": ("float", "shear range (0.75)"),
+    "shuffle_seq": ("bool", "permute the points with one fixed permutation (false)"),
+    "final_seq_length": ("integer", "points per example: the input size (40)"),
+    "seed": ("integer", "the generator's seed (42)"),
+}
+assert tuple(MNIST1D_HELP) == data.MNIST1D_ARGS
+for _arg, (_kind, _help) in MNIST1D_HELP.items():
+    getattr(flags, f"DEFINE_{_kind}")(f"mnist1d_{_arg}", None, f"--dataset=mnist1d generator: {_help}; unset: "
+                                      "the package default. Other values make another MNIST-1D task.")
 flags.DEFINE_bool("augment", True, "CIFAR-10: pad-4 random crop and horizontal flip of training images.")
 flags.DEFINE_string("output_dir", "", "Run directory (default runs/<model>_<dataset>). Rerunning resumes.")
 
@@ -154,7 +174,17 @@ def controls(f=FLAGS) -> tuple:
 
 def data_config(f=FLAGS) -> DataConfig:
     validation = f.validation_size if f.validation_size >= 0 else (500 if f.dataset == "mnist1d" else 5000)
-    return DataConfig(f.dataset, f.data_dir, validation, f.synthetic_like, f.augment, f.seed)
+    try:
+        classes = tuple(int(c) for c in f.classes)
+    except ValueError:
+        raise ConfigError(f"--classes={','.join(f.classes)}: expected class numbers like 0,1,2,3,4") from None
+    generator = {arg: f[f"mnist1d_{arg}"].value for arg in data.MNIST1D_ARGS if f[f"mnist1d_{arg}"].value is not None}
+    if "padding" in generator:
+        try:
+            generator["padding"] = [int(p) for p in generator["padding"]]
+        except ValueError:
+            raise ConfigError(f"--mnist1d_padding={','.join(generator['padding'])}: two integers low,high") from None
+    return DataConfig(f.dataset, f.data_dir, validation, f.synthetic_like, f.augment, f.seed, classes, generator)
 
 
 def steps_per_epoch(f=FLAGS) -> int:

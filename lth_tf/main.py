@@ -103,7 +103,7 @@ def preflight(f) -> tuple:
     output_dir = lth_flags.output_dir(f)
     rundir.check_claim(output_dir, dataclasses.asdict(config))
     if config.lottery.ticket:
-        tickets.check(config.lottery.ticket, config.model, data.input_shape(config.data), data.NUM_CLASSES)
+        tickets.check(config.lottery.ticket, config.model, data.input_shape(config.data), data.num_classes(config.data))
     return config, warnings, output_dir
 
 

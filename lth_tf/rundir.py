@@ -61,6 +61,16 @@ def save_arrays(path: str, arrays: dict[str, np.ndarray]):
     atomic_write(path, buffer.getvalue())
 
 
+def write_csv(path: str, rows: list[dict], columns=None) -> str:
+    """rows as a CSV file (columns: the first row's keys unless given), written atomically; returns path."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, list(columns or rows[0]), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, buffer.getvalue().encode())
+    return path
+
+
 def load_arrays(path: str) -> dict[str, np.ndarray]:
     """The arrays of an .npz file; zip's CRC-32 of every array is checked on read."""
     try:

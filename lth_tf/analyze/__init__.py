@@ -21,6 +21,11 @@ interruption, Ctrl-C included, and finished parts are read back, not retrained):
               round's mask (--rounds) trained with different data orders (--pairs pairs), the test error along the
               line between them (--alphas points) and its barrier; stable under 2%. --path=init: the error along
               each round's start -> trained weights instead.
+  transfer    is a ticket good for another task? (Morcos et al., NeurIPS 2019.) Task B is --target_flags (a
+              flagfile, or lth_tf.main flags in one string: e.g. --classes=5,6,7,8,9, or other --mnist1d_* settings);
+              for each of --rounds (default: every pruned round), A's ticket trained on B (output layer drawn
+              afresh), beside B's own IMP ticket at that density, A's mask reinitialised, a random mask of the
+              same layer sizes and the dense network on B. Targets analysed into one folder share transfer.png.
   landscape   the loss around a round's trained network (--rounds) along filter-normalised random directions within
               its mask (Li et al., NeurIPS 2018): 1-D line and 2-D plane (--resolution, --span, --examples), train
               and test; the loss rise at span/2 and the top Hessian eigenvalue beside the picture.
@@ -55,8 +60,8 @@ flags.DEFINE_integer("target_round", 1, "removal: the round whose ticket is tick
                      flag_values=ANALYZE_FLAGS)
 flags.DEFINE_integer("tickets", 3, "removal: how many disjoint tickets to find (ticket 1 included).", lower_bound=1,
                      flag_values=ANALYZE_FLAGS)
-flags.DEFINE_list("rounds", [], "instability, landscape: the rounds (0 = the dense network); default: instability "
-                  "0, landscape 0 and the last finished round.", flag_values=ANALYZE_FLAGS)
+flags.DEFINE_list("rounds", [], "instability, landscape, transfer: the rounds (0 = the dense network); default: "
+                  "instability 0, landscape 0 and the last finished round, transfer every finished pruned round.", flag_values=ANALYZE_FLAGS)
 flags.DEFINE_list("rewind_steps", ["0"], "instability: the steps k the two copies start from.",
                   flag_values=ANALYZE_FLAGS)
 flags.DEFINE_integer("pairs", 1, "instability: pairs of copies per (round, k).", lower_bound=1,
@@ -70,6 +75,8 @@ flags.DEFINE_float("span", 1.0, "landscape: the directions' coefficients run ove
                    flag_values=ANALYZE_FLAGS)
 flags.DEFINE_integer("examples", 2000, "landscape: training and test examples the loss is measured on.",
                      lower_bound=1, flag_values=ANALYZE_FLAGS)
+flags.DEFINE_string("target_flags", "", "transfer: task B, as a flagfile or as lth_tf.main flags in one string.",
+                    flag_values=ANALYZE_FLAGS)
 flags.DEFINE_bool("deterministic", False, "Training analyses: TensorFlow op determinism (bit-identical reruns).",
                   flag_values=ANALYZE_FLAGS)
 
@@ -102,6 +109,12 @@ def _landscape(runs, folder, f, should_stop):
     return landscape.analyze(runs[0], folder, rounds, f.resolution, f.span, f.examples)
 
 
+def _transfer(runs, folder, f, should_stop):
+    from lth_tf.analyze import transfer
+    rounds = _rounds(runs, f, lambda run: [r for r in runs_lib.ticket_rounds(run) if r > 0])
+    return transfer.analyze(runs[0], folder, f.target_flags, rounds, should_stop)
+
+
 SUBCOMMANDS = {
     "overlap": lambda runs, folder, f, stop: overlap.analyze(runs, folder),
     "layers": lambda runs, folder, f, stop: layers.analyze(runs, folder),
@@ -109,8 +122,9 @@ SUBCOMMANDS = {
     "removal": _removal,
     "instability": _instability,
     "landscape": _landscape,
+    "transfer": _transfer,
 }
-TRAINING = ("removal", "instability", "landscape")
+TRAINING = ("removal", "instability", "landscape", "transfer")
 
 
 def stop_on_signals() -> threading.Event:

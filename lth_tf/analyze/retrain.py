@@ -29,9 +29,13 @@ class Opened:
 
 def open_run(run: dict, strategy=None) -> Opened:
     """The run's config and data, and a trainer on a freshly built model of it."""
+    return open_config(config_lib.from_dict(run["config"]), strategy)
+
+
+def open_config(config: config_lib.ExperimentConfig, strategy=None) -> Opened:
+    """An experiment's data, and a trainer on a freshly built model of it."""
     from lth_tf import data, networks, training
     from lth_tf import tfmot_adapter as adapter
-    config = config_lib.from_dict(run["config"])
     splits = data.load(config.data)
     strategy = strategy or training.make_strategy("default")
     with strategy.scope():
