@@ -71,6 +71,14 @@ def write_csv(path: str, rows: list[dict], columns=None) -> str:
     return path
 
 
+def read_csv(path: str) -> list[dict]:
+    """A CSV file's rows as dicts of strings; [] if there is no file."""
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def load_arrays(path: str) -> dict[str, np.ndarray]:
     """The arrays of an .npz file; zip's CRC-32 of every array is checked on read."""
     try:

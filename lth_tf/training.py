@@ -196,6 +196,8 @@ class Hooks:
     checkpoint_every: int = 0
     should_stop: Callable[[], bool] = lambda: False
     on_epoch: Callable[[int], None] | None = None  # (epoch) at every epoch end, before a checkpoint there
+    at_steps: tuple = ()                            # steps on_step hears of (analyze infoplane's snapshots)
+    on_step: Callable[[int], None] = lambda step: None
 
 
 def train(trainer: Trainer, splits: data_lib.Splits, start_step: int, end_step: int,
@@ -222,7 +224,7 @@ def train(trainer: Trainer, splits: data_lib.Splits, start_step: int, end_step: 
         periods += [epoch] + ([hooks.checkpoint_every] if hooks.checkpoint_every else [])
     while step < end_step:
         # Run compiled chunks up to the next log, evaluation, checkpoint or the end.
-        boundary = min([end_step] + [_next_multiple(step, p) for p in periods])
+        boundary = min([end_step] + [_next_multiple(step, p) for p in periods] + [s for s in hooks.at_steps if s > step])
         learning_rate = current_learning_rate(trainer)
         loss, accuracy = (short_float(v) for v in trainer.train_steps(iterator, tf.constant(boundary - step)))
         step = boundary
@@ -235,6 +237,9 @@ def train(trainer: Trainer, splits: data_lib.Splits, start_step: int, end_step: 
             history.append(dict(step=step, train_loss=loss, train_accuracy=accuracy,
                                 **_eval_record(trainer, splits)))
             hooks.on_eval(history[-1])
+        if step in hooks.at_steps:
+            tfmot_adapter.apply_masks(trainer.model)
+            hooks.on_step(step)
         if hooks.on_epoch and step % epoch == 0:
             tfmot_adapter.apply_masks(trainer.model)
             hooks.on_epoch(step // epoch)

@@ -26,6 +26,10 @@ interruption, Ctrl-C included, and finished parts are read back, not retrained):
               for each of --rounds (default: every pruned round), A's ticket trained on B (output layer drawn
               afresh), beside B's own IMP ticket at that density, A's mask reinitialised, a random mask of the
               same layer sizes and the dense network on B. Targets analysed into one folder share transfer.png.
+  infoplane   tickets on the information plane (Shwartz-Ziv & Tishby 2017): each (round in --rounds, branch in
+              --branches) trained again, every hidden layer's activations on --examples training examples saved
+              at --snapshots log-spaced steps, and (I(X;T), I(T;Y)) per layer by --estimator=binning (--bins per
+              unit) or kde (an upper bound, --kde_variance); one row of panels per layer. MLPs only.
   landscape   the loss around a round's trained network (--rounds) along filter-normalised random directions within
               its mask (Li et al., NeurIPS 2018): 1-D line and 2-D plane (--resolution, --span, --examples), train
               and test; the loss rise at span/2 and the top Hessian eigenvalue beside the picture.
@@ -54,7 +58,8 @@ flags.DEFINE_string("report_dir", "", "Where the outputs of several runs go (one
                     flag_values=ANALYZE_FLAGS)
 flags.DEFINE_integer("round", 0, "movement: the round whose histograms are drawn (the table has every round).",
                      lower_bound=0, flag_values=ANALYZE_FLAGS)
-flags.DEFINE_integer("bins", 40, "movement: histogram bins.", lower_bound=2, flag_values=ANALYZE_FLAGS)
+flags.DEFINE_integer("bins", None, "movement: histogram bins (default 40); infoplane: bins per unit of the binning "
+                     "estimator (default 30).", lower_bound=2, flag_values=ANALYZE_FLAGS)
 
 flags.DEFINE_integer("target_round", 1, "removal: the round whose ticket is ticket 1.", lower_bound=1,
                      flag_values=ANALYZE_FLAGS)
@@ -73,10 +78,19 @@ flags.DEFINE_enum("path", "pairs", ["pairs", "init"], "instability: between two 
 flags.DEFINE_integer("resolution", 25, "landscape: points per direction.", lower_bound=3, flag_values=ANALYZE_FLAGS)
 flags.DEFINE_float("span", 1.0, "landscape: the directions' coefficients run over [-span, span].", lower_bound=0,
                    flag_values=ANALYZE_FLAGS)
-flags.DEFINE_integer("examples", 2000, "landscape: training and test examples the loss is measured on.",
+flags.DEFINE_integer("examples", None, "landscape: training and test examples the loss is measured on (default "
+                     "2000); infoplane: training examples the activations are recorded on (default 4000).",
                      lower_bound=1, flag_values=ANALYZE_FLAGS)
 flags.DEFINE_string("target_flags", "", "transfer: task B, as a flagfile or as lth_tf.main flags in one string.",
                     flag_values=ANALYZE_FLAGS)
+flags.DEFINE_list("branches", ["ticket", "reinit"], "infoplane: the branches of each round (round 0 has the "
+                  "dense network, its ticket).", flag_values=ANALYZE_FLAGS)
+flags.DEFINE_integer("snapshots", 30, "infoplane: log-spaced steps the activations are recorded at.", lower_bound=2,
+                     flag_values=ANALYZE_FLAGS)
+flags.DEFINE_enum("estimator", "binning", ["binning", "kde"], "infoplane: the mutual-information estimator.",
+                  flag_values=ANALYZE_FLAGS)
+flags.DEFINE_float("kde_variance", 0.1, "infoplane --estimator=kde: the variance of the Gaussian noise added to T.",
+                   lower_bound=0, flag_values=ANALYZE_FLAGS)
 flags.DEFINE_bool("deterministic", False, "Training analyses: TensorFlow op determinism (bit-identical reruns).",
                   flag_values=ANALYZE_FLAGS)
 
@@ -106,7 +120,14 @@ def _instability(runs, folder, f, should_stop):
 def _landscape(runs, folder, f, should_stop):
     from lth_tf.analyze import landscape
     rounds = _rounds(runs, f, lambda run: sorted({0, runs_lib.ticket_rounds(run)[-1]}))
-    return landscape.analyze(runs[0], folder, rounds, f.resolution, f.span, f.examples)
+    return landscape.analyze(runs[0], folder, rounds, f.resolution, f.span, f.examples or 2000)
+
+
+def _infoplane(runs, folder, f, should_stop):
+    from lth_tf.analyze import infoplane
+    rounds = _rounds(runs, f, lambda run: sorted({0, runs_lib.ticket_rounds(run)[-1]}))
+    return infoplane.analyze(runs[0], folder, rounds, f.branches, f.snapshots, f.estimator, f.bins or 30,
+                             f.examples or 4000, f.kde_variance, should_stop)
 
 
 def _transfer(runs, folder, f, should_stop):
@@ -118,13 +139,14 @@ def _transfer(runs, folder, f, should_stop):
 SUBCOMMANDS = {
     "overlap": lambda runs, folder, f, stop: overlap.analyze(runs, folder),
     "layers": lambda runs, folder, f, stop: layers.analyze(runs, folder),
-    "movement": lambda runs, folder, f, stop: movement.analyze(runs, folder, f.round, f.bins),
+    "movement": lambda runs, folder, f, stop: movement.analyze(runs, folder, f.round, f.bins or 40),
     "removal": _removal,
     "instability": _instability,
     "landscape": _landscape,
     "transfer": _transfer,
+    "infoplane": _infoplane,
 }
-TRAINING = ("removal", "instability", "landscape", "transfer")
+TRAINING = ("removal", "instability", "landscape", "transfer", "infoplane")
 
 
 def stop_on_signals() -> threading.Event:

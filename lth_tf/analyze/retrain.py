@@ -15,6 +15,7 @@ import numpy as np
 
 from lth_tf import config as config_lib
 from lth_tf import rundir
+from lth_tf import runs as runs_lib
 from lth_tf.console import duration
 
 CHECKPOINT_SECONDS = 30.0  # epoch-end checkpoints once the last is this old, as the driver does
@@ -46,6 +47,18 @@ def open_config(config: config_lib.ExperimentConfig, strategy=None) -> Opened:
     return Opened(config, splits, trainer)
 
 
+def branch_start(run: dict, opened: Opened, round_index: int, branch: str):
+    """(weights, masks, first step) the run's branch trained from, as its driver made them."""
+    from lth_tf import lottery
+    initial = runs_lib.masks(run, 0)
+    dense = {key: np.ones_like(mask) for key, mask in initial.items()}
+    removed = opened.config.lottery.removed
+    allowed = lottery.available_masks(removed, dense) if removed else dense
+    experiment = lottery.Experiment(opened.config, opened.splits, opened.trainer, run["dir"],
+                                    runs_lib.start_weights(run, 0), initial, allowed)
+    return lottery.branch_start(experiment, round_index, branch, runs_lib.masks(run, round_index))
+
+
 def with_data_order(trainer, seed: int):
     """The same trainer (model, optimizer, compiled steps) reading the training set in another order."""
     return dataclasses.replace(trainer, config=dataclasses.replace(trainer.config, seed=seed))
@@ -57,9 +70,10 @@ def data_seed(*parts: int) -> int:
 
 
 def train_piece(trainer, splits, state, masks, start: int, end: int, folder: str,
-                should_stop=lambda: False) -> dict:
+                should_stop=lambda: False, at_steps=(), on_step=lambda step: None) -> dict:
     """Trains state x masks from step `start` to `end` into folder/weights.npz; returns its
-    metrics (final and early-stop evaluation, history, seconds, trained=whether it trained now)."""
+    metrics (final and early-stop evaluation, history, seconds, trained=whether it trained now).
+    on_step(step) hears of every step in at_steps that this call trains through."""
     from lth_tf import checkpoints, training
     from lth_tf import tfmot_adapter as adapter
     done = os.path.join(folder, "metrics.json")
@@ -77,8 +91,9 @@ def train_piece(trainer, splits, state, masks, start: int, end: int, folder: str
             checkpoints.save(trainer, checkpoint_dir, at, records, spent + time.time() - started)
             last = time.time()
 
-    history = training.train(trainer, splits, step, end, training.Hooks(on_checkpoint=on_checkpoint,
-                                                                         should_stop=should_stop), history)
+    hooks = training.Hooks(on_checkpoint=on_checkpoint, should_stop=should_stop, at_steps=tuple(at_steps),
+                           on_step=on_step)
+    history = training.train(trainer, splits, step, end, hooks, history)
     rundir.save_arrays(os.path.join(folder, "weights.npz"), adapter.get_state(trainer.model))
     metrics = dict(final=history[-1], early_stop=training.early_stop(history), history=history,
                    seconds=spent + time.time() - started, start=start, end=end, data_order_seed=trainer.config.seed)

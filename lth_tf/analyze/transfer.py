@@ -200,7 +200,7 @@ def analyze(run: dict, folder: str, target_spec: str, rounds: list[int], should_
                          imp_round=nearest, source_weights_remaining_pct=source["weights_remaining_pct"],
                          source_test_accuracy=source["test_accuracy"]))
     path = os.path.join(folder, "transfer.csv")
-    earlier = [r for r in _read_rows(path) if r["target_id"] != target_id]
+    earlier = [r for r in rundir.read_csv(path) if r["target_id"] != target_id]
     every = earlier + rows
     rundir.write_csv(path, every, COLUMNS)
     png = plot(every, os.path.join(folder, "transfer.png"), run["dir"], task_text(run["config"]))
@@ -220,13 +220,6 @@ def _imp_row(imp_run, round_index, branch, label, target_id) -> dict:
                 early_stop_step=int(row["early_stop_step"]),
                 early_stop_test_accuracy=float(row["early_stop_test_accuracy"]), imp_round=round_index)
 
-
-def _read_rows(path) -> list[dict]:
-    if not os.path.exists(path):
-        return []
-    import csv
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def _targets(rows) -> list[str]:
