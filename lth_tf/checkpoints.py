@@ -33,6 +33,11 @@ def _markers(directory):
     return sorted(found, reverse=True)
 
 
+def kept_steps(directory: str) -> list[int]:
+    """The steps of the checkpoints kept in `directory`, newest first (a resume may fall back to any)."""
+    return [step for step, _ in _markers(directory)]
+
+
 def save(trainer, directory: str, step: int, history: list, seconds: float):
     prefix = os.path.join(directory, f"ckpt-{step}")
     with trainer.strategy.scope():

@@ -7,8 +7,9 @@ consecutive masks, the paper's FIFO queue of the last 5 distances).
 
 The detector keeps its state in a folder, so a dense round resumed from a
 checkpoint goes on detecting: state.json ({target: {"distances": {epoch:
-distance}, "drawn_epoch": epoch or null}}) and the masks of recent epochs.
-A drawn ticket's masks are written where the sparse round reads them.
+distance}, "drawn_epoch": epoch or null}}), the masks of recent epochs, and
+drawn_I.npz, target I's ticket, written before the state that says it was
+drawn (the sparse round takes it only once state.json says so).
 """
 import glob
 import os
@@ -35,13 +36,13 @@ def drawn_epoch(distances: dict[int, float], epsilon: float, window: int = WINDO
 class Detector:
     """Feeds each epoch's weights to the masks of every target density.
 
-    `masks_of(weights, target)` gives the magnitude masks; `save_drawn(i, masks)`
-    stores target i's ticket when it is drawn. Epoch masks older than the last
-    checkpoint's epoch are deleted as checkpoints come (a resume starts there)."""
+    `masks_of(weights, target)` gives the magnitude masks. Epoch masks older
+    than the oldest kept checkpoint's epoch are deleted as checkpoints come (a
+    resume starts there)."""
 
-    def __init__(self, folder: str, targets, epsilon: float, masks_of: Callable, save_drawn: Callable):
+    def __init__(self, folder: str, targets, epsilon: float, masks_of: Callable):
         self.folder, self.targets, self.epsilon = folder, list(targets), epsilon
-        self.masks_of, self.save_drawn = masks_of, save_drawn
+        self.masks_of = masks_of
         self.state = read_state(folder) or {str(t): dict(distances={}, drawn_epoch=None) for t in self.targets}
         self.kept_from = 0
 
@@ -57,7 +58,7 @@ class Detector:
             distances = {int(e): d for e, d in record["distances"].items()}
             if record["drawn_epoch"] is None and drawn_epoch(distances, self.epsilon) == epoch:
                 record["drawn_epoch"] = epoch
-                self.save_drawn(index, masks)
+                rundir.save_arrays(os.path.join(self.folder, f"drawn_{index}.npz"), masks)
             current.update({f"{index}:{key}": m.astype(np.uint8) for key, m in masks.items()})
         rundir.save_arrays(os.path.join(self.folder, f"epoch_{epoch:05d}.npz"), current)
         rundir.write_json(os.path.join(self.folder, "state.json"), self.state)
@@ -66,7 +67,7 @@ class Detector:
                 os.unlink(os.path.join(self.folder, f"epoch_{old:05d}.npz"))
 
     def checkpointed(self, epoch: int):
-        """A checkpoint at (or within) `epoch`: a resume never needs older masks."""
+        """The oldest kept checkpoint is at (or within) `epoch`: a resume never needs older masks."""
         self.kept_from = epoch
 
     def _epoch_masks(self, epoch: int):
@@ -81,6 +82,14 @@ def _epochs(folder: str) -> list[int]:
 def read_state(folder: str) -> dict | None:
     path = os.path.join(folder, "state.json")
     return rundir.read_json(path) if os.path.exists(path) else None
+
+
+def drawn_masks(folder: str, index: int, target: float) -> dict | None:
+    """The ticket drawn for target `index` (density `target`), or None if state.json does not say it was drawn."""
+    record = (read_state(folder) or {}).get(str(target))
+    if record is None or record["drawn_epoch"] is None:
+        return None
+    return rundir.load_arrays(os.path.join(folder, f"drawn_{index}.npz"))
 
 
 def clear_epochs(folder: str):

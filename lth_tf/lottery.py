@@ -236,8 +236,11 @@ def finished_or_trained(experiment, round_index, branch, masks, options) -> tupl
                                            density=pruning.density(masks)))
         except training.Interrupted as stop:
             raise training.Interrupted(f"in round {round_index} {branch} {stop}") from None
-    # A finished branch keeps no checkpoints, also when a kill came between its metrics and this.
+    # A finished branch keeps no checkpoints (nor an early-bird detector's epoch masks), also when a kill
+    # came between its metrics and this.
     checkpoints.clear(os.path.join(folder, "checkpoints"))
+    if (round_index, branch) == (0, "ticket") and experiment.config.pruning.method == "early_bird":
+        early_bird.clear_epochs(early_bird_folder(experiment))
     diverged = os.path.exists(failed)
     return rundir.read_json(failed if diverged else done), diverged, trained
 
@@ -288,6 +291,9 @@ def next_masks(experiment: Experiment, round_index: int) -> pruning.Masks:
     if config.method in methods.AT_INIT:
         return masks_at_init(experiment, round_index, target)
     if config.method == "early_bird":
+        drawn = early_bird.drawn_masks(early_bird_folder(experiment), round_index - 1, target)
+        if drawn is not None:
+            return drawn
         logging.warning("round %d: no early-bird ticket was drawn at %.4g of the weights (epsilon %g); the dense "
                         "round's final weights are pruned instead", round_index, target, config.early_bird_epsilon)
     dense = rundir.load_arrays(experiment.path(
@@ -424,8 +430,9 @@ def run_branch(experiment: Experiment, round_index: int, branch: str, masks, opt
         if due or time.time() - last_checkpoint >= options.epoch_checkpoint_seconds:
             checkpoints.save(trainer, checkpoint_dir, step, records, spent + time.time() - started)
             last_checkpoint = time.time()
-            if detector:
-                detector.checkpointed(step // data_lib.steps_per_epoch(splits, experiment.config.training.batch_size))
+            if detector:  # the oldest kept checkpoint: a resume that cannot read the newest falls back to it
+                detector.checkpointed(min(checkpoints.kept_steps(checkpoint_dir))
+                                      // data_lib.steps_per_epoch(splits, experiment.config.training.batch_size))
 
     hooks = _branch_hooks(round_index, branch, density, writer, options, on_checkpoint)
     if detector:
@@ -436,8 +443,6 @@ def run_branch(experiment: Experiment, round_index: int, branch: str, masks, opt
             rundir.save_arrays(path, adapter.get_state(trainer.model))
             step = at
     history = training.train(trainer, splits, step, end, hooks, history)
-    if detector:
-        early_bird.clear_epochs(detector.folder)
     seconds = spent + time.time() - started
     final_state = adapter.get_state(trainer.model)
     rundir.save_arrays(os.path.join(folder, "weights.npz"), final_state)
@@ -454,15 +459,13 @@ def run_branch(experiment: Experiment, round_index: int, branch: str, masks, opt
 
 
 def early_bird_detector(experiment: Experiment) -> early_bird.Detector | None:
-    """Under --prune_method=early_bird, what watches the dense round's epochs;
-    a drawn ticket's masks become its round's masks.npz."""
+    """Under --prune_method=early_bird, what watches the dense round's epochs (a drawn
+    ticket's masks are kept in its folder until next_masks makes them its round's)."""
     config = experiment.config.pruning
     if config.method != "early_bird":
         return None
-    def save_drawn(index, masks):
-        rundir.save_arrays(experiment.path(f"round_{index + 1:02d}", "masks.npz"), masks)
     return early_bird.Detector(early_bird_folder(experiment), config.target_density, config.early_bird_epsilon,
-                               lambda state, target: magnitude_masks(experiment, state, target), save_drawn)
+                               lambda state, target: magnitude_masks(experiment, state, target))
 
 
 def snapshots(experiment: Experiment, round_index: int, branch: str) -> list[tuple[int, str]]:

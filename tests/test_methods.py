@@ -241,19 +241,32 @@ def test_the_early_bird_detector_draws_converging_masks_and_resumes(tmp_path):
     def masks_of(weights, target):
         return pruning.keep_highest({"fc1": np.abs(weights["fc1/kernel"])}, {"fc1": np.ones((20, 10))}, target,
                                     "global")
-    drawn = {}
     def weights(epoch):  # converging: identical from epoch 4 on
         return {"fc1/kernel": final["fc1/kernel"] + (rng.normal(size=(20, 10)) if epoch < 4 else 0)}
-    detector = early_bird.Detector(str(tmp_path), [0.5, 0.1], 0.01, masks_of, lambda i, m: drawn.setdefault(i, m))
+    detector = early_bird.Detector(str(tmp_path), [0.5, 0.1], 0.01, masks_of)
     for epoch in range(1, 7):
         detector.observe(epoch, weights(epoch))
-    detector = early_bird.Detector(str(tmp_path), [0.5, 0.1], 0.01, masks_of, lambda i, m: drawn.setdefault(i, m))
-    for epoch in range(7, 12):  # a resumed dense round: the state and the last masks come from the folder
+    detector.checkpointed(5)  # the oldest kept checkpoint: the masks of epoch 5 on stay
+    detector.observe(7, weights(7))
+    assert sorted(f for f in os.listdir(tmp_path) if f.startswith("epoch_")) == [
+        "epoch_00005.npz", "epoch_00006.npz", "epoch_00007.npz"]
+    detector = early_bird.Detector(str(tmp_path), [0.5, 0.1], 0.01, masks_of)
+    for epoch in range(6, 12):  # resumed from the checkpoint in epoch 5: the state and epoch 5's masks from the folder
         detector.observe(epoch, weights(epoch))
     state = early_bird.read_state(str(tmp_path))
     assert state["0.5"]["drawn_epoch"] == state["0.1"]["drawn_epoch"] == 9  # distances 0 at epochs 5..9
     for index, target in enumerate([0.5, 0.1]):
-        np.testing.assert_array_equal(drawn[index]["fc1"], masks_of(final, target)["fc1"])
+        np.testing.assert_array_equal(early_bird.drawn_masks(str(tmp_path), index, target)["fc1"],
+                                      masks_of(final, target)["fc1"])
+
+
+def test_a_drawn_ticket_counts_only_once_the_state_says_it_was_drawn(tmp_path):
+    """A kill between a ticket's masks and the state that records the draw: the ticket was not drawn."""
+    rundir.save_arrays(str(tmp_path / "drawn_0.npz"), {"fc1": np.ones((2, 2), np.float32)})
+    rundir.write_json(str(tmp_path / "state.json"), {"0.5": dict(distances={}, drawn_epoch=None)})
+    assert early_bird.drawn_masks(str(tmp_path), 0, 0.5) is None
+    rundir.write_json(str(tmp_path / "state.json"), {"0.5": dict(distances={}, drawn_epoch=3)})
+    assert early_bird.drawn_masks(str(tmp_path), 0, 0.5)["fc1"].shape == (2, 2)
 
 
 def test_an_early_bird_run_trains_the_drawn_ticket_and_counts_the_steps_to_the_draw(mnist1d, tmp_path):
@@ -267,6 +280,7 @@ def test_an_early_bird_run_trains_the_drawn_ticket_and_counts_the_steps_to_the_d
     assert rows[-1]["method"] == "early_bird" and rows[-1]["training_steps_spent"] == 6 * 35 + 245
     masks = rundir.load_arrays(experiment.path("round_01", "masks.npz"))
     assert abs(pruning.density(masks) - 0.3) < 0.01
+    np.testing.assert_array_equal(masks["fc1"], early_bird.drawn_masks(folder, 0, 0.3)["fc1"])
     from lth_tf import report, runs
     assert "30% weights: drawn at epoch 6 (step 210 of 250, batch 100): 16% of the dense training saved" in \
         report.early_bird_text([runs.load_run(experiment.output_dir)])

@@ -44,7 +44,8 @@ BRANCHES = ("ticket", "imp", "reinit", "random", "dense")
 LABELS = {"ticket": "A's ticket (transferred)", "imp": "IMP on B (B's own ticket)", "reinit": "A's mask, reinitialised",
           "random": "random mask, same layer sizes", "dense": "dense network on B"}
 COLUMNS = ("target", "target_id", "round", "branch", "weights_remaining_pct", "test_accuracy", "early_stop_step",
-           "early_stop_test_accuracy", "imp_round", "source_weights_remaining_pct", "source_test_accuracy")
+           "early_stop_test_accuracy", "imp_round", "source_weights_remaining_pct", "source_test_accuracy",
+           "test_examples")
 
 
 def target_config(spec: str) -> config_lib.ExperimentConfig:
@@ -177,7 +178,7 @@ def analyze(run: dict, folder: str, target_spec: str, rounds: list[int], should_
         return dict(drawn[seed])
     start, end = target.lottery.rewind_step, target.training.train_steps
     progress = retrain.Progress("transfer", len(rounds) * len(TRAINED))
-    rows = [_imp_row(imp_run, 0, "dense", label, target_id)]
+    rows = [dict(_imp_row(imp_run, 0, "dense", label, target_id), test_examples=len(splits.y_test))]
     for round_index in rounds:
         theta_a, masks_a = runs_lib.start_weights(run, round_index), runs_lib.masks(run, round_index)
         source = next(r for r in run["rows"] if int(r["round"]) == round_index and r["branch"] == "ticket")
@@ -240,9 +241,11 @@ def section(rows, source_dir, task_a) -> str:
     for target_id in _targets(rows):
         dense = _of(rows, target_id, "dense")
         label = (dense or _of(rows, target_id, "ticket"))[0]["target"]
-        lines += [f"### B: {label}", "", f"Dense network on B: {float(dense[0]['test_accuracy']):.4f}." if dense
-                  else "", "", "| A's round | % weights | A's ticket on A | transferred | IMP on B (% weights) | "
-                  "reinit | random |", "|---|---|---|---|---|---|---|"]
+        examples = f" ({dense[0]['test_examples']} test examples)" if dense and dense[0].get("test_examples") else ""
+        lines += [f"### B: {label}", "",
+                  f"Dense network on B: {float(dense[0]['test_accuracy']):.4f}{examples}." if dense else "", "",
+                  "| A's round | % weights | A's ticket on A | transferred | IMP on B (% weights) | reinit | random |",
+                  "|---|---|---|---|---|---|---|"]
         by = {b: {int(r["round"]): r for r in _of(rows, target_id, b)} for b in BRANCHES}
         for round_index in sorted(by["ticket"]):
             t, imp = by["ticket"][round_index], by["imp"].get(round_index)
@@ -270,7 +273,7 @@ def plot(rows, path, source_dir, task_a) -> str:
     import matplotlib.pyplot as plt
     from matplotlib import ticker
     targets = _targets(rows)
-    figure, axes = plt.subplots(1, len(targets), figsize=(6.2 * len(targets), 4.6), sharey=True, squeeze=False)
+    figure, axes = plt.subplots(1, len(targets), figsize=(6.2 * len(targets), 4.6), squeeze=False)
     styles = {"ticket": ("C0", "o-"), "imp": ("C3", "s--"), "reinit": ("C1", "^:"), "random": ("C2", "v:")}
     for axis, target_id in zip(axes[0], targets):
         for branch, (color, style) in styles.items():
@@ -280,18 +283,24 @@ def plot(rows, path, source_dir, task_a) -> str:
                           for r in mine], style, color=color, markersize=4, label=LABELS[branch])
         dense = _of(rows, target_id, "dense")
         if dense:
-            axis.axhline(100 * float(dense[0]["test_accuracy"]), color="k", lw=1, label=LABELS["dense"])
+            accuracy, n = float(dense[0]["test_accuracy"]), int(dense[0].get("test_examples") or 0)
+            se = 100 * np.sqrt(accuracy * (1 - accuracy) / max(n, 1))
+            axis.axhline(100 * accuracy, color="k", lw=1, label=LABELS["dense"])
+        if dense and n:  # the test set's size (transfer.csv of an earlier lth_tf lacks it)
+            axis.axhspan(100 * accuracy - se, 100 * accuracy + se, color="k", alpha=0.08,
+                         label=f"±1 binomial SE ({n} test examples)")
         axis.set_xscale("log")
         axis.invert_xaxis()
+        axis.xaxis.set_major_locator(ticker.FixedLocator(sorted({float(r["weights_remaining_pct"])
+                                                                for r in _of(rows, target_id, "ticket")})))
         axis.xaxis.set_major_formatter(ticker.FormatStrFormatter("%.3g"))
         axis.xaxis.set_minor_formatter(ticker.NullFormatter())
-        axis.xaxis.set_major_locator(ticker.LogLocator(subs=(1, 2, 5)))
         axis.set_xlabel("% weights remaining")
         label = (dense or _of(rows, target_id, "ticket"))[0]["target"]
         axis.set_title(textwrap.fill(f"task B: {label}", 70), fontsize=9)
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(fontsize=7)
-    axes[0][0].set_ylabel("test accuracy on task B (%)")
+        axis.set_ylabel("test accuracy on task B (%)")
     figure.suptitle(f"Tickets found on task A ({task_a}: {os.path.normpath(source_dir)}) trained on task B",
                     fontsize=10)
     figure.tight_layout()
