@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The tests read real Fashion-MNIST: Debian's dataset-fashion-mnist puts its IDX files here.
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: run test benchmark results results-report analyses methods methods-report clean
+.PHONY: run test benchmark results results-report analyses methods methods-report transfer infoplane clean
 
 $(BIN)/activate: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -92,6 +92,35 @@ methods: $(BIN)/activate
 methods-report: $(BIN)/activate
 	$(BIN)/python -m lth_tf.report --report_dir=docs/methods $(METHODS)/imp/*/seed_* $(METHODS)/oneshot/seed_* \
 	  $(METHODS)/at_init/*/seed_* $(METHODS)/early_bird/seed_*
+
+# The README's transfer picture (docs/analyze/transfer/): the quick default found on MNIST-1D's classes 0-4
+# (task A), its tickets trained on classes 5-9 and on MNIST-1D generated with more noise and shear (task B).
+# A and B share seed 0, so a transferred ticket and B's own start from the same hidden weights. Resumable.
+TRANSFER := runs/transfer
+SHIFTED := --mnist1d_corr_noise_scale=0.5 --mnist1d_shear_scale=1.5 --mnist1d_seed=7
+transfer: $(BIN)/activate
+	$(BIN)/python -m lth_tf.main --flagfile=configs/quick.flags --classes=0,1,2,3,4 --controls=none --export=none \
+	  --output_dir=$(TRANSFER)/source
+	$(BIN)/python -m lth_tf.analyze transfer --output_dir=$(TRANSFER)/source --report_dir=$(TRANSFER)/report \
+	  --target_flags='--flagfile=configs/quick.flags --classes=5,6,7,8,9'
+	$(BIN)/python -m lth_tf.analyze transfer --output_dir=$(TRANSFER)/source --report_dir=$(TRANSFER)/report \
+	  --target_flags='--flagfile=configs/quick.flags --classes=0,1,2,3,4 $(SHIFTED)'
+	mkdir -p docs/analyze/transfer
+	cp $(TRANSFER)/report/report.md $(TRANSFER)/report/transfer.png $(TRANSFER)/report/transfer.csv docs/analyze/transfer/
+
+# The README's information-plane picture (docs/analyze/infoplane/): the quick default (its reinit control
+# included), rounds 0, 4 and 8 trained again with their activations recorded, by both estimators. Resumable.
+INFOPLANE := runs/infoplane
+KDE_VARIANCE := 0.1
+infoplane: $(BIN)/activate
+	$(BIN)/python -m lth_tf.main --flagfile=configs/quick.flags --export=none --output_dir=$(INFOPLANE)/run
+	$(BIN)/python -m lth_tf.analyze infoplane --output_dir=$(INFOPLANE)/run --report_dir=$(INFOPLANE)/report \
+	  --rounds=0,4,8 --branches=ticket,reinit --estimator=binning
+	$(BIN)/python -m lth_tf.analyze infoplane --output_dir=$(INFOPLANE)/run --report_dir=$(INFOPLANE)/report \
+	  --rounds=0,4,8 --branches=ticket,reinit --estimator=kde --kde_variance=$(KDE_VARIANCE)
+	mkdir -p docs/analyze/infoplane
+	cp $(INFOPLANE)/report/report.md $(INFOPLANE)/report/infoplane.csv $(INFOPLANE)/report/infoplane_*.png \
+	  docs/analyze/infoplane/
 
 clean:
 	rm -rf $(VENV) *.egg-info

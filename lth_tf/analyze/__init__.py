@@ -29,7 +29,8 @@ interruption, Ctrl-C included, and finished parts are read back, not retrained):
   infoplane   tickets on the information plane (Shwartz-Ziv & Tishby 2017): each (round in --rounds, branch in
               --branches) trained again, every hidden layer's activations on --examples training examples saved
               at --snapshots log-spaced steps, and (I(X;T), I(T;Y)) per layer by --estimator=binning (--bins per
-              unit) or kde (an upper bound, --kde_variance); one row of panels per layer. MLPs only.
+              unit) or kde (an upper bound, --kde_variance); one row of panels per layer in
+              infoplane_ESTIMATOR.png. MLPs only.
   landscape   the loss around a round's trained network (--rounds) along filter-normalised random directions within
               its mask (Li et al., NeurIPS 2018): 1-D line and 2-D plane (--resolution, --span, --examples), train
               and test; the loss rise at span/2 and the top Hessian eigenvalue beside the picture.
@@ -205,7 +206,7 @@ def cli(argv=None) -> int:
             raise
         return status
     print(f"lth_tf.analyze {name}: {len(runs)} run(s) in {time.time() - started:.1f}s: "
-          f"{', '.join(written)} and the '{name}' section of {os.path.join(folder, 'report.md')}")
+          f"{', '.join(written)} and its section of {os.path.join(folder, 'report.md')}")
     return 0
 
 

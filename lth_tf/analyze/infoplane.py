@@ -199,13 +199,16 @@ def plot(rows, layer_names, path, estimator, bins, variance, n) -> str:
     from matplotlib.colors import LogNorm
     networks = list(dict.fromkeys((r["round"], r["branch"]) for r in rows))
     figure, axes = plt.subplots(len(layer_names), len(networks), figsize=(3.4 * len(networks) + 1.2,
-                                3.0 * len(layer_names)), sharex="row", sharey="row", squeeze=False)
+                                3.0 * len(layer_names)), sharex=True, sharey=True, squeeze=False)
+    h_x, h_y = rows[0]["h_x_bits"], rows[0]["h_y_bits"]
     norm = LogNorm(1, max(r["step"] for r in rows) + 1)
     for column, (round_index, branch) in enumerate(networks):
         for row_index, name in enumerate(layer_names):
             axis = axes[row_index][column]
             path_rows = [r for r in rows if (r["round"], r["branch"], r["layer"]) == (round_index, branch, name)]
             xs, ys = [r["i_xt_bits"] for r in path_rows], [r["i_ty_bits"] for r in path_rows]
+            axis.axvline(h_x, color="0.5", ls="--", lw=0.8, label="H(X) = log2(examples)")
+            axis.axhline(h_y, color="0.5", ls=":", lw=0.8, label="H(Y)")
             axis.plot(xs, ys, "-", color="0.7", lw=0.8, zorder=1)
             points = axis.scatter(xs, ys, c=[r["step"] + 1 for r in path_rows], cmap="viridis", norm=norm, s=18,
                                   zorder=2)
@@ -218,6 +221,9 @@ def plot(rows, layer_names, path, estimator, bins, variance, n) -> str:
             if row_index == len(layer_names) - 1:
                 axis.set_xlabel("I(X;T) (bits)")
             axis.grid(alpha=0.3)
+    axes[0][0].set_xlim(0, 1.04 * h_x)
+    axes[0][0].set_ylim(0, 1.06 * h_y)
+    axes[-1][0].legend(fontsize=7, loc="center right")
     figure.colorbar(points, ax=axes, label="training step (+1, log scale)", fraction=0.02, pad=0.02)
     figure.suptitle(f"Information plane per hidden layer (rows): {_how(estimator, bins, variance, n)}", fontsize=10)
     figure.savefig(path, dpi=100, bbox_inches="tight")
