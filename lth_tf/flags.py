@@ -113,8 +113,8 @@ flags.DEFINE_bool("prune_biases", False, "Mask biases too, ranked with their lay
 flags.DEFINE_enum("prune_method", "imp", ["imp", "early_bird", "snip", "grasp", "synflow", "magnitude_init", "random"],
                   "How the sparse rounds' masks are found: imp (iterative magnitude pruning, --rounds rounds); "
                   "snip, grasp, synflow, magnitude_init, random (pruning at initialisation: theta_k scored and "
-                  "pruned to each --target_density, trained once, with the reinit, shuffle_layerwise and inverted-"
-                  "mask sanity checks); early_bird (the magnitude mask drawn while the dense round trains, once it "
+                  "pruned to each --target_density, trained once, with the reinit, random_prune, shuffle_layerwise "
+                  "and inverted-mask sanity checks); early_bird (the magnitude mask drawn while the dense round trains, once it "
                   "stops changing, trained from theta_k).")
 flags.DEFINE_bool("oneshot", False, "imp: prune the dense round's trained weights straight to each --target_density "
                   "(one-shot pruning) instead of iteratively.")
@@ -242,11 +242,13 @@ def experiment_config(f=FLAGS) -> tuple[ExperimentConfig, list[str]]:
     return ExperimentConfig(data_cfg, model_config, training_config, pruning_config, lottery_config), warnings
 
 
-SANITY_CONTROLS = ("reinit", "shuffle_layerwise")
+# Frankle et al. (2021)'s shuffled mask is random_prune (the mask permuted within each layer, theta_k in place);
+# shuffle_layerwise also moves the surviving values with it.
+SANITY_CONTROLS = ("reinit", "random_prune", "shuffle_layerwise")
 
 
 def method_controls(f=FLAGS) -> tuple:
-    """--controls, and for an at-init method (but random) the sanity checks' reinit and shuffle_layerwise."""
+    """--controls, and for an at-init method (but random) the sanity checks' controls."""
     chosen = controls(f)
     if f.prune_method not in ("imp", "early_bird", "random"):
         chosen += tuple(c for c in SANITY_CONTROLS if c not in chosen)

@@ -143,7 +143,7 @@ def sanity_table(runs) -> str:
     rounds = sorted({int(r["round"]) for run in runs for r in run["rows"] if r["branch"] == "inverted"})
     if not rounds:
         return ""
-    checks = [b for b in ("shuffle_layerwise", "reinit", "inverted") if b in branches(runs)]
+    checks = [b for b in ("random_prune", "shuffle_layerwise", "reinit", "inverted") if b in branches(runs)]
     header = ["% weights", "method acc"] + [f"{c} acc" for c in checks] + [f"beats {c}?" for c in checks]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for round_index in rounds:
@@ -177,10 +177,11 @@ def beats(differences) -> str:
 
 
 SANITY_TEXT = ("Sanity checks (Frankle et al., ICLR 2021): the method's mask against the same mask permuted within "
-               "each layer (shuffle_layerwise), trained from fresh weights (reinit), and the lowest-scoring weights "
-               "at the same per-layer counts (inverted). A method that does not beat its shuffled mask carries only "
-               "its per-layer densities. \"beats\": mean paired difference in points ± its standard error; yes or "
-               "no when beyond twice that.")
+               "each layer over the same weights theta_k (random_prune: the paper's shuffled mask), the mask and the "
+               "surviving values permuted together (shuffle_layerwise: a shuffle that keeps the selected values), the "
+               "mask trained from fresh weights (reinit), and the lowest-scoring weights at the same per-layer counts "
+               "(inverted). A method that does not beat its shuffled mask carries only its per-layer densities. "
+               "\"beats\": mean paired difference in points ± its standard error; yes or no when beyond twice that.")
 
 
 def early_bird_text(runs) -> str:

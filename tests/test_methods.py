@@ -314,3 +314,19 @@ def test_a_report_refuses_methods_on_different_setups(three_methods, mnist1d, tm
                 mnist1d, tmp_path / "other")[0].output_dir
     with pytest.raises(report.RunError, match="differ in more than their method and seeds: --learning_rate"):
         report.by_method([report.runs_lib.load_run(d) for d in (three_methods["snip"], other)])
+
+
+@pytest.mark.parametrize("method, controls", [
+    ("snip", ("reinit", "random_prune", "shuffle_layerwise")),   # the sanity checks join an at-init method's run
+    ("random", ()),                                               # random pruning is its own shuffle
+    ("early_bird", ()),
+])
+def test_an_at_init_method_brings_the_sanity_checks_with_the_papers_shuffled_mask(method, controls):
+    from lth_tf import flags as lth_flags
+    lth_flags.FLAGS.unparse_flags()
+    try:
+        lth_flags.FLAGS(["lth_tf.main", f"--prune_method={method}", "--target_density=0.5", "--controls=none"])
+        config, _ = lth_flags.experiment_config(lth_flags.FLAGS)
+    finally:
+        lth_flags.FLAGS.unparse_flags()
+    assert config.lottery.controls == controls
