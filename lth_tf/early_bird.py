@@ -36,13 +36,14 @@ def drawn_epoch(distances: dict[int, float], epsilon: float, window: int = WINDO
 class Detector:
     """Feeds each epoch's weights to the masks of every target density.
 
-    `masks_of(weights, target)` gives the magnitude masks. Epoch masks older
+    `masks_of(weights, target)` gives the magnitude masks; distances are
+    fractions of the `changeable` entries (None: all). Epoch masks older
     than the oldest kept checkpoint's epoch are deleted as checkpoints come (a
     resume starts there)."""
 
-    def __init__(self, folder: str, targets, epsilon: float, masks_of: Callable):
+    def __init__(self, folder: str, targets, epsilon: float, masks_of: Callable, changeable=None):
         self.folder, self.targets, self.epsilon = folder, list(targets), epsilon
-        self.masks_of = masks_of
+        self.masks_of, self.changeable = masks_of, changeable
         self.state = read_state(folder) or {str(t): dict(distances={}, drawn_epoch=None) for t in self.targets}
         self.kept_from = 0
 
@@ -54,7 +55,7 @@ class Detector:
             record = self.state[str(target)]
             if previous is not None:
                 before = {key[len(f"{index}:"):]: m for key, m in previous.items() if key.startswith(f"{index}:")}
-                record["distances"][str(epoch)] = pruning.hamming_distance(before, masks)
+                record["distances"][str(epoch)] = pruning.hamming_distance(before, masks, self.changeable)
             distances = {int(e): d for e, d in record["distances"].items()}
             if record["drawn_epoch"] is None and drawn_epoch(distances, self.epsilon) == epoch:
                 record["drawn_epoch"] = epoch

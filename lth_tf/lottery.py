@@ -464,8 +464,10 @@ def early_bird_detector(experiment: Experiment) -> early_bird.Detector | None:
     config = experiment.config.pruning
     if config.method != "early_bird":
         return None
+    excluded = config.exclude if config.strategy == "global" else ()
+    changeable = {key: allowed * (pruning.layer_of(key) not in excluded) for key, allowed in experiment.allowed.items()}
     return early_bird.Detector(early_bird_folder(experiment), config.target_density, config.early_bird_epsilon,
-                               lambda state, target: magnitude_masks(experiment, state, target))
+                               lambda state, target: magnitude_masks(experiment, state, target), changeable)
 
 
 def snapshots(experiment: Experiment, round_index: int, branch: str) -> list[tuple[int, str]]:

@@ -163,9 +163,11 @@ def keep_lowest_like(scores: Masks, allowed: Masks, like: Masks) -> Masks:
     return new_masks
 
 
-def hamming_distance(a: Masks, b: Masks) -> float:
-    """The fraction of all mask entries where `a` and `b` differ (early-bird tickets)."""
-    return float(sum(np.count_nonzero(a[k] != b[k]) for k in a) / sum(m.size for m in a.values()))
+def hamming_distance(a: Masks, b: Masks, changeable: Masks | None = None) -> float:
+    """The fraction of the entries that pruning may change (`changeable`'s ones; default: all) where `a` and
+    `b` differ (early-bird tickets)."""
+    total = sum(m.size for m in a.values()) if changeable is None else sum(m.sum() for m in changeable.values())
+    return float(sum(np.count_nonzero(a[k] != b[k]) for k in a) / max(total, 1))
 
 
 def layer_counts(masks: Masks) -> dict[str, int]:

@@ -226,6 +226,10 @@ def test_the_early_bird_distance_of_a_mask_with_itself_is_zero(network):
     assert pruning.hamming_distance(masks, masks) == 0
     flipped = dict(masks, output=1 - masks["output"])
     assert pruning.hamming_distance(masks, flipped) == masks["output"].size / sum(m.size for m in masks.values())
+    # Entries no pruning can change (removed for good, or excluded under global pruning) do not dilute it.
+    changeable = dict({k: np.ones_like(m) for k, m in masks.items()}, fc1=np.zeros_like(masks["fc1"]))
+    assert pruning.hamming_distance(masks, flipped, changeable) == masks["output"].size / sum(
+        m.size for k, m in masks.items() if k != "fc1")
 
 
 def test_the_early_bird_detector_fires_once_five_distances_are_below_epsilon():

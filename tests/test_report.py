@@ -9,7 +9,9 @@ from lth_tf import report, rundir
 
 
 def table_rows(markdown):
-    lines = [l for l in markdown.splitlines() if l.startswith("| ") and not l.startswith("| round")]
+    """The rows of the report's own table (not of the analyses' sections a run's report.md may also hold)."""
+    own = markdown.split("<!-- lth_tf.analyze")[0]
+    lines = [l for l in own.splitlines() if l.startswith("| ") and not l.startswith("| round")]
     return [[c.strip() for c in l.strip("|").split("|")] for l in lines]
 
 
