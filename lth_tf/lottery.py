@@ -379,7 +379,11 @@ def branch_start(experiment: Experiment, round_index: int, branch: str, masks):
     if branch == "ticket":
         return state, masks, start
     if branch == "inverted":
-        return state, rundir.load_arrays(experiment.path(f"round_{round_index:02d}", "inverted", "masks.npz")), start
+        path = experiment.path(f"round_{round_index:02d}", "inverted", "masks.npz")
+        _drop_if_damaged(path)
+        if not os.path.exists(path):  # saved with the round's masks; scoring again makes the same ones
+            masks_at_init(experiment, round_index, config.pruning.target_density[round_index - 1])
+        return state, rundir.load_arrays(path), start
     seed = control_seed(config.lottery.seed, round_index, branch)
     def fresh(seed):
         return initial_state(config, experiment.splits, seed)

@@ -4,6 +4,7 @@ fine-tuning, early-bird tickets."""
 import dataclasses
 import logging
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -166,6 +167,11 @@ def test_an_at_init_run_trains_its_sanity_checks_with_exact_zeros(mnist1d, tmp_p
     inverted = rundir.load_arrays(experiment.path("round_02", "inverted", "masks.npz"))
     ticket = rundir.load_arrays(experiment.path("round_02", "masks.npz"))
     assert all(not np.any(inverted[k] * ticket[k]) for k in ticket)  # under half of each layer: disjoint
+    # An inverted branch whose masks were lost (its folder deleted) is scored again to the same masks.
+    shutil.rmtree(experiment.path("round_02", "inverted"))
+    run(method_config(method="snip", target_density=(0.5, 0.2)), mnist1d, tmp_path)
+    again = rundir.load_arrays(experiment.path("round_02", "inverted", "masks.npz"))
+    assert all(np.array_equal(again[k], inverted[k]) for k in inverted)
 
 
 def test_snip_collapsing_a_layer_is_warned_about_and_the_run_finishes(mnist1d, tmp_path, caplog):
