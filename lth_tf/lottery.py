@@ -145,6 +145,7 @@ def run(experiment: Experiment, options: RunOptions = RunOptions()) -> list[dict
     rows = []
     for round_index in range(rounds + 1):
         masks = round_masks(experiment, round_index)
+        check_workers_agree(experiment, round_index, masks)
         for branch in round_branches(experiment, round_index, dense_start):
             metrics, failed, trained = finished_or_trained(experiment, round_index, branch, masks, options)
             rows.append(result_row(metrics, failed) | cost_columns(experiment, round_index))
@@ -276,6 +277,16 @@ def round_masks(experiment: Experiment, round_index: int) -> pruning.Masks:
                             "through it, and the network can no longer learn", round_index, layer)
         return masks
     return _load_or_save(experiment.path(f"round_{round_index:02d}", "masks.npz"), make)
+
+
+def check_workers_agree(experiment: Experiment, round_index: int, masks: pruning.Masks):
+    """Failed on every worker unless all hold the same masks (a scoring method's near-ties can split
+    workers that score on their own without --deterministic). Every worker calls it once per round."""
+    strategy, mine = experiment.trainer.strategy, pruning.checksum(masks)
+    differ = abs(training.all_workers_mean(strategy, mine) - mine) > 1e-9 * max(1.0, abs(mine))
+    if training.all_workers_mean(strategy, float(differ)) > 0:
+        raise Failed(f"round {round_index}: the workers made different masks ({experiment.config.pruning.method} "
+                     "scores that tie to within rounding); rerun with --deterministic")
 
 
 def next_masks(experiment: Experiment, round_index: int) -> pruning.Masks:

@@ -170,6 +170,13 @@ def hamming_distance(a: Masks, b: Masks, changeable: Masks | None = None) -> flo
     return float(sum(np.count_nonzero(a[k] != b[k]) for k in a) / max(total, 1))
 
 
+def checksum(masks: Masks) -> float:
+    """A number that differs between two sets of masks of these shapes that differ anywhere (almost surely):
+    each entry weighted by a fixed random number."""
+    rng = np.random.default_rng(0)
+    return float(sum(np.dot(masks[k].ravel().astype(np.float64), rng.random(masks[k].size)) for k in sorted(masks)))
+
+
 def layer_counts(masks: Masks) -> dict[str, int]:
     """Surviving weights per layer (kernel and, where masked, bias together): a floor for prune()."""
     return {layer: _survivors(masks, keys) for layer, keys in by_layer(masks).items()}

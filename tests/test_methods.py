@@ -340,3 +340,24 @@ def test_an_at_init_method_brings_the_sanity_checks_with_the_papers_shuffled_mas
     finally:
         lth_flags.FLAGS.unparse_flags()
     assert config.lottery.controls == controls
+
+
+def test_workers_whose_masks_differ_all_stop(network, monkeypatch):
+    """Two workers scored apart (a near-tie): each sees the other's checksum through all_workers_mean, and both
+    stop with one line, instead of training different networks (or one hanging in a collective)."""
+    import types
+    masks = network[1]
+    other = dict(masks, fc1=masks["fc1"].copy())
+    other["fc1"][0, 0] = 0
+    assert pruning.checksum(masks) != pruning.checksum(other) and pruning.checksum(masks) == pruning.checksum(
+        {k: m.copy() for k, m in masks.items()})
+    experiment = types.SimpleNamespace(trainer=types.SimpleNamespace(strategy=None),
+                                       config=types.SimpleNamespace(pruning=types.SimpleNamespace(method="snip")))
+    for mine, theirs in ((masks, other), (other, masks)):
+        exchanged = iter([pruning.checksum(theirs), 1.0])  # the other worker's checksum, then its verdict
+        monkeypatch.setattr(training, "all_workers_mean", lambda strategy, value: (value + next(exchanged)) / 2)
+        with pytest.raises(lottery.Failed, match="the workers made different masks .* --deterministic"):
+            lottery.check_workers_agree(experiment, 1, mine)
+    same = iter([pruning.checksum(masks), 0.0])
+    monkeypatch.setattr(training, "all_workers_mean", lambda strategy, value: (value + next(same)) / 2)
+    lottery.check_workers_agree(experiment, 1, masks)  # agreeing workers go on
