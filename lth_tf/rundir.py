@@ -61,12 +61,14 @@ def save_arrays(path: str, arrays: dict[str, np.ndarray]):
     atomic_write(path, buffer.getvalue())
 
 
-def write_csv(path: str, rows: list[dict], columns=None) -> str:
-    """rows as a CSV file (columns: the first row's keys unless given), written atomically; returns path."""
+def write_csv(path: str, rows: list[dict], columns=None, significant: int = 0) -> str:
+    """rows as a CSV file (columns: the first row's keys unless given; floats to `significant` digits
+    if given), written atomically; returns path."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, list(columns or rows[0]), extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: f"{v:.{significant}g}" if significant and isinstance(v, float) else v for k, v in row.items()}
+                     for row in rows)
     atomic_write(path, buffer.getvalue().encode())
     return path
 

@@ -20,7 +20,6 @@ Files under FOLDER/instability/: theta_k/step_K (a trained piece per k),
 round_RR/k_K/pair_P/copy_{a,b} (each copy) and path.json (the evaluated path):
 a rerun reads what is there and trains only what is missing.
 """
-import csv
 import os
 
 import numpy as np
@@ -143,8 +142,8 @@ def analyze(run, folder, rounds, rewind_steps, pairs=1, alphas=30, path="pairs",
                 points += [dict(round=round_index, weights_remaining_pct=pct, rewind_step=k, pair=pair, alpha=a,
                                 test_error=e, test_loss=loss)
                            for a, e, loss in zip(result["alphas"], result["test_error"], result["test_loss"])]
-    files = [_write_csv(os.path.join(folder, "instability.csv"), points),
-             _write_csv(os.path.join(folder, "instability_barriers.csv"), barriers)]
+    files = [rundir.write_csv(os.path.join(folder, "instability.csv"), points),
+             rundir.write_csv(os.path.join(folder, "instability_barriers.csv"), barriers)]
     files.append(plot(points, barriers, os.path.join(folder, "instability.png")))
     report.write_section(folder, "instability", section(barriers))
     return files
@@ -153,15 +152,6 @@ def analyze(run, folder, rounds, rewind_steps, pairs=1, alphas=30, path="pairs",
 def _pct(run, round_index) -> float:
     return next(float(r["weights_remaining_pct"]) for r in run["rows"]
                 if int(r["round"]) == round_index and r["branch"] == "ticket")
-
-
-def _write_csv(path, rows) -> str:
-    with open(path + ".tmp", "w", newline="") as f:
-        writer = csv.DictWriter(f, list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(path + ".tmp", path)
-    return path
 
 
 def summarise(barriers) -> list[dict]:
@@ -257,7 +247,7 @@ def _init_paths(run, opened, folder, rounds, alphas) -> list[str]:
     png = os.path.join(folder, "instability_init.png")
     figure.savefig(png, dpi=110)
     plt.close(figure)
-    csv_path = _write_csv(os.path.join(folder, "instability_init.csv"), rows)
+    csv_path = rundir.write_csv(os.path.join(folder, "instability_init.csv"), rows)
     report.write_section(folder, "instability_init", "## Error from the start to the trained weights\n\n"
                          "![instability_init](instability_init.png)")
     return [csv_path, png]

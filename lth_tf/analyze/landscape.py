@@ -27,7 +27,6 @@ Each round is saved to landscape/round_NN.npz when done and read back on a rerun
 with the same settings. Outputs: landscape.csv (every point), landscape_summary.csv
 (the numbers), landscape.png and the report section.
 """
-import csv
 import os
 import time
 
@@ -184,10 +183,7 @@ def analyze(run: dict, folder: str, rounds: list[int], resolution: int = 25, spa
                             rise_test=float(res["rise"][1]), hessian_top=float(res["hessian_top"])))
     paths = [os.path.join(folder, name) for name in ("landscape.csv", "landscape_summary.csv", "landscape.png")]
     for path, columns, table in ((paths[0], COLUMNS, rows), (paths[1], SUMMARY, summary)):
-        with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, columns)
-            writer.writeheader()
-            writer.writerows({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()} for row in table)
+        rundir.write_csv(path, table, columns, significant=6)
     plot(results, pct, paths[2], run["config"]["model"]["name"])
     report.write_section(folder, "landscape", section(summary, span, examples))
     return paths

@@ -8,12 +8,11 @@ weight left is collapsed: nothing passes through it (the run's log warned
 when pruning produced it); the table flags it and the figure marks it.
 Several runs (seeds): means, and in how many of them a layer collapsed.
 """
-import csv
 import os
 
 import numpy as np
 
-from lth_tf import pruning, report, runs as runs_lib
+from lth_tf import pruning, report, rundir, runs as runs_lib
 
 COLUMNS = ("round", "weights_remaining_pct", "depth", "layer", "size", "remaining", "layer_remaining_pct",
            "share_of_surviving_pct", "collapsed_runs", "runs")
@@ -107,10 +106,7 @@ def analyze(runs, folder: str) -> list[str]:
     runs_lib.check_replicates(runs)
     rows = table(runs)
     csv_path, png_path = os.path.join(folder, "layers.csv"), os.path.join(folder, "layers.png")
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, COLUMNS)
-        writer.writeheader()
-        writer.writerows({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()} for row in rows)
+    rundir.write_csv(csv_path, rows, COLUMNS, significant=6)
     config = runs[0]["config"]
     plot(rows, png_path, f"Per-layer pruning, {config['model']['name']} ({config['pruning']['strategy']}"
                          f"{', ' + str(len(runs)) + ' runs' if len(runs) > 1 else ''})")

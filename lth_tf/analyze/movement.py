@@ -9,12 +9,11 @@ the fraction whose sign flipped during training (of those that did not start at 
 pruned ratios per round and layer; figure: the two sets' histograms for one
 round (--round). Several runs (seeds) are pooled.
 """
-import csv
 import os
 
 import numpy as np
 
-from lth_tf import pruning, report, runs as runs_lib
+from lth_tf import pruning, report, rundir, runs as runs_lib
 from lth_tf.runs import RunError
 
 COLUMNS = ("round", "weights_remaining_pct", "layer", "kept", "pruned", "median_movement_kept",
@@ -114,10 +113,7 @@ def analyze(runs, folder: str, round_index: int = 0, bins: int = 40) -> list[str
         rows += [dict(round=r, weights_remaining_pct=pct[r], layer=layer, **summary(parts))
                  for layer, parts in arrays.items()]
     csv_path, png_path = os.path.join(folder, "movement.csv"), os.path.join(folder, "movement.png")
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, COLUMNS)
-        writer.writeheader()
-        writer.writerows({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()} for row in rows)
+    rundir.write_csv(csv_path, rows, COLUMNS, significant=6)
     plot(shown, png_path, f"Round {round_index}'s ticket ({pct[round_index]:.3g}% weights): the weights round "
          f"{round_index + 1} keeps vs prunes{f', {len(runs)} runs pooled' if len(runs) > 1 else ''}", bins)
     report.write_section(folder, "movement", section(rows, round_index, len(runs)))

@@ -9,14 +9,13 @@ expectation, computed exactly), with overlap / chance. The runs'
 random_prune masks, where both have them, are the sanity line: about 1 x
 chance (across seeds; with one --seed the controls' masks are the same).
 """
-import csv
 import itertools
 import os
 
 import numpy as np
 from scipy import stats
 
-from lth_tf import report, runs as runs_lib
+from lth_tf import report, rundir, runs as runs_lib
 from lth_tf.runs import RunError
 
 COLUMNS = ("run_a", "run_b", "round", "weights_remaining_pct", "branch", "layer", "layer_remaining_pct", "kept_a",
@@ -133,10 +132,7 @@ def analyze(runs, folder: str) -> list[str]:
     kind = comparison(runs)
     rows = table(runs)
     csv_path, png_path = os.path.join(folder, "overlap.csv"), os.path.join(folder, "overlap.png")
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, COLUMNS)
-        writer.writeheader()
-        writer.writerows({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()} for row in rows)
+    rundir.write_csv(csv_path, rows, COLUMNS, significant=6)
     what = ("runs of different --seed (different theta_0 and controls)" if kind == "seeds" else
             "runs of one seed (the same theta_0) and different data orders: mask stability under SGD noise")
     plot(runs, rows, png_path, f"Overlap of ticket masks, {len(runs)} runs: "

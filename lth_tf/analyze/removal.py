@@ -18,7 +18,6 @@ Everything trained is an ordinary run directory under
 FOLDER/removal_round_RR/ (search_J, union_J, random_1), so a rerun resumes
 each where it stopped, and report and export work on each.
 """
-import csv
 import dataclasses
 import os
 
@@ -168,11 +167,7 @@ def table(run, searches, found, random_1, unions) -> list[dict]:
 
 def write(rows, folder, target_round) -> list[str]:
     csv_path, png_path = os.path.join(folder, "removal.csv"), os.path.join(folder, "removal.png")
-    with open(csv_path + ".tmp", "w", newline="") as f:
-        writer = csv.DictWriter(f, COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(csv_path + ".tmp", csv_path)
+    rundir.write_csv(csv_path, rows, COLUMNS)
     plot(rows, png_path, target_round)
     report.write_section(folder, "removal", section(rows, target_round))
     return [csv_path, png_path]
