@@ -197,3 +197,12 @@ def test_round_0_of_a_run_started_from_a_ticket_has_the_tickets_masks(tiny_run, 
     masks = runs.masks(runs.load_run(str(run)), 0)
     expected = runs.masks(runs.load_run(tiny_run[0].output_dir), 3)
     assert masks.keys() == expected.keys() and all(np.array_equal(masks[k], expected[k]) for k in masks)
+
+
+def test_a_second_ctrl_c_stops_at_once_with_one_line(tiny_run, monkeypatch, capsys):
+    def interrupted(runs, folder, f, should_stop):
+        raise KeyboardInterrupt  # what stop_on_signals raises on the second signal
+    monkeypatch.setitem(analyze.SUBCOMMANDS, "layers", interrupted)
+    assert analyze.cli(["analyze", "layers", f"--output_dir={tiny_run[0].output_dir}"]) == 130
+    line, = capsys.readouterr().err.splitlines()
+    assert line == ("lth_tf.analyze: stopped at once; rerun the same command to resume from the last checkpoint")

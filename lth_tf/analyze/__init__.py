@@ -200,6 +200,10 @@ def cli(argv=None) -> int:
     except (flags.Error, runs_lib.RunError) as error:
         sys.stderr.write(f"lth_tf.analyze: error: {str(error).replace('ERROR:: ', '')}\n")
         return 2 if isinstance(error, flags.Error) else 1
+    except KeyboardInterrupt:  # the second Ctrl-C: at once, without a traceback
+        sys.stderr.write("lth_tf.analyze: stopped at once; rerun the same command to resume from the last "
+                         "checkpoint\n")
+        return 130
     except Exception as error:  # noqa: BLE001  the engine's own one-line errors and a stop on request
         status = _training_failure(error)
         if status is None:
