@@ -52,7 +52,8 @@ class TrainingConfig:
     eval_every: int = 100
     log_every: int = 100
     seed: int = 0                    # data order (--data_order_seed, default --seed)
-    xla: bool = False                # compile the step with XLA (single replica only)
+    xla: bool | str = False          # compile the step with XLA: True, False, or "auto" (training.use_xla)
+    mixed_precision: bool = False    # mixed_float16: float16 compute, float32 variables, dynamic loss scaling
 
 
 @dataclasses.dataclass(frozen=True)

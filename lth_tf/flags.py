@@ -8,6 +8,7 @@ make, is checked before TensorFlow loads.
 """
 import dataclasses
 import math
+import os
 import re
 
 from absl import flags
@@ -95,8 +96,11 @@ flags.DEFINE_string("warmup_steps", "0", "Linear learning-rate warmup length: st
 flags.DEFINE_string("eval_every", "100", "Evaluate validation and test sets every this many steps (or '<n>ep').")
 flags.DEFINE_integer("log_every", 100, "Log training loss and accuracy every this many steps.", lower_bound=1)
 
-flags.DEFINE_bool("xla", False, "Compile the training step with XLA: faster for MLPs on a CPU (LeNet-300-100: 1.79 vs 2.21 ms/step, benchmarks/throughput.py), "
-                  "slower for conv nets there; single replica only.")
+flags.DEFINE_bool("xla", None, "Compile the training step with XLA (--xla) or not (--noxla); without either, "
+                  "lth_tf picks: XLA for networks without convolutions on one replica, where benchmarks/throughput.py "
+                  "measured it faster (a resumed run keeps the choice it was started with).")
+flags.DEFINE_bool("mixed_precision", False, "mixed_float16: float16 compute, float32 variables and masks, dynamic "
+                  "loss scaling (for GPUs with tensor cores; slow on a CPU).")
 flags.DEFINE_enum("prune_strategy", "layerwise", ["layerwise", "global"],
                   "layerwise: per-kind rates per layer; global: one rate across the included layers.")
 flags.DEFINE_float("prune_rate_fc", 0.2, "Layerwise: fraction of remaining fully connected weights pruned per round.")
@@ -218,7 +222,7 @@ def experiment_config(f=FLAGS) -> tuple[ExperimentConfig, list[str]]:
         f.optimizer, f.learning_rate, f.momentum, f.weight_decay, f.batch_size, train_steps,
         tuple(to_steps(m, epoch) for m in f.milestones), f.lr_drop, to_steps(f.warmup_steps, epoch),
         max(1, to_steps(f.eval_every, epoch)), f.log_every, f.seed if f.data_order_seed < 0 else f.data_order_seed,
-        f.xla)
+        xla_setting(f), f.mixed_precision)
     pruning_config = PruningConfig(f.prune_strategy, f.prune_rate_fc, f.prune_rate_conv, f.prune_rate_output,
                                    f.prune_rate, tuple(f.prune_exclude), f.prune_schedule, f.prune_step,
                                    f.prune_biases, check_masks_file(f.prune_floor, "prune_floor"))
@@ -300,6 +304,14 @@ def check_masks_file(path: str, flag: str) -> str:
 
 def checkpoint_every(f=FLAGS) -> int:
     return to_steps(f.checkpoint_every, steps_per_epoch(f))
+
+def xla_setting(f=FLAGS) -> bool | str:
+    """--xla or --noxla; without either, the choice of the run being resumed, or "auto" (training.use_xla)."""
+    if f.xla is not None:
+        return f.xla
+    saved = os.path.join(output_dir(f), "config.json")
+    return rundir.read_json(saved)["training"].get("xla", False) if os.path.exists(saved) else "auto"
+
 
 
 def output_dir(f=FLAGS) -> str:

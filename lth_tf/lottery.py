@@ -64,7 +64,7 @@ def prepare(config: ExperimentConfig, splits, strategy, output_dir: str) -> Expe
     claims the run directory (a refused config leaves it untouched) and
     creates (or reloads) theta_0."""
     tf.keras.utils.set_random_seed(config.lottery.seed)
-    with strategy.scope():
+    with strategy.scope(), networks.precision(config.training.mixed_precision):  # the trained model only
         try:
             model = adapter.wrap(build_plain(config, splits), prune_biases=config.pruning.biases)
             trainer = training.make_trainer(model, config.training, strategy)
@@ -86,6 +86,9 @@ def prepare(config: ExperimentConfig, splits, strategy, output_dir: str) -> Expe
     else:
         make_theta_0 = lambda: initial_state(config, splits, config.lottery.seed)  # noqa: E731
     rundir.claim(output_dir, dataclasses.asdict(config))
+    logging.info("training step: %s (--xla setting %s)%s", "XLA" if training.use_xla(config.training.xla, model, strategy)
+                 else "not compiled with XLA", config.training.xla,
+                 ", mixed_float16" if config.training.mixed_precision else "")
     theta_0 = _load_or_save(os.path.join(output_dir, "init", "theta_0.npz"), make_theta_0)
     return Experiment(config, splits, trainer, output_dir, theta_0, masks, allowed)
 

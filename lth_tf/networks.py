@@ -1,5 +1,7 @@
 """Keras builders of the registry's model families (models.py has the names):
 plain, unwrapped functional models; tfmot_adapter wraps them."""
+import contextlib
+
 import tensorflow as tf
 
 from lth_tf import models
@@ -156,6 +158,18 @@ def build(name: str, input_shape, num_classes: int, width: int | None = None, in
     models.check_init(name, init, initializer)
     family, argument = models.spec(name)
     return FAMILIES[family](argument, input_shape, num_classes, width, init=layer_init(init, initializer))
+
+
+@contextlib.contextmanager
+def precision(mixed: bool):
+    """Layers built inside compute in float16 with float32 variables
+    (mixed_float16) when `mixed`, in float32 otherwise."""
+    previous = tf.keras.mixed_precision.global_policy()
+    tf.keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    try:
+        yield
+    finally:
+        tf.keras.mixed_precision.set_global_policy(previous)
 
 
 FAMILIES = {"mlp": mlp, "resmlp": residual_mlp, "conv": conv_net, "vgg": vgg, "resnet": resnet}

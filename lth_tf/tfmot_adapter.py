@@ -142,4 +142,15 @@ def assign_state(model, state: dict[str, np.ndarray]):
 def strip(model) -> tf.keras.Model:
     """A plain Keras model sharing the wrapped model's (masked) variables."""
     apply_masks(model)
+    return unwrapped_view(model)
+
+
+def unwrapped_view(model) -> tf.keras.Model:
+    """A plain Keras model over the wrapped model's own inner layers and variables.
+
+    The training loop's forward pass: it skips the wrappers' per-forward work
+    (a step counter, a conditional mask update that synchronises replicas
+    under a mirrored strategy, weight <- weight * mask), which the masked
+    gradients make redundant: a weight that is 0 with a 0 gradient and 0
+    optimizer moments stays exactly 0. The masks stay in the wrappers."""
     return tfmot.sparsity.keras.strip_pruning(model)

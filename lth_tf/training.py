@@ -13,6 +13,9 @@ from lth_tf import pipeline, tfmot_adapter
 from lth_tf.config import TrainingConfig
 
 
+INITIAL_LOSS_SCALE = 2.0 ** 15  # mixed precision's dynamic loss scale at every (re)start
+
+
 class StepSchedule(tf.keras.optimizers.schedules.LearningRateSchedule):
     """Linear warmup, then the base rate times lr_drop ** (milestones passed).
 
@@ -72,17 +75,23 @@ def make_trainer(model, config: TrainingConfig, strategy) -> Trainer:
     schedule = StepSchedule(config.learning_rate, config.milestones, config.lr_drop, config.warmup_steps,
                             step_offset, lr_hold)
     optimizer = make_optimizer(config, schedule)
+    if config.mixed_precision:
+        optimizer = tf.keras.mixed_precision.LossScaleOptimizer(optimizer, initial_scale=INITIAL_LOSS_SCALE)
     optimizer.build(model.trainable_variables)
     masks = tfmot_adapter.mask_for_variable(model)
+    forward = tfmot_adapter.unwrapped_view(model)  # the same variables, without the wrappers' per-step ops
     decay = config.weight_decay / strategy.num_replicas_in_sync  # gradients are summed over replicas
 
     def replica_step(images, labels):
         with tf.GradientTape() as tape:
-            logits = model(images, training=True)
+            logits = tf.cast(forward(images, training=True), tf.float32)  # float16 under mixed precision
             per_example = tf.keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=config.batch_size)
+            scaled = optimizer.get_scaled_loss(loss) if config.mixed_precision else loss
         variables = model.trainable_variables
-        grads = tape.gradient(loss, variables)
+        grads = tape.gradient(scaled, variables)
+        if config.mixed_precision:  # a step with non-finite gradients is skipped and the scale halved
+            grads = optimizer.get_unscaled_gradients(grads)
         if decay:
             grads = [g + decay * v for g, v in zip(grads, variables)]
         # Masked gradients keep pruned weights and their optimizer moments at exactly 0.
@@ -91,9 +100,7 @@ def make_trainer(model, config: TrainingConfig, strategy) -> Trainer:
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, tf.int32), labels), tf.float32))
         return loss, correct, tf.cast(tf.size(labels), tf.float32)
 
-    if config.xla:
-        if strategy.num_replicas_in_sync > 1:
-            raise ValueError("--xla runs on a single replica; use it without mirrored/multi_worker")
+    if use_xla(config.xla, model, strategy):
         replica_step = tf.function(replica_step, jit_compile=True)
 
     @tf.function
@@ -106,7 +113,7 @@ def make_trainer(model, config: TrainingConfig, strategy) -> Trainer:
         return totals[0] / tf.cast(n, tf.float32), totals[1] / totals[2]
 
     def replica_eval(images, labels):
-        logits = model(images, training=False)
+        logits = tf.cast(forward(images, training=False), tf.float32)
         loss = tf.reduce_sum(tf.keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, tf.int32), labels), tf.float32))
         return tf.stack([loss, correct, tf.cast(tf.size(labels), tf.float32)])
@@ -122,12 +129,28 @@ def make_trainer(model, config: TrainingConfig, strategy) -> Trainer:
                    evaluate_batches)
 
 
+def use_xla(setting, model, strategy) -> bool:
+    """--xla (True), --noxla (False), or "auto": XLA for networks without
+    convolutions on one replica, where benchmarks/throughput.py measured it
+    faster on a CPU; conv nets measured slower there, and several replicas
+    need the step uncompiled."""
+    if setting == "auto":
+        convolutions = any(isinstance(layer, tf.keras.layers.Conv2D) for layer in model.submodules)
+        return strategy.num_replicas_in_sync == 1 and not convolutions
+    if setting and strategy.num_replicas_in_sync > 1:
+        raise ValueError("--xla runs on a single replica; use it without mirrored/multi_worker")
+    return bool(setting)
+
+
 def reset_optimizer(trainer: Trainer, step: int, hold_lr_at: int = -1):
     """A fresh optimizer (zero moments, its step count at 0), with the
     learning-rate schedule and the global step at `step` (the rate fixed at
     step `hold_lr_at`'s, if that is >= 0)."""
     for variable in trainer.optimizer.variables:  # the step count too
         variable.assign(tf.zeros_like(variable))
+    if trainer.config.mixed_precision:  # the loss scale starts over too, as a resumed branch's would
+        trainer.optimizer.dynamic_counter.assign(0)
+        trainer.optimizer._loss_scale.current_loss_scale.assign(INITIAL_LOSS_SCALE)  # noqa: SLF001  no public setter
     trainer.step_offset.assign(step)
     trainer.lr_hold.assign(hold_lr_at)
 

@@ -219,6 +219,21 @@ def test_a_prune_step_past_a_short_run_prunes_from_the_final_weights_and_says_so
                         "pruning from the final weights instead"]
 
 
+@pytest.mark.parametrize("argv, saved, expected", [
+    ([], None, "auto"), (["--xla"], None, True), (["--noxla"], None, False),
+    ([], False, False), ([], True, True),      # a run made before "auto" keeps its choice
+    (["--xla"], False, True)],                 # forced: the run directory then refuses the other config
+    ids=["auto", "xla", "noxla", "resumed-off", "resumed-on", "forced"])
+def test_xla_is_auto_unless_forced_or_resumed(tmp_path, argv, saved, expected):
+    if saved is not None:
+        rundir.write_json(str(tmp_path / "config.json"), {"training": {"xla": saved}})
+    flags.FLAGS.unparse_flags()
+    main.parse_flags(["lth_tf", f"--output_dir={tmp_path}", *argv])
+    config, _ = lth_flags.experiment_config(flags.FLAGS)
+    flags.FLAGS.unparse_flags()
+    assert config.training.xla == expected
+
+
 def test_a_malformed_flagfile_is_one_line(tmp_path):
     flagfile = tmp_path / "bad.flags"
     flagfile.write_text("--rounds=2\nlearning_rate 0.1\n")

@@ -212,3 +212,48 @@ def test_init_choice_is_refused_for_models_with_their_own_initialiser():
     from lth_tf.config import ConfigError
     with pytest.raises(ConfigError, match="resnet20 has its paper's initialiser only"):
         models.check_init("resnet20", "pytorch")
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_mixed_precision_keeps_float32_masks_and_exact_zeros_and_rewinds_the_loss_scale(mnist1d, optimizer):
+    """mixed_float16: float16 compute, float32 variables and masks; pruned weights
+    exactly 0 after every step; a rewind starts the loss scale over."""
+    strategy = tf.distribute.get_strategy()
+    config = TrainingConfig(optimizer=optimizer, learning_rate=0.05, batch_size=32, train_steps=6,
+                            mixed_precision=True)
+    tf.keras.utils.set_random_seed(0)
+    with networks.precision(True):
+        model = adapter.wrap(networks.build("mlp_64_32", mnist1d.input_shape, 10))
+    assert tf.keras.mixed_precision.global_policy().name == "float32"  # only inside the block
+    trainer = training.make_trainer(model, config, strategy)
+    masks, theta = half_masks(model), adapter.get_state(model)
+    training.rewind(trainer, theta, masks, 0)
+    inner = adapter.prunable_layers(model)["fc1"].layer
+    assert inner.compute_dtype == "float16" and inner.kernel.dtype == tf.float32
+    assert all(mask.dtype == tf.float32 for _, _, mask in adapter._masked(model))  # noqa: SLF001
+    iterator = iter(strategy.distribute_datasets_from_function(
+        lambda context: pipeline.train_batches(mnist1d, 32, 0, 0, context)))
+    for _ in range(6):
+        loss, _ = trainer.train_steps(iterator, tf.constant(1))
+        assert np.isfinite(loss.numpy())
+        kernels = adapter.get_kernels(model)
+        for name, mask in masks.items():
+            assert np.all(kernels[name][mask == 0] == 0.0), name
+    assert not np.array_equal(adapter.get_kernels(model)["fc1"], theta["fc1/kernel"] * masks["fc1"])
+    assert training.global_step(trainer) == 6  # skipped steps (non-finite scaled gradients) count too
+    trainer.optimizer.dynamic_counter.assign(7)
+    training.rewind(trainer, theta, masks, 0)
+    assert float(trainer.optimizer.loss_scale) == training.INITIAL_LOSS_SCALE
+    assert int(trainer.optimizer.dynamic_counter) == 0 and training.global_step(trainer) == 0
+
+
+def test_xla_auto_compiles_networks_without_convolutions_on_one_replica(mirrored_strategy):
+    default = tf.distribute.get_strategy()
+    mlp = networks.build("mlp_64_32", (40,), 10)
+    conv = networks.build("conv2", (28, 28, 1), 10)
+    assert training.use_xla("auto", adapter.wrap(mlp), default)
+    assert not training.use_xla("auto", adapter.wrap(conv), default)
+    assert not training.use_xla("auto", adapter.wrap(mlp), mirrored_strategy)
+    assert training.use_xla(True, conv, default) and not training.use_xla(False, mlp, default)
+    with pytest.raises(ValueError, match="single replica"):
+        training.use_xla(True, mlp, mirrored_strategy)

@@ -14,7 +14,7 @@ from lth_tf.config import DataConfig
 # The tiny run's schedule (conftest.tiny_config) as flags: task B differs from it in its data alone.
 TINY_FLAGS = ("--model=mlp_32_16 --optimizer=sgd --learning_rate=0.05 --momentum=0.9 --weight_decay=1e-4 "
               "--batch_size=50 --train_steps=30 --eval_every=10 --log_every=10 --rewind_step=5 --rounds=3 "
-              "--prune_rate_output=0.1 --tensorboard=false")
+              "--prune_rate_output=0.1 --tensorboard=false --noxla")
 
 
 def test_a_class_subset_is_those_classes_relabelled_in_order():

@@ -39,7 +39,7 @@ def open_config(config: config_lib.ExperimentConfig, strategy=None) -> Opened:
     from lth_tf import tfmot_adapter as adapter
     splits = data.load(config.data)
     strategy = strategy or training.make_strategy("default")
-    with strategy.scope():
+    with strategy.scope(), networks.precision(config.training.mixed_precision):
         model = adapter.wrap(networks.build(config.model.name, splits.input_shape, splits.num_classes,
                                             config.model.width or None, config.model.init,
                                             config.model.initializer), prune_biases=config.pruning.biases)
