@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The tests read real Fashion-MNIST: Debian's dataset-fashion-mnist puts its IDX files here.
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: run test benchmark results results-report analyses methods methods-report transfer infoplane clean
+.PHONY: run test benchmark ticket-inference results results-report analyses methods methods-report transfer infoplane clean
 
 $(BIN)/activate: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,15 @@ test: $(BIN)/activate $(FASHION_MNIST)
 
 benchmark: $(BIN)/activate $(FASHION_MNIST)
 	$(BIN)/python benchmarks/throughput.py
+
+# Dense against sparse SavedModels of LeNet-300-100 tickets on Fashion-MNIST (benchmarks/ticket_inference.py):
+# every round of the config's 20 exported in both forms (fc layers down to 0.8^20 = 1.2% of their weights).
+# Short training: only the masks' density matters to size and latency. Resumable like any run.
+TICKET_INFERENCE := runs/ticket_inference_lenet
+ticket-inference: $(BIN)/activate $(FASHION_MNIST)
+	$(BIN)/python -m lth_tf.main --flagfile=configs/lenet_fashion_mnist.flags --train_steps=1000 --eval_every=500 \
+	  --controls=none --export=all --export_format=both --output_dir=$(TICKET_INFERENCE)
+	$(BIN)/python benchmarks/ticket_inference.py --output_dir=$(TICKET_INFERENCE)
 
 # RESULTS.md: `make results` runs the studies' sweeps (resumable; STUDIES=quick,mnist1d_paper for a
 # subset), then rebuilds RESULTS.md and docs/results/ from every study's sweep on disk, even after a failure.

@@ -1,23 +1,73 @@
 """Tickets leave the run directory as files other programs read.
 
-tickets/round_NN/saved_model/   the trained network of round NN, wrappers stripped,
-                                signature serving_default: raw inputs -> logits, probabilities
-tickets/round_NN/ticket.npz     the ticket itself: masks and rewind weights theta_k
-tickets/sizes.csv               bytes of each SavedModel and of its gzip-compressed tar,
-                                and the gzip size as a fraction of the dense round's
+tickets/round_NN/saved_model/         the trained network of round NN, wrappers stripped,
+                                      signature serving_default: raw inputs -> logits, probabilities
+tickets/round_NN/saved_model_sparse/  the same network and signature, every Dense layer held and computed
+                                      as its surviving weights alone (--export_format=sparse or both)
+tickets/round_NN/ticket.npz           the ticket itself: masks and rewind weights theta_k
+tickets/sizes.csv                     bytes of each SavedModel and of its gzip-compressed tar, the dense
+                                      gzip size as a fraction of the dense round's; sparse columns once
+                                      a round has a sparse SavedModel
 
 The ticket file's format is in tickets.py.
+
+The sparse form (SparseServing; plain TensorFlow loads it, nothing of lth_tf
+needed). A Dense layer's transposed kernel [out, in] is kept as `indices`
+[nnz, 2] (output unit, input unit) in row-major order, int16 where both sizes
+fit (int32 otherwise), and `values` [nnz] float32: 8 bytes a surviving weight
+against 4 a weight in the dense form, so a kernel is smaller below 50% density
+(LeNet-300-100 at 4.5% of its weights: 147,537 bytes on disk against
+1,140,372, 7.7x). The mask decides what is kept (a surviving weight that is
+exactly 0 keeps its place). Biases stay dense: under --prune_biases their
+masked entries are stored as zeros.
+
+It computes x @ kernel with TensorFlow's own kernels, the one chosen by the
+batch size in the graph. Microseconds for LeNet-300-100's fc1 at 4.4% on this
+2-core CPU (medians; the machine was shared, so trust the order, not the digits):
+
+    batch                                           1     8    16    32    256
+    dense MatMul                                  129   128   186   395   1723
+    SparseTensorDenseMatMul (COO)                  92    99   274  1166   4603
+    SparseMatrixMatMul (CSR, converted per call)  406   188   316   345    769
+    gather + segment_sum                          162   254   450   671   5203
+
+The COO product is the cheapest for a few examples but grows fast with the
+batch (one thread); the CSR product (threaded) pays a conversion per call that
+only a batch amortises. Batches of up to SMALL_BATCH examples take the COO
+product, larger ones the CSR product: one tf.cond around the whole network
+(one per layer costs more at batch 1).
+
+What that buys (benchmarks/ticket_inference.py, a LeNet-300-100 ticket at 4.47%
+of its weights): 7.7x fewer bytes and 1.16x faster at batch 256, but 0.86x as
+fast at batch 1. There the call itself (about 0.3 ms) outweighs LeNet's
+arithmetic; the COO product over fc1's 10,300 surviving weights (about 4 ns
+each) costs what the dense product over all 235,200 does (oneDNN, about
+0.17 ns each), and the sparse graph adds steps of its own: the cond and the
+int16 -> int32 cast of the indices cost about 20 us each (int32 indices, 12
+bytes a weight, would save the cast; even a graph with neither is still a
+little slower than the dense one at this density).
+
+Conv layers stay dense in the sparse form (masked, their zeros stored): TensorFlow
+has no sparse convolution on the CPU, and extract_patches + the CSR product
+costs more than the convolution it replaces (Conv-2's 3x3 64->64 layer on
+28x28 at 22.9% density: 3.2 against 1.3 ms at batch 1, 129 against 15 ms at 32).
 """
 import io
 import os
 import shutil
 import tarfile
 
+import numpy as np
 import tensorflow as tf
 
-from lth_tf import networks, rundir
-from lth_tf.config import ModelConfig
+from lth_tf import data, networks, pruning, rundir, tickets
+from lth_tf.config import ModelConfig, from_dict
 from lth_tf import tfmot_adapter as adapter
+
+# --export_format: the SavedModel folders a round's tickets/round_NN/ gets.
+DENSE, SPARSE = "saved_model", "saved_model_sparse"
+FORMATS = {"dense": (DENSE,), "sparse": (SPARSE,), "both": (DENSE, SPARSE)}
+SMALL_BATCH = 16  # largest batch the COO product serves (see the table above)
 
 
 def build_stripped(model_config: ModelConfig, input_shape, num_classes, state, masks) -> tf.keras.Model:
@@ -50,12 +100,124 @@ class Serving(tf.Module):
 
 def export_saved_model(model, input_shape, normalisation, path: str):
     """Writes the SavedModel to a temporary folder, then renames it into place."""
-    module = Serving(model, tuple(input_shape), normalisation)
+    _save(Serving(model, tuple(input_shape), normalisation), path)
+
+
+def _save(module, path: str):
     tmp = path + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tf.saved_model.save(module, tmp, signatures={"serving_default": module.serve})
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
+
+
+class SparseKernel(tf.Module):
+    """A Dense layer's kernel as its surviving entries (see the module docstring), and its bias."""
+
+    def __init__(self, kernel: np.ndarray, mask: np.ndarray, bias, name: str):
+        super().__init__(name=name)
+        rows, cols = np.nonzero(mask.T)  # row-major over [out, in]: the order the CSR conversion needs
+        index_type = np.int16 if max(mask.shape) <= np.iinfo(np.int16).max + 1 else np.int32
+        self.indices = tf.Variable(np.stack([rows, cols], 1).astype(index_type), trainable=False, name="indices")
+        self.values = tf.Variable(kernel.T[rows, cols], trainable=False, name="values")
+        self.bias = None if bias is None else tf.Variable(bias, trainable=False, name="bias")
+        self.shape = tf.constant(mask.T.shape, tf.int64)
+
+    def few(self, x):
+        """x @ kernel (+ bias) for x [batch, in], best for batches up to SMALL_BATCH: (kernel^T x^T)^T."""
+        product = tf.raw_ops.SparseTensorDenseMatMul(a_indices=tf.cast(self.indices, tf.int32), a_values=self.values,
+                                                     a_shape=self.shape, b=x, adjoint_b=True)
+        return self._add_bias(tf.transpose(product))
+
+    def many(self, x):
+        """The same, best for larger batches."""
+        csr = tf.raw_ops.SparseTensorToCSRSparseMatrix(indices=tf.cast(self.indices, tf.int64), values=self.values,
+                                                       dense_shape=self.shape)
+        product = tf.raw_ops.SparseMatrixMatMul(a=csr, b=x, adjoint_b=True, transpose_output=True)
+        return self._add_bias(product)
+
+    def _add_bias(self, y):
+        return y if self.bias is None else tf.nn.bias_add(y, self.bias)
+
+
+class SparseDense(tf.keras.layers.Layer):
+    """A Dense layer computing with a SparseKernel's few or many product."""
+
+    def __init__(self, kernel: SparseKernel, activation, many: bool, name: str):
+        super().__init__(name=name)
+        self.product = kernel.many if many else kernel.few
+        self.activation = tf.keras.activations.get(activation)
+
+    def call(self, inputs):
+        return self.activation(self.product(inputs))
+
+
+class SparseServing(tf.Module):
+    """Serving's signature over `model` with its Dense layers made SparseKernels.
+    Two Keras clones (few and many products) are traced into the signature, one
+    tf.cond on the batch size between them, but not saved themselves: the
+    SavedModel holds the kernels, the other layers' variables and one graph."""
+
+    def __init__(self, model, masks, input_shape, normalisation):
+        super().__init__()
+        self.kernels = {}
+
+        def sparse_clone(many: bool):
+            def sparse_layer(layer):
+                if not isinstance(layer, tf.keras.layers.Dense) or layer.name not in masks:
+                    return layer  # shared with `model`: its weights (conv kernels, BatchNorm) are used as they are
+                if layer.name not in self.kernels:
+                    bias = layer.bias.numpy() if layer.use_bias else None
+                    self.kernels[layer.name] = SparseKernel(layer.kernel.numpy(), masks[layer.name], bias, layer.name)
+                return SparseDense(self.kernels[layer.name], layer.get_config()["activation"], many, layer.name)
+            return tf.keras.models.clone_model(model, clone_function=sparse_layer)
+
+        few, many = sparse_clone(False), sparse_clone(True)
+        held = {v.ref() for kernel in self.kernels.values() for v in kernel.variables}
+        self.dense_variables = [v for v in few.variables if v.ref() not in held]
+        scale, mean, std = normalisation
+        self.scale, self.mean, self.std = (tf.constant(v, tf.float32) for v in (scale, mean, std))
+
+        def serve(inputs):
+            x = (inputs * self.scale - self.mean) / self.std
+            logits = tf.cond(tf.shape(x)[0] <= SMALL_BATCH, lambda: few(x, training=False),
+                             lambda: many(x, training=False))
+            return {"logits": logits, "probabilities": tf.nn.softmax(logits)}
+        self.serve = tf.function(serve, input_signature=[
+            tf.TensorSpec([None, *input_shape], tf.float32, name="inputs")])
+
+
+def export_sparse_saved_model(model, masks, input_shape, normalisation, path: str):
+    """The sparse form of the stripped `model` (masked as `masks` say), written like export_saved_model."""
+    _save(SparseServing(model, masks, tuple(input_shape), normalisation), path)
+
+
+def export_forms(model_config: ModelConfig, input_shape, num_classes, normalisation, state, masks, folder: str,
+                 forms):
+    """Writes the SavedModels `forms` (DENSE, SPARSE) of the network holding `state` under `masks` into `folder`."""
+    model = build_stripped(model_config, input_shape, num_classes, state, masks)
+    for form in forms:
+        path = os.path.join(folder, form)
+        if form == DENSE:
+            export_saved_model(model, input_shape, normalisation, path)
+        else:
+            export_sparse_saved_model(model, masks, input_shape, normalisation, path)
+
+
+def export_from_run(output_dir: str, round_index: int, forms) -> list[str]:
+    """Makes the SavedModels `forms` that tickets/round_NN/ lacks from the run's files (its config,
+    the round's ticket file and trained weights), without loading the data; returns those made."""
+    folder = os.path.join(output_dir, "tickets", f"round_{round_index:02d}")
+    missing = [form for form in forms if not os.path.exists(os.path.join(folder, form))]
+    if missing:
+        config = from_dict(rundir.read_json(os.path.join(output_dir, "config.json")))
+        _, masks, _ = tickets.read_ticket(os.path.join(folder, "ticket.npz"))
+        trained = rundir.load_arrays(os.path.join(output_dir, f"round_{round_index:02d}", "ticket", "weights.npz"))
+        like = config.data.synthetic_like if config.data.dataset == "synthetic" else config.data.dataset
+        export_forms(config.model, data.input_shape(config.data), data.num_classes(config.data),
+                     data.raw_normalisation(like), trained, masks, folder, missing)
+        record_size(output_dir, round_index, 100 * pruning.density(masks), folder)
+    return missing
 
 
 def directory_sizes(path: str) -> tuple[int, int]:
@@ -67,12 +229,25 @@ def directory_sizes(path: str) -> tuple[int, int]:
     return raw, len(buffer.getvalue())
 
 
-def record_size(output_dir: str, round_index: int, weights_remaining_pct: float, saved_model: str):
-    """Measures a SavedModel and (re)writes its row of tickets/sizes.csv;
-    returns (bytes, gzip bytes)."""
-    size, gzipped = directory_sizes(saved_model)
+SIZE_KEYS = {DENSE: ("saved_model_bytes", "saved_model_gzip_bytes"),
+             SPARSE: ("saved_model_sparse_bytes", "saved_model_sparse_gzip_bytes")}
+
+
+def size_recorded(output_dir: str, round_index: int, folder: str) -> bool:
+    """Whether tickets/sizes.csv has the round's row with the sizes of every SavedModel in `folder`."""
+    row = next((r for r in rundir.read_sizes(output_dir) if int(r["round"]) == round_index), None)
+    return row is not None and all(row.get(SIZE_KEYS[form][0]) for form in SIZE_KEYS
+                                   if os.path.exists(os.path.join(folder, form)))
+
+
+def record_size(output_dir: str, round_index: int, weights_remaining_pct: float, folder: str) -> dict:
+    """Measures the SavedModels in a round's `folder` and (re)writes its row of tickets/sizes.csv;
+    returns that row."""
+    row = dict(round=round_index, weights_remaining_pct=round(weights_remaining_pct, 4))
+    for form, keys in SIZE_KEYS.items():
+        if os.path.exists(os.path.join(folder, form)):
+            row.update(zip(keys, directory_sizes(os.path.join(folder, form))))
     rows = {int(r["round"]): r for r in rundir.read_sizes(output_dir)}
-    rows[round_index] = dict(round=round_index, weights_remaining_pct=round(weights_remaining_pct, 4),
-                             saved_model_bytes=size, saved_model_gzip_bytes=gzipped)
+    rows[round_index] = row
     rundir.write_sizes(output_dir, [row for _, row in sorted(rows.items())])
-    return size, gzipped
+    return row

@@ -82,6 +82,9 @@ flags.DEFINE_string("prune_floor", "", "A masks file (e.g. a round's masks.npz):
                     "(analyze removal).")
 flags.DEFINE_enum("export", "last", ["all", "last", "none"],
                   "Rounds exported as SavedModel + ticket file under tickets/: all, last (and the dense round), none.")
+flags.DEFINE_enum("export_format", "dense", ["dense", "sparse", "both"],
+                  "Form of the exported SavedModels: dense (tickets/round_NN/saved_model/), sparse (saved_model_sparse/: "
+                  "each Dense layer stored and computed as its surviving weights alone, same signature), or both.")
 flags.DEFINE_bool("tensorboard", True, "Write TensorBoard summaries under <output_dir>/tensorboard.")
 
 flags.DEFINE_string("train_steps", "2000", "Training length per round: steps, or '<n>ep' epochs.")

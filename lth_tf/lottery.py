@@ -123,6 +123,7 @@ class RunOptions:
     """How to run an experiment, as opposed to what it is: none of this
     changes a result, so none of it is in config.json."""
     export: str = "last"            # rounds exported: all | last (and the dense one) | none
+    export_format: str = "dense"    # SavedModels of an exported round: dense | sparse | both (export.FORMATS)
     tensorboard: bool = True
     checkpoint_every: int = 0       # steps; checkpoints come at epoch ends too
     on_nan: str = "stop"            # stop | skip (a diverged control; the next branch goes on)
@@ -162,7 +163,7 @@ def run(experiment: Experiment, options: RunOptions = RunOptions()) -> list[dict
                 raise Failed(f"round {round_index} {branch}: {metrics['error']} ({why}); "
                              f"finished rounds are in {experiment.output_dir}")
         if round_index in exported:
-            export_round(experiment, round_index, masks)
+            export_round(experiment, round_index, masks, options.export_format)
     return rows
 
 
@@ -520,15 +521,16 @@ def _branch_hooks(round_index, branch, density, writer, options, on_checkpoint) 
     return training.Hooks(on_log, on_eval, on_checkpoint, options.checkpoint_every, options.should_stop)
 
 
-def export_round(experiment: Experiment, round_index: int, masks):
-    """tickets/round_NN/: the trained ticket as a SavedModel, the ticket file
-    (masks + theta_k), and its row of tickets/sizes.csv. What exists is kept;
-    a kill between the SavedModel and its row leaves only the row to write."""
+def export_round(experiment: Experiment, round_index: int, masks, export_format: str = "dense"):
+    """tickets/round_NN/: the trained ticket as SavedModels (dense, sparse or both: export.FORMATS), the
+    ticket file (masks + theta_k), and its row of tickets/sizes.csv. What exists is kept (a run exported
+    dense gets the sparse form added when asked for it); a kill between a SavedModel and its row leaves
+    only the row to write."""
     folder = experiment.path("tickets", f"round_{round_index:02d}")
-    saved_model = os.path.join(folder, "saved_model")
-    if os.path.exists(saved_model):
-        if not any(int(row["round"]) == round_index for row in rundir.read_sizes(experiment.output_dir)):
-            export.record_size(experiment.output_dir, round_index, 100 * pruning.density(masks), saved_model)
+    missing = [form for form in export.FORMATS[export_format] if not os.path.exists(os.path.join(folder, form))]
+    if not missing:
+        if not export.size_recorded(experiment.output_dir, round_index, folder):
+            export.record_size(experiment.output_dir, round_index, 100 * pruning.density(masks), folder)
         return
     started = time.time()
     logging.info("round %d: exporting the ticket and its SavedModel to %s", round_index, folder)
@@ -540,11 +542,12 @@ def export_round(experiment: Experiment, round_index: int, masks):
         num_classes=splits.num_classes, dataset=splits.name, round=round_index, density=density,
         rewind_step=config.lottery.rewind_step, source=os.path.abspath(experiment.output_dir)))
     trained = rundir.load_arrays(experiment.path(f"round_{round_index:02d}", "ticket", "weights.npz"))
-    model = export.build_stripped(config.model, splits.input_shape, splits.num_classes, trained, masks)
-    export.export_saved_model(model, splits.input_shape, splits.normalisation, saved_model)
-    size, gzipped = export.record_size(experiment.output_dir, round_index, 100 * density, saved_model)
-    logging.info("round %d exported to %s (%d bytes, %d gzipped) in %.1fs", round_index, folder, size,
-                 gzipped, time.time() - started)
+    export.export_forms(config.model, splits.input_shape, splits.num_classes, splits.normalisation, trained, masks,
+                        folder, missing)
+    sizes = export.record_size(experiment.output_dir, round_index, 100 * density, folder)
+    logging.info("round %d exported to %s (%s) in %.1fs", round_index, folder,
+                 ", ".join(f"{form}: {sizes[keys[0]]} bytes, {sizes[keys[1]]} gzipped"
+                           for form, keys in export.SIZE_KEYS.items() if keys[0] in sizes), time.time() - started)
 
 
 def result_row(metrics: dict, failed: bool = False) -> dict:

@@ -118,7 +118,7 @@ def run(f, should_stop=lambda: False, console=None, progress=None, checked=None)
     # MultiWorkerMirroredStrategy must exist before TensorFlow does any other work.
     strategy = training.make_strategy(f.strategy)
     splits = data.load(config.data)
-    options = lottery.RunOptions(export=f.export, tensorboard=f.tensorboard,
+    options = lottery.RunOptions(export=f.export, export_format=f.export_format, tensorboard=f.tensorboard,
                                  checkpoint_every=lth_flags.checkpoint_every(f), on_nan=f.on_nan,
                                  should_stop=should_stop, progress=progress)
     chief, role = training.worker_role(strategy)

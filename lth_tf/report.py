@@ -130,7 +130,8 @@ def table(runs) -> str:
                  _cell(values("ticket", "test_accuracy")), _cell(values("ticket", "early_stop_test_accuracy")),
                  _cell(values("ticket", "early_stop_step"), 0)]
         cells += [_cell(values(c, "test_accuracy")) for c in controls]
-        cells += [_cell([float(s[k]) for s in sizes], 0) for k in ("saved_model_bytes", "saved_model_gzip_bytes")]
+        cells += [_cell([float(s[k]) for s in sizes if s.get(k)], 0)  # none for a round exported sparse only
+                  for k in ("saved_model_bytes", "saved_model_gzip_bytes")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

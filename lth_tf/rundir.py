@@ -208,17 +208,22 @@ def read_results(output_dir: str) -> list[dict]:
 
 SIZE_COLUMNS = ("round", "weights_remaining_pct", "saved_model_bytes", "saved_model_gzip_bytes",
                 "gzip_vs_dense_gzip")
+SPARSE_SIZE_COLUMNS = ("saved_model_sparse_bytes", "saved_model_sparse_gzip_bytes")  # once a round has one
 
 
 def write_sizes(output_dir: str, rows: list[dict]):
-    """tickets/sizes.csv, with each gzip size as a fraction of round 0's."""
-    dense = next((int(r["saved_model_gzip_bytes"]) for r in rows if int(r["round"]) == 0), None)
+    """tickets/sizes.csv, with each gzip size as a fraction of round 0's (of the dense SavedModels),
+    and the sparse SavedModels' sizes as columns once one was exported (empty for rounds without)."""
+    dense = next((int(r["saved_model_gzip_bytes"]) for r in rows
+                  if int(r["round"]) == 0 and r.get("saved_model_gzip_bytes")), None)
+    sparse = any(r.get(SPARSE_SIZE_COLUMNS[0]) for r in rows)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, SIZE_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buffer, SIZE_COLUMNS + (SPARSE_SIZE_COLUMNS if sparse else ()), extrasaction="ignore",
+                            lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        ratio = round(int(row["saved_model_gzip_bytes"]) / dense, 4) if dense else ""
-        writer.writerow({**row, "gzip_vs_dense_gzip": ratio})
+        gzipped = row.get("saved_model_gzip_bytes")
+        writer.writerow({**row, "gzip_vs_dense_gzip": round(int(gzipped) / dense, 4) if dense and gzipped else ""})
     atomic_write(os.path.join(output_dir, "tickets", "sizes.csv"), buffer.getvalue().encode())
 
 
