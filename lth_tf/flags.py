@@ -305,9 +305,6 @@ def check_masks_file(path: str, flag: str) -> str:
     return path
 
 
-def checkpoint_every(f=FLAGS) -> int:
-    return to_steps(f.checkpoint_every, steps_per_epoch(f))
-
 def xla_setting(f=FLAGS) -> bool | str:
     """--xla or --noxla; without either, the choice of the run being resumed, or "auto" (training.use_xla)."""
     if f.xla is not None:
@@ -315,6 +312,9 @@ def xla_setting(f=FLAGS) -> bool | str:
     saved = os.path.join(output_dir(f), "config.json")
     return rundir.read_json(saved)["training"].get("xla", False) if os.path.exists(saved) else "auto"
 
+
+def checkpoint_every(f=FLAGS) -> int:
+    return to_steps(f.checkpoint_every, steps_per_epoch(f))
 
 
 def output_dir(f=FLAGS) -> str:
