@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from lth_tf import checkpoints, lottery, pipeline, rundir, summaries, training
+from lth_tf import checkpoints, lottery, rundir, summaries, training
 from lth_tf import data as data_lib
 from lth_tf import flags as lth_flags
 
@@ -69,10 +69,7 @@ def instrument(timers: Timers, trainer: training.Trainer):
 
 def steady_state(trainer, splits, steps: int, repeats: int = 5) -> float:
     """Median seconds per training step over chunks of `steps` steps, after one untimed chunk."""
-    config = trainer.config
-    iterator = iter(trainer.strategy.distribute_datasets_from_function(
-        lambda context: pipeline.train_batches(splits, config.batch_size, config.seed, 0, context)))
-    chunk = tf.constant(steps)
+    iterator, chunk = training.batches(trainer, splits, 0), steps
     trainer.train_steps(iterator, chunk)
     seconds = []
     for _ in range(repeats):

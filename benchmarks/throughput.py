@@ -20,7 +20,7 @@ import tensorflow as tf
 from absl import app, flags
 
 import lth_tf  # noqa: F401
-from lth_tf import data, networks, pipeline, training
+from lth_tf import data, networks, training
 from lth_tf import tfmot_adapter as adapter
 from lth_tf.config import DataConfig, TrainingConfig
 
@@ -51,13 +51,12 @@ def timed_chunks(trainers, splits, steps, repeats):
     (tracing and warm-up)."""
     iterators, seconds = {}, {variant: [] for variant in trainers}
     for variant, trainer in trainers.items():
-        iterators[variant] = iter(trainer.strategy.distribute_datasets_from_function(
-            lambda c, t=trainer: pipeline.train_batches(splits, t.config.batch_size, 0, 0, c)))
-        trainer.train_steps(iterators[variant], tf.constant(steps))
+        iterators[variant] = training.batches(trainer, splits, 0)  # as training.train feeds the steps
+        trainer.train_steps(iterators[variant], steps)
     for _ in range(repeats):
         for variant, trainer in trainers.items():
             start = time.perf_counter()
-            float(trainer.train_steps(iterators[variant], tf.constant(steps))[0])
+            float(trainer.train_steps(iterators[variant], steps)[0])
             seconds[variant].append(time.perf_counter() - start)
     return seconds
 

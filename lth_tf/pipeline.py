@@ -26,22 +26,17 @@ def train_batches(splits: Splits, batch_size: int, seed: int, start_step: int,
     first_replica = context.input_pipeline_id * local
     epoch_steps = steps_per_epoch(splits, batch_size)
     x, y = tf.constant(splits.x_train), tf.constant(splits.y_train)
-    n = len(splits.x_train)
 
     def epoch_batches(epoch):
-        order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=[seed, epoch])
-        return tf.data.Dataset.from_tensor_slices(tf.reshape(order[: epoch_steps * batch_size],
-                                                             [epoch_steps, batch_size]))
+        return tf.data.Dataset.from_tensor_slices(epoch_order(len(splits.x_train), seed, epoch, epoch_steps,
+                                                              batch_size))
 
     def replica_slices(indices):
         slices = tf.reshape(indices, [replicas, per_replica])[first_replica:first_replica + local]
         return tf.data.Dataset.from_tensor_slices(slices)
 
     def gather(indices, step):
-        images, labels = tf.gather(x, indices), tf.gather(y, indices)
-        if splits.augment:
-            images = pad_crop_flip(images, tf.stack([tf.cast(seed, tf.int64), step]))
-        return images, labels
+        return gather_batch(x, y, indices, splits.augment, seed, step)
 
     start_epoch, skip = divmod(start_step, epoch_steps)
     batches = (tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_batches).skip(skip))
@@ -50,6 +45,46 @@ def train_batches(splits: Splits, batch_size: int, seed: int, start_step: int,
         lambda indices, step: tf.data.Dataset.zip(replica_slices(indices),
                                                   tf.data.Dataset.from_tensors(step).repeat(local)))
     return dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def epoch_order(n: int, seed: int, epoch, epoch_steps: int, batch_size: int):
+    """[epoch_steps, batch_size] example indices: row b is epoch `epoch`'s batch b."""
+    order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64),
+                                                     seed=tf.stack([tf.cast(seed, tf.int64), tf.cast(epoch, tf.int64)]))
+    return tf.reshape(order[: epoch_steps * batch_size], [epoch_steps, batch_size])
+
+
+def gather_batch(x, y, indices, augment: bool, seed: int, step):
+    """The examples at `indices`, augmented (if asked) with step `step`'s randomness."""
+    images, labels = tf.gather(x, indices), tf.gather(y, indices)
+    if augment:
+        images = pad_crop_flip(images, tf.stack([tf.cast(seed, tf.int64), tf.cast(step, tf.int64)]))
+    return images, labels
+
+
+class ArrayBatches:
+    """Training batches gathered from the arrays inside the compiled loop (one
+    replica): the same examples, step for step, as train_batches, without a
+    tf.data pipeline between the steps. `take(n)` hands out the next steps in
+    pieces that stay within one epoch: (epoch order, its first batch, first step, steps)."""
+
+    def __init__(self, splits: Splits, batch_size: int, seed: int, start_step: int):
+        self.x, self.y = tf.constant(splits.x_train), tf.constant(splits.y_train)
+        self.augment, self.seed, self.batch_size = splits.augment, seed, batch_size
+        self.epoch_steps, self.step = steps_per_epoch(splits, batch_size), start_step
+        self._orders = {}
+
+    def order(self, epoch: int):
+        if epoch not in self._orders:
+            self._orders = {epoch: epoch_order(len(self.x), self.seed, epoch, self.epoch_steps, self.batch_size)}
+        return self._orders[epoch]
+
+    def take(self, n: int):
+        while n > 0:
+            epoch, first = divmod(self.step, self.epoch_steps)
+            piece = min(n, self.epoch_steps - first)
+            yield self.order(epoch), first, self.step, piece
+            self.step, n = self.step + piece, n - piece
 
 
 def pad_crop_flip(images, seed):

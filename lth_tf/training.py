@@ -64,7 +64,7 @@ class Trainer:
     schedule: StepSchedule
     step_offset: tf.Variable  # the global step of the last rewind; the optimizer counts from there
     lr_hold: tf.Variable      # >= 0: the learning rate stays the schedule's at this step
-    train_steps: Callable   # (iterator, n) -> (mean loss, accuracy) over n steps
+    train_steps: Callable   # (batches, n) -> (mean loss, accuracy) over the next n steps (see batches())
     evaluate_batches: Callable  # (distributed dataset) -> (loss sum, correct, count)
 
 
@@ -100,16 +100,41 @@ def make_trainer(model, config: TrainingConfig, strategy) -> Trainer:
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, tf.int32), labels), tf.float32))
         return loss, correct, tf.cast(tf.size(labels), tf.float32)
 
-    if use_xla(config.xla, model, strategy):
+    xla = use_xla(config.xla, model, strategy)
+    if xla:
         replica_step = tf.function(replica_step, jit_compile=True)
 
+    def step_totals(images, labels):
+        per_replica = strategy.run(replica_step, args=(images, labels))
+        return tf.stack([strategy.reduce("SUM", t, axis=None) for t in per_replica])
+
     @tf.function
-    def train_steps(iterator, n):
+    def steps_from_iterator(iterator, n):
         totals = tf.zeros([3])
         for _ in tf.range(n):
-            images, labels = next(iterator)
-            per_replica = strategy.run(replica_step, args=(images, labels))
-            totals += tf.stack([strategy.reduce("SUM", t, axis=None) for t in per_replica])
+            totals += step_totals(*next(iterator))
+        return totals
+
+    # One replica: the batches are gathered inside the compiled loop, and under
+    # XLA the whole chunk (gathers, steps) is one compiled cluster.
+    @tf.function(jit_compile=xla and strategy is tf.distribute.get_strategy())
+    def steps_from_arrays(x, y, order, first, step, n, seed, augment: bool):
+        totals = tf.zeros([3])
+        for i in tf.range(n):
+            totals += step_totals(*pipeline.gather_batch(x, y, tf.gather(order, first + i), augment, seed,
+                                                         step + tf.cast(i, tf.int64)))
+        return totals
+
+    def train_steps(batches, n):
+        """(mean loss, accuracy) over the next n steps of `batches`: a
+        pipeline.ArrayBatches, or an iterator over a distributed dataset."""
+        if not isinstance(batches, pipeline.ArrayBatches):
+            totals = steps_from_iterator(batches, tf.constant(n))
+            return totals[0] / tf.cast(n, tf.float32), totals[1] / totals[2]
+        totals = tf.zeros([3])
+        for order, first, step, piece in batches.take(int(n)):
+            totals += steps_from_arrays(batches.x, batches.y, order, *(tf.constant(v, tf.int64) for v in
+                                        (first, step, piece, batches.seed)), bool(batches.augment))
         return totals[0] / tf.cast(n, tf.float32), totals[1] / totals[2]
 
     def replica_eval(images, labels):
@@ -237,9 +262,7 @@ def train(trainer: Trainer, splits: data_lib.Splits, start_step: int, end_step: 
     hooks.should_stop() turns true (after a checkpoint).
     """
     config = trainer.config
-    dataset = trainer.strategy.distribute_datasets_from_function(
-        lambda context: pipeline.train_batches(splits, config.batch_size, config.seed, start_step, context))
-    iterator = iter(dataset)
+    iterator = batches(trainer, splits, start_step)
     history, step, started = list(history or []), start_step, time.time()
     epoch = data_lib.steps_per_epoch(splits, config.batch_size)
     periods = [config.log_every, config.eval_every]
@@ -249,7 +272,7 @@ def train(trainer: Trainer, splits: data_lib.Splits, start_step: int, end_step: 
         # Run compiled chunks up to the next log, evaluation, checkpoint or the end.
         boundary = min([end_step] + [_next_multiple(step, p) for p in periods] + [s for s in hooks.at_steps if s > step])
         learning_rate = current_learning_rate(trainer)
-        loss, accuracy = (short_float(v) for v in trainer.train_steps(iterator, tf.constant(boundary - step)))
+        loss, accuracy = (short_float(v) for v in trainer.train_steps(iterator, boundary - step))
         step = boundary
         if not math.isfinite(loss):
             raise Diverged(f"training loss is {loss} at step {step}")
@@ -274,6 +297,17 @@ def train(trainer: Trainer, splits: data_lib.Splits, start_step: int, end_step: 
             raise Interrupted(f"at step {step}")
     tfmot_adapter.apply_masks(trainer.model)
     return history
+
+
+def batches(trainer: Trainer, splits: data_lib.Splits, start_step: int):
+    """The training batches from `start_step` on, for trainer.train_steps: gathered
+    inside the compiled loop on one replica, a distributed tf.data pipeline on several
+    (the same examples either way: pipeline.train_batches)."""
+    config = trainer.config
+    if trainer.strategy.num_replicas_in_sync == 1:
+        return pipeline.ArrayBatches(splits, config.batch_size, config.seed, start_step)
+    return iter(trainer.strategy.distribute_datasets_from_function(
+        lambda context: pipeline.train_batches(splits, config.batch_size, config.seed, start_step, context)))
 
 
 def current_learning_rate(trainer: Trainer) -> float:

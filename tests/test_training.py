@@ -25,8 +25,7 @@ def test_masked_weights_are_exactly_zero_after_every_step(mnist1d, optimizer, we
     masks = half_masks(model)
     adapter.set_masks(model, masks)
     before = adapter.get_kernels(model)
-    iterator = iter(strategy.distribute_datasets_from_function(
-        lambda context: pipeline.train_batches(mnist1d, 32, 0, 0, context)))
+    iterator = training.batches(trainer, mnist1d, 0)  # the default path: gathered inside the compiled loop
     for _ in range(8):
         trainer.train_steps(iterator, tf.constant(1))
         kernels = adapter.get_kernels(model)  # raw variables, no re-masking
@@ -153,8 +152,7 @@ def test_conv_batchnorm_zeros_after_every_step_and_rewound_statistics(strategy_n
         trainer = training.make_trainer(model, config, strategy)
     masks, theta = half_masks(model), adapter.get_state(model)
     training.rewind(trainer, theta, masks, 0)
-    iterator = iter(strategy.distribute_datasets_from_function(
-        lambda context: pipeline.train_batches(splits, 16, 0, 0, context)))
+    iterator = training.batches(trainer, splits, 0)  # tf.data on two replicas, gathered in the loop on one
     for _ in range(3):
         trainer.train_steps(iterator, tf.constant(1))
         kernels = adapter.get_kernels(model)
@@ -231,8 +229,7 @@ def test_mixed_precision_keeps_float32_masks_and_exact_zeros_and_rewinds_the_los
     inner = adapter.prunable_layers(model)["fc1"].layer
     assert inner.compute_dtype == "float16" and inner.kernel.dtype == tf.float32
     assert all(mask.dtype == tf.float32 for _, _, mask in adapter._masked(model))  # noqa: SLF001
-    iterator = iter(strategy.distribute_datasets_from_function(
-        lambda context: pipeline.train_batches(mnist1d, 32, 0, 0, context)))
+    iterator = training.batches(trainer, mnist1d, 0)
     for _ in range(6):
         loss, _ = trainer.train_steps(iterator, tf.constant(1))
         assert np.isfinite(loss.numpy())
@@ -257,3 +254,48 @@ def test_xla_auto_compiles_networks_without_convolutions_on_one_replica(mirrored
     assert training.use_xla(True, conv, default) and not training.use_xla(False, mlp, default)
     with pytest.raises(ValueError, match="single replica"):
         training.use_xla(True, mlp, mirrored_strategy)
+
+
+@pytest.mark.parametrize("like", ["mnist1d", "cifar10"], ids=["plain", "augmented"])
+def test_batches_gathered_in_the_loop_are_the_pipelines_step_for_step(mnist1d, like):
+    splits = mnist1d if like == "mnist1d" else data.load(DataConfig("synthetic", synthetic_like="cifar10",
+                                                                        validation_size=0))
+    epoch = data.steps_per_epoch(splits, 64)
+    start = epoch - 3  # the pieces cross an epoch end
+    arrays = pipeline.ArrayBatches(splits, 64, 7, start)
+    expected = iter(pipeline.train_batches(splits, 64, 7, start))
+    pieces = list(arrays.take(5))
+    assert [(first, step, n) for _, first, step, n in pieces] == [(epoch - 3, start, 3), (0, epoch, 2)]
+    for order, first, step, n in pieces:
+        for i in range(n):
+            images, labels = pipeline.gather_batch(arrays.x, arrays.y, order[first + i], splits.augment, 7, step + i)
+            want_images, want_labels = next(expected)
+            np.testing.assert_array_equal(images.numpy(), want_images.numpy())
+            np.testing.assert_array_equal(labels.numpy(), want_labels.numpy())
+    assert arrays.step == start + 5
+
+
+@pytest.mark.parametrize("xla", [False, True], ids=["plain", "xla"])
+def test_training_from_gathered_batches_equals_training_from_the_pipeline(mnist1d, xla):
+    """The default path (batches gathered inside the compiled chunk) trains the
+    same steps as the tf.data pipeline: bit for bit without XLA, to float
+    tolerance with the whole chunk under XLA."""
+    config = TrainingConfig(optimizer="adam", learning_rate=0.01, batch_size=100, train_steps=50, xla=xla)
+    strategy = tf.distribute.get_strategy()
+    weights = {}
+    for source in ("arrays", "pipeline"):
+        tf.keras.utils.set_random_seed(0)
+        model = adapter.wrap(networks.build("mlp_64_32", mnist1d.input_shape, 10))
+        trainer = training.make_trainer(model, config, strategy)
+        adapter.set_masks(model, half_masks(model))
+        epoch = data.steps_per_epoch(mnist1d, 100)
+        batches = (training.batches(trainer, mnist1d, epoch - 10) if source == "arrays" else
+                   iter(pipeline.train_batches(mnist1d, 100, 0, epoch - 10)))
+        assert isinstance(batches, pipeline.ArrayBatches) == (source == "arrays")
+        trainer.train_steps(batches, 25)  # across an epoch end
+        weights[source] = adapter.get_state(model)
+    for key, value in weights["pipeline"].items():
+        if xla:
+            np.testing.assert_allclose(weights["arrays"][key], value, rtol=1e-4, atol=1e-6)
+        else:
+            np.testing.assert_array_equal(weights["arrays"][key], value, err_msg=key)
