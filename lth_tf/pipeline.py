@@ -3,6 +3,8 @@
 Data order is a pure function of (seed, step), so any step of any round can be
 replayed exactly, under any strategy and after any resume.
 """
+import weakref
+
 import tensorflow as tf
 
 from lth_tf.data import Splits, steps_per_epoch
@@ -47,6 +49,19 @@ def train_batches(splits: Splits, batch_size: int, seed: int, start_step: int,
     return dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
+_TENSORS = {}  # id(array) -> its tensor, while the array lives
+
+
+def as_tensor(array):
+    """The array as a tf.constant, made once per array: every train() and
+    evaluation of a run reads the same copy."""
+    key = id(array)
+    if key not in _TENSORS:
+        _TENSORS[key] = tf.constant(array)
+        weakref.finalize(array, _TENSORS.pop, key, None)
+    return _TENSORS[key]
+
+
 def epoch_order(n: int, seed: int, epoch, epoch_steps: int, batch_size: int):
     """[epoch_steps, batch_size] example indices: row b is epoch `epoch`'s batch b."""
     order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64),
@@ -69,7 +84,7 @@ class ArrayBatches:
     pieces that stay within one epoch: (epoch order, its first batch, first step, steps)."""
 
     def __init__(self, splits: Splits, batch_size: int, seed: int, start_step: int):
-        self.x, self.y = tf.constant(splits.x_train), tf.constant(splits.y_train)
+        self.x, self.y = as_tensor(splits.x_train), as_tensor(splits.y_train)
         self.augment, self.seed, self.batch_size = splits.augment, seed, batch_size
         self.epoch_steps, self.step = steps_per_epoch(splits, batch_size), start_step
         self._orders = {}

@@ -66,6 +66,7 @@ class Trainer:
     lr_hold: tf.Variable      # >= 0: the learning rate stays the schedule's at this step
     train_steps: Callable   # (batches, n) -> (mean loss, accuracy) over the next n steps (see batches())
     evaluate_batches: Callable  # (distributed dataset) -> (loss sum, correct, count)
+    evaluate_arrays: Callable   # (x, y, batch size) -> the same, one replica
 
 
 def make_trainer(model, config: TrainingConfig, strategy) -> Trainer:
@@ -150,8 +151,16 @@ def make_trainer(model, config: TrainingConfig, strategy) -> Trainer:
             totals += strategy.reduce("SUM", strategy.run(replica_eval, args=(images, labels)), axis=None)
         return totals
 
+    @tf.function(reduce_retracing=True)
+    def evaluate_arrays(x, y, batch_size):  # one replica: slices of the arrays, no tf.data
+        totals = tf.zeros([3])
+        for start in tf.range(0, tf.shape(x)[0], batch_size):
+            totals += strategy.reduce("SUM", strategy.run(replica_eval, args=(
+                x[start:start + batch_size], y[start:start + batch_size])), axis=None)
+        return totals
+
     return Trainer(model, optimizer, strategy, config, schedule, step_offset, lr_hold, train_steps,
-                   evaluate_batches)
+                   evaluate_batches, evaluate_arrays)
 
 
 def use_xla(setting, model, strategy) -> bool:
@@ -196,7 +205,12 @@ def global_step(trainer: Trainer) -> int:
 
 def evaluate(trainer: Trainer, x, y) -> tuple[float, float]:
     """Mean loss and accuracy of the model on (x, y)."""
-    dataset = pipeline.eval_batches(x, y, max(trainer.config.batch_size, 500))
+    batch_size = max(trainer.config.batch_size, 500)
+    if trainer.strategy.num_replicas_in_sync == 1:
+        totals = trainer.evaluate_arrays(pipeline.as_tensor(x), pipeline.as_tensor(y), tf.constant(batch_size))
+        loss, correct, count = totals.numpy()
+        return short_float(loss / count), float(correct) / float(count)
+    dataset = pipeline.eval_batches(x, y, batch_size)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     dataset = trainer.strategy.experimental_distribute_dataset(dataset.with_options(options))

@@ -299,3 +299,14 @@ def test_training_from_gathered_batches_equals_training_from_the_pipeline(mnist1
             np.testing.assert_allclose(weights["arrays"][key], value, rtol=1e-4, atol=1e-6)
         else:
             np.testing.assert_array_equal(weights["arrays"][key], value, err_msg=key)
+
+
+def test_evaluation_from_the_arrays_equals_the_pipelines(mnist1d):
+    tf.keras.utils.set_random_seed(0)
+    model = adapter.wrap(networks.build("mlp_64_32", mnist1d.input_shape, 10))
+    trainer = training.make_trainer(model, TrainingConfig(batch_size=100), tf.distribute.get_strategy())
+    x, y = mnist1d.x_test[:777], mnist1d.y_test[:777]  # a last batch of 277
+    from_arrays = training.evaluate(trainer, x, y)
+    totals = trainer.evaluate_batches(pipeline.eval_batches(x, y, 500)).numpy()
+    assert totals[2] == 777
+    assert from_arrays == (training.short_float(totals[0] / totals[2]), float(totals[1]) / float(totals[2]))
