@@ -1,4 +1,6 @@
-"""The tf.data pipelines that feed the training loop and evaluation.
+"""What feeds the training loop and evaluation: on one replica, batches
+gathered from the arrays inside the compiled loop (ArrayBatches); on several,
+tf.data pipelines (train_batches, eval_batches) giving the same examples.
 
 Data order is a pure function of (seed, step), so any step of any round can be
 replayed exactly, under any strategy and after any resume.
