@@ -29,7 +29,7 @@ test: $(BIN)/activate $(FASHION_MNIST)
 	$(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS)
 
 benchmark: $(BIN)/activate $(FASHION_MNIST)
-	$(BIN)/python benchmarks/throughput.py
+	$(BIN)/python benchmarks/throughput.py --readme=README.md
 
 # Dense against sparse SavedModels of LeNet-300-100 tickets on Fashion-MNIST (benchmarks/ticket_inference.py):
 # every round of the config's 20 exported in both forms (fc layers down to 0.8^20 = 1.2% of their weights).

@@ -13,6 +13,9 @@ MirroredStrategy on the available devices (GPUs, else --cpu_devices logical
 CPUs). Ends with one table of medians: ms/step, masked/unwrapped, and the
 masked LeNet epoch (468 steps).
 """
+import datetime
+import re
+import subprocess
 import time
 
 import numpy as np
@@ -28,6 +31,8 @@ flags.DEFINE_integer("resnet_steps", 10, "ResNet-20 steps per timed chunk.")
 flags.DEFINE_integer("repeats", 7, "Timed chunks per variant, alternating between variants; medians are reported.")
 flags.DEFINE_bool("mirrored", False, "Also run both models under MirroredStrategy on the available devices.")
 flags.DEFINE_integer("cpu_devices", 2, "Logical CPUs for --mirrored when there is no GPU.")
+flags.DEFINE_string("readme", "", "Also write the table into this file, between its <!-- throughput --> and "
+                    "<!-- /throughput --> lines (make benchmark: README.md).")
 FLAGS = flags.FLAGS
 
 
@@ -105,11 +110,28 @@ def main(argv):
         epoch_seconds = f"{epoch * per_step['masked']:.3f}" if name == "lenet_300_100" else "-"
         table.append(f"| {label} | {per_step['unwrapped'] * 1e3:.2f} | {per_step['masked'] * 1e3:.2f} | "
                      f"{per_step['unwrapped'] / per_step['masked']:.3f} | {epoch_seconds} |")
-    print(f"\nmedians of {FLAGS.repeats} alternating chunks (LeNet: one epoch, {epoch} steps; "
-          f"ResNet: {FLAGS.resnet_steps} steps), SGD\n")
-    print("| workload | unwrapped ms/step | masked ms/step | masked/unwrapped | masked LeNet epoch (s) |")
-    print("| --- | --- | --- | --- | --- |")
-    print("\n".join(table))
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    lines = [f"{datetime.date.today()}, commit {commit or 'unknown'}, TensorFlow {tf.__version__}, "
+             f"{len(tf.config.list_physical_devices('CPU'))} CPU / {len(tf.config.list_physical_devices('GPU'))} "
+             f"GPU device(s): medians of {FLAGS.repeats} alternating chunks (LeNet: one epoch, {epoch} steps; "
+             f"ResNet: {FLAGS.resnet_steps} steps), SGD.", "",
+             "| workload | unwrapped ms/step | masked ms/step | masked/unwrapped | masked LeNet epoch (s) |",
+             "| --- | --- | --- | --- | --- |", *table]
+    print("\n" + "\n".join(lines))
+    if FLAGS.readme:
+        write_between_markers(FLAGS.readme, lines)
+
+
+def write_between_markers(path: str, lines: list):
+    """Replaces what lies between the file's <!-- throughput --> and <!-- /throughput --> lines."""
+    with open(path) as f:
+        text = f.read()
+    block = re.compile(r"(<!-- throughput -->\n).*?(<!-- /throughput -->)", re.S)
+    if not block.search(text):
+        raise SystemExit(f"{path} has no <!-- throughput --> ... <!-- /throughput --> lines")
+    with open(path, "w") as f:
+        f.write(block.sub(lambda m: m.group(1) + "\n".join(lines) + "\n" + m.group(2), text))
+    print(f"written into {path}")
 
 
 if __name__ == "__main__":
