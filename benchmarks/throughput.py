@@ -117,7 +117,7 @@ def main(argv):
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     lines = [f"{datetime.date.today()}, commit {commit or 'unknown'}, TensorFlow {tf.__version__}, "
              f"{len(tf.config.list_physical_devices('CPU'))} CPU / {len(tf.config.list_physical_devices('GPU'))} "
-             f"GPU device(s): medians of {FLAGS.repeats} alternating chunks (LeNet: one epoch, {epoch} steps; "
+             f"GPU device(s): {FLAGS.repeats} alternating chunks (LeNet: one epoch, {epoch} steps; "
              f"ResNet: {FLAGS.resnet_steps} steps), SGD; median / best chunk.", "",
              "| workload | unwrapped ms/step | masked ms/step | masked/unwrapped: median / best "
              "| masked LeNet epoch (s): median / best |",
