@@ -86,8 +86,8 @@ def prepare(config: ExperimentConfig, splits, strategy, output_dir: str) -> Expe
     else:
         make_theta_0 = lambda: initial_state(config, splits, config.lottery.seed)  # noqa: E731
     rundir.claim(output_dir, dataclasses.asdict(config))
-    logging.info("training step: %s (--xla setting %s)%s", "XLA" if training.use_xla(config.training.xla, model, strategy)
-                 else "not compiled with XLA", config.training.xla,
+    logging.info("training step: %s (--xla setting %s)%s", "XLA" if trainer.xla else "not compiled with XLA",
+                 config.training.xla,
                  ", mixed_float16" if config.training.mixed_precision else "")
     theta_0 = _load_or_save(os.path.join(output_dir, "init", "theta_0.npz"), make_theta_0)
     return Experiment(config, splits, trainer, output_dir, theta_0, masks, allowed)

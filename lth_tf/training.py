@@ -67,6 +67,7 @@ class Trainer:
     train_steps: Callable   # (batches, n) -> (mean loss, accuracy) over the next n steps (see batches())
     evaluate_batches: Callable  # (distributed dataset) -> (loss sum, correct, count)
     evaluate_arrays: Callable   # (x, y, batch size) -> the same, one replica
+    xla: bool                   # the step is compiled with XLA (use_xla's choice)
 
 
 def make_trainer(model, config: TrainingConfig, strategy) -> Trainer:
@@ -160,7 +161,7 @@ def make_trainer(model, config: TrainingConfig, strategy) -> Trainer:
         return totals
 
     return Trainer(model, optimizer, strategy, config, schedule, step_offset, lr_hold, train_steps,
-                   evaluate_batches, evaluate_arrays)
+                   evaluate_batches, evaluate_arrays, xla)
 
 
 def use_xla(setting, model, strategy) -> bool:
