@@ -118,13 +118,14 @@ def make_trainer(model, config: TrainingConfig, strategy) -> Trainer:
         return totals
 
     # One replica: the batches are gathered inside the compiled loop, and under
-    # XLA the whole chunk (gathers, steps) is one compiled cluster.
+    # XLA the whole chunk (gathers, steps) is one compiled cluster. A while loop,
+    # not `for i in tf.range(n)`: XLA compiles tf.range once per value of n.
     @tf.function(jit_compile=xla and strategy is tf.distribute.get_strategy())
     def steps_from_arrays(x, y, order, first, step, n, seed, augment: bool):
-        totals = tf.zeros([3])
-        for i in tf.range(n):
-            totals += step_totals(*pipeline.gather_batch(x, y, tf.gather(order, first + i), augment, seed,
-                                                         step + tf.cast(i, tf.int64)))
+        totals, i = tf.zeros([3]), tf.constant(0, tf.int64)
+        while i < n:
+            totals += step_totals(*pipeline.gather_batch(x, y, tf.gather(order, first + i), augment, seed, step + i))
+            i += 1
         return totals
 
     def train_steps(batches, n):
