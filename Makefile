@@ -28,8 +28,11 @@ run: $(BIN)/activate
 test: $(BIN)/activate $(FASHION_MNIST)
 	$(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS)
 
+# The README's Speed section: the throughput table and one branch's breakdown (about 7 min on 2 cores).
 benchmark: $(BIN)/activate $(FASHION_MNIST)
 	$(BIN)/python benchmarks/throughput.py --readme=README.md
+	$(BIN)/python benchmarks/branch_breakdown.py --flagfile=configs/lenet_fashion_mnist.flags --train_steps=8000 \
+	  --eval_every=500 --readme=README.md
 
 # Dense against sparse SavedModels of LeNet-300-100 tickets on Fashion-MNIST (benchmarks/ticket_inference.py):
 # every round of the config's 20 exported in both forms (fc layers down to 0.8^20 = 1.2% of their weights).
@@ -38,7 +41,7 @@ TICKET_INFERENCE := runs/ticket_inference_lenet
 ticket-inference: $(BIN)/activate $(FASHION_MNIST)
 	$(BIN)/python -m lth_tf.main --flagfile=configs/lenet_fashion_mnist.flags --train_steps=1000 --eval_every=500 \
 	  --controls=none --export=all --export_format=both --output_dir=$(TICKET_INFERENCE)
-	$(BIN)/python benchmarks/ticket_inference.py --output_dir=$(TICKET_INFERENCE)
+	$(BIN)/python benchmarks/ticket_inference.py --output_dir=$(TICKET_INFERENCE) --readme=README.md
 
 # RESULTS.md: `make results` runs the studies' sweeps (resumable; STUDIES=quick,mnist1d_paper for a
 # subset), then rebuilds RESULTS.md and docs/results/ from every study's sweep on disk, even after a failure.

@@ -1,16 +1,20 @@
 """Where one branch's wall time goes, on a real config.
 
     python benchmarks/branch_breakdown.py --flagfile=configs/lenet_fashion_mnist.flags \
-        --train_steps=8000 --eval_every=500 [--repeats=2] [any lth_tf.main flag]
+        --train_steps=8000 --eval_every=500 [--repeats=3] [--readme=README.md] [any lth_tf.main flag]
 
 Runs lth_tf's own driver (lottery.prepare, lottery.run_branch) on the flags'
-experiment in a temporary directory: round 0's ticket once untimed (tracing,
-the pipeline's first fill), then --repeats timed branches, each in a fresh run
-directory, with every phase timed where lth_tf calls it. Then, with the same
-trainer, the arithmetic the branch should cost: the steady-state step time
-(medians of long chunks, as benchmarks/throughput.py measures it) times the
-steps, plus the steady-state time of one evaluation times the evaluations.
-Prints the split of the last timed branch and wall / arithmetic.
+experiment in a temporary directory: round 0's ticket once untimed (tracing and
+compiling; its wall time is printed too), then --repeats timed branches, each in a fresh run
+directory, with every phase timed where lth_tf calls it. Before each branch
+and after the last, with the same trainer, a sample of the arithmetic the
+branch should cost: the steady-state step time (epoch-long chunks, as
+benchmarks/throughput.py measures it) and the steady-state time of one
+evaluation. Interleaved so that a busy spell of the machine hits both alike;
+the arithmetic is steps x the median step + evaluations x the median
+evaluation over all samples. Prints the split of the median branch and, for
+each branch, wall / arithmetic; --readme writes the split into the file's
+<!-- branch_breakdown --> block.
 """
 import collections
 import dataclasses
@@ -26,8 +30,12 @@ from absl import app, flags
 from lth_tf import checkpoints, lottery, rundir, summaries, training
 from lth_tf import data as data_lib
 from lth_tf import flags as lth_flags
+from readme_block import provenance, write_block
 
-flags.DEFINE_integer("repeats", 2, "Timed branches (the last one's split is printed, the wall times of all).")
+flags.DEFINE_integer("repeats", 3, "Timed branches (the median one's split is printed, the wall times of all).",
+                     lower_bound=1)
+flags.DEFINE_string("readme", "", "Also write the split into this file, between its <!-- branch_breakdown --> and "
+                    "<!-- /branch_breakdown --> lines.")
 FLAGS = flags.FLAGS
 
 PHASES = ("training steps", "evaluation", "checkpoints", "tensorboard", "console log", "rewind and restore",
@@ -67,28 +75,31 @@ def instrument(timers: Timers, trainer: training.Trainer):
                                                 "warning": staticmethod(log.warning)})
 
 
-def steady_state(trainer, splits, steps: int, repeats: int = 5) -> float:
-    """Median seconds per training step over chunks of `steps` steps, after one untimed chunk."""
-    iterator, chunk = training.batches(trainer, splits, 0), steps
-    trainer.train_steps(iterator, chunk)
+def step_seconds(train_steps, trainer, splits, steps: int, repeats: int = 3) -> list[float]:
+    """Seconds per training step of `repeats` chunks of `steps` steps, after one untimed chunk."""
+    iterator = training.batches(trainer, splits, 0)
+    train_steps(iterator, steps)
     seconds = []
     for _ in range(repeats):
         start = time.perf_counter()
-        trainer.train_steps(iterator, chunk)
-        seconds.append(time.perf_counter() - start)
-    return float(np.median(seconds)) / steps
+        np.asarray(train_steps(iterator, steps)[0])
+        seconds.append((time.perf_counter() - start) / steps)
+    return seconds
 
 
-def evaluation_seconds(trainer, splits, repeats: int = 5) -> float:
-    """Median seconds of one evaluation (validation and test sets), after one untimed."""
-    record = training._eval_record
-    record(trainer, splits)
+def evaluation_seconds(evaluate, trainer, splits, repeats: int = 3) -> list[float]:
+    """Seconds of `repeats` evaluations (validation and test sets, as a branch evaluates), after one untimed."""
+    def one():
+        for x, y in ((splits.x_val, splits.y_val), (splits.x_test, splits.y_test)):
+            if len(x):
+                evaluate(trainer, x, y)
+    one()
     seconds = []
     for _ in range(repeats):
         start = time.perf_counter()
-        record(trainer, splits)
+        one()
         seconds.append(time.perf_counter() - start)
-    return float(np.median(seconds))
+    return seconds
 
 
 def main(argv):
@@ -106,37 +117,55 @@ def main(argv):
           f"{config.training.optimizer}, {steps} steps, evaluation every {every} "
           f"({len(splits.x_val)} validation + {len(splits.x_test)} test examples), xla={config.training.xla}, "
           f"tensorboard={FLAGS.tensorboard}, strategy={FLAGS.strategy}")
-    lottery.run_branch(experiment, 0, "ticket", masks, options)  # tracing, first fills: untimed
+    start = time.perf_counter()
+    lottery.run_branch(experiment, 0, "ticket", masks, options)  # tracing, compiling, first fills: not in the split
+    first = time.perf_counter() - start
+
+    train_steps, evaluate = experiment.trainer.train_steps, training.evaluate  # before they are timed
+    epoch = data_lib.steps_per_epoch(splits, config.training.batch_size)
+
+    def sample(steps, evaluations):
+        steps += step_seconds(train_steps, experiment.trainer, splits, epoch)
+        evaluations += evaluation_seconds(evaluate, experiment.trainer, splits)
 
     timers = Timers()
     instrument(timers, experiment.trainer)
-    walls = []
+    step_samples, evaluation_samples, branches = [], [], []
     for repeat in range(FLAGS.repeats):
+        sample(step_samples, evaluation_samples)
         timers.seconds.clear()
         timers.calls.clear()
         run = dataclasses.replace(experiment, output_dir=os.path.join(root, f"timed_{repeat}"))
         start = time.perf_counter()
         metrics = lottery.run_branch(run, 0, "ticket", masks, options)
-        walls.append(time.perf_counter() - start)
-    wall, evaluations = walls[-1], len(metrics["history"])
-    seconds, calls = dict(timers.seconds), dict(timers.calls)  # before the timed functions run again below
-
-    step = steady_state(experiment.trainer, splits,
-                        data_lib.steps_per_epoch(splits, config.training.batch_size))
-    evaluation = evaluation_seconds(experiment.trainer, splits)
+        branches.append((time.perf_counter() - start, dict(timers.seconds), dict(timers.calls)))
+    sample(step_samples, evaluation_samples)
+    evaluations = len(metrics["history"])
+    step, evaluation = float(np.median(step_samples)), float(np.median(evaluation_samples))
     arithmetic = steps * step + evaluations * evaluation
+    wall, seconds, calls = sorted(branches, key=lambda b: b[0])[len(branches) // 2]
+    ratios = ", ".join(f"{b[0] / arithmetic:.3f}" for b in branches)
 
-    print(f"\nbranch wall time {wall:.2f} s (all timed: {', '.join(f'{w:.2f}' for w in walls)} s); "
-          f"per 500 steps {500 * wall / steps:.3f} s")
-    print(f"{'phase':<22} {'seconds':>8} {'share':>7} {'calls':>6}")
+    lines = [f"{provenance()}; {config.model.name} on {splits.name}, batch {config.training.batch_size}, "
+             f"{config.training.optimizer}, {steps} steps, evaluating every {every} ({len(splits.x_val)} "
+             f"validation + {len(splits.x_test)} test examples), xla={config.training.xla} "
+             f"({'on' if experiment.trainer.xla else 'off'}), strategy={FLAGS.strategy}: the median of "
+             f"{FLAGS.repeats} timed branches.", "",
+             "| phase | seconds | share | calls |", "| --- | --- | --- | --- |"]
     for phase in PHASES:
-        print(f"{phase:<22} {seconds.get(phase, 0.0):8.3f} {seconds.get(phase, 0.0) / wall:7.1%} "
-              f"{calls.get(phase, 0):6d}")
+        lines.append(f"| {phase} | {seconds.get(phase, 0.0):.3f} | {seconds.get(phase, 0.0) / wall:.1%} | "
+                     f"{calls.get(phase, 0)} |")
     other = wall - sum(seconds.values())
-    print(f"{'other':<22} {other:8.3f} {other / wall:7.1%}")
-    print(f"\narithmetic: {steps} steps x {1e3 * step:.3f} ms (steady state) + {evaluations} evaluations x "
-          f"{1e3 * evaluation:.1f} ms = {arithmetic:.2f} s")
-    print(f"branch wall / arithmetic: {wall / arithmetic:.3f}")
+    lines += [f"| the rest | {other:.3f} | {other / wall:.1%} | |",
+              f"| branch | {wall:.3f} ({500 * wall / steps:.3f} per 500 steps) | | |", "",
+              f"Arithmetic: {steps} steps × {1e3 * step:.3f} ms (steady state, epoch-long chunks) + {evaluations} "
+              f"evaluations × {1e3 * evaluation:.1f} ms = {arithmetic:.2f} s; branch wall / arithmetic "
+              f"**{wall / arithmetic:.3f}** (each branch: {ratios}; "
+              f"step samples {1e3 * min(step_samples):.3f}–{1e3 * max(step_samples):.3f} ms). The process's "
+              f"first branch, which traces and compiles, took {first:.2f} s."]
+    print("\n" + "\n".join(lines))
+    if FLAGS.readme:
+        write_block(FLAGS.readme, "branch_breakdown", lines)
     shutil.rmtree(root)
 
 

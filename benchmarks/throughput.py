@@ -13,9 +13,6 @@ MirroredStrategy on the available devices (GPUs, else --cpu_devices logical
 CPUs). Ends with one table of medians: ms/step, masked/unwrapped, and the
 masked LeNet epoch (468 steps).
 """
-import datetime
-import re
-import subprocess
 import time
 
 import numpy as np
@@ -26,6 +23,7 @@ import lth_tf  # noqa: F401
 from lth_tf import data, networks, training
 from lth_tf import tfmot_adapter as adapter
 from lth_tf.config import DataConfig, TrainingConfig
+from readme_block import provenance, write_block
 
 flags.DEFINE_integer("resnet_steps", 10, "ResNet-20 steps per timed chunk.")
 flags.DEFINE_integer("repeats", 11, "Timed chunks per variant, alternating between variants; medians are reported.")
@@ -114,29 +112,14 @@ def main(argv):
         table.append(f"| {label} | {per_step['unwrapped'] * 1e3:.2f} | {per_step['masked'] * 1e3:.2f} | "
                      f"{per_step['unwrapped'] / per_step['masked']:.3f} / {best['unwrapped'] / best['masked']:.3f} "
                      f"| {epochs} |")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    lines = [f"{datetime.date.today()}, commit {commit or 'unknown'}, TensorFlow {tf.__version__}, "
-             f"{len(tf.config.list_physical_devices('CPU'))} CPU / {len(tf.config.list_physical_devices('GPU'))} "
-             f"GPU device(s): {FLAGS.repeats} alternating chunks (LeNet: one epoch, {epoch} steps; "
+    lines = [f"{provenance()}: {FLAGS.repeats} alternating chunks (LeNet: one epoch, {epoch} steps; "
              f"ResNet: {FLAGS.resnet_steps} steps), SGD; median / best chunk.", "",
              "| workload | unwrapped ms/step | masked ms/step | masked/unwrapped: median / best "
              "| masked LeNet epoch (s): median / best |",
              "| --- | --- | --- | --- | --- |", *table]
     print("\n" + "\n".join(lines))
     if FLAGS.readme:
-        write_between_markers(FLAGS.readme, lines)
-
-
-def write_between_markers(path: str, lines: list):
-    """Replaces what lies between the file's <!-- throughput --> and <!-- /throughput --> lines."""
-    with open(path) as f:
-        text = f.read()
-    block = re.compile(r"(<!-- throughput -->\n).*?(<!-- /throughput -->)", re.S)
-    if not block.search(text):
-        raise SystemExit(f"{path} has no <!-- throughput --> ... <!-- /throughput --> lines")
-    with open(path, "w") as f:
-        f.write(block.sub(lambda m: m.group(1) + "\n".join(lines) + "\n" + m.group(2), text))
-    print(f"written into {path}")
+        write_block(FLAGS.readme, "throughput", lines)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Exported tickets on disk and at inference: the dense SavedModel against the sparse one.
 
-    python benchmarks/ticket_inference.py --output_dir=RUN [--batch_sizes=1,256] [--blocks=40]
+    python benchmarks/ticket_inference.py --output_dir=RUN [--batch_sizes=1,256] [--blocks=40] [--readme=README.md]
 
 RUN is a finished lth_tf run whose rounds were exported (`--export=all
 --export_format=both`; a round exported dense only gets its sparse form made
@@ -9,15 +9,23 @@ remaining, bytes on disk of both SavedModels (raw and gzip, and dense/sparse),
 and the median latency of one serving_default call at each batch size, dense
 against sparse, each loaded with tf.saved_model.load. Then the density from
 which the sparse export is faster at each batch size and from which it is
-smaller. `make ticket-inference` makes RUN (LeNet-300-100 on Fashion-MNIST,
-14 rounds) and runs this.
+smaller. Then where one batch-1 call's time goes, dense against sparse, in the
+densest round at or below --profile_pct % weights (TensorFlow's profiler over
+--profile_calls calls; the profiler adds its own cost, so read the split, not
+the totals). --readme writes the table (the --readme_rounds rows), the
+densities and the split into the file's <!-- ticket_inference --> block.
+`make ticket-inference` makes RUN (LeNet-300-100 on Fashion-MNIST, 20
+rounds) and runs this.
 
 Latency: warm-up calls first, then blocks of calls (about 10 ms each), the
 two forms alternating block by block so that a busy spell of the machine hits
 both alike; the median block's mean call is reported. The inputs are the run's
 own test examples (raw, as the signature takes them).
 """
+import collections
+import glob
 import os
+import tempfile
 import time
 
 import numpy as np
@@ -26,7 +34,8 @@ from absl import app, flags
 
 import lth_tf  # noqa: F401
 from lth_tf import config as config_lib
-from lth_tf import data, export, rundir
+from lth_tf import data, export, rundir, tickets
+from readme_block import provenance, write_block
 
 flags.DEFINE_string("output_dir", None, "A run with exported rounds (tickets/round_NN/).")
 flags.DEFINE_list("batch_sizes", ["1", "256"], "Batch sizes timed.")
@@ -35,6 +44,12 @@ flags.DEFINE_integer("blocks", 40, "Timed blocks per form and batch size, the fo
 flags.DEFINE_float("block_seconds", 0.01, "About this long per block (20 calls at batch 1 here, at least one).",
                    lower_bound=0)
 flags.DEFINE_integer("warmup", 20, "Untimed calls per form and batch size first.", lower_bound=1)
+flags.DEFINE_float("profile_pct", 5.0, "Profile batch-1 calls in the densest round with at most this % weights "
+                   "remaining (0: no profile).", lower_bound=0)
+flags.DEFINE_integer("profile_calls", 200, "Calls per form under the profiler.", lower_bound=1)
+flags.DEFINE_string("readme", "", "Also write the results into this file, between its <!-- ticket_inference --> "
+                    "and <!-- /ticket_inference --> lines.")
+flags.DEFINE_list("readme_rounds", ["0", "4", "10", "12", "14", "17", "20"], "The rounds in --readme's table.")
 flags.mark_flag_as_required("output_dir")
 FLAGS = flags.FLAGS
 
@@ -89,6 +104,59 @@ def measure_round(output_dir: str, round_index: int, x_all: np.ndarray, batch_si
     return result
 
 
+def op_profile(serve, x: tf.Tensor, calls: int, layers) -> dict:
+    """Microseconds per call of `serve` on x under TensorFlow's profiler: the whole call ("call"), running its
+    graph ("graph"), the ops of each of `layers` (by their op names' layer part), the other ops ("other ops"),
+    and how many ops ran ("ops run")."""
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2  # the profiler's own trace format
+
+    for _ in range(20):
+        serve(inputs=x)
+    folder = tempfile.mkdtemp(prefix="ticket_profile_")
+    tf.profiler.experimental.start(folder)
+    for _ in range(calls):
+        serve(inputs=x)["logits"].numpy()
+    tf.profiler.experimental.stop()
+    space = xplane_pb2.XSpace()
+    with open(glob.glob(os.path.join(folder, "**", "*.xplane.pb"), recursive=True)[0], "rb") as f:
+        space.ParseFromString(f.read())
+    totals = collections.Counter()
+    for plane in space.planes:
+        names = {key: meta.name for key, meta in plane.event_metadata.items()}
+        for line in plane.lines:
+            for event in line.events:
+                name, micros = names.get(event.metadata_id, ""), event.duration_ps / 1e6
+                if name.startswith("signature_wrapper"):
+                    totals["call"] += micros
+                elif name == "KernelAndDeviceFunc::Run":
+                    totals["graph"] += micros
+                elif ":" in name and "::" not in name:  # an op: "scope/layer/op:OpType"
+                    scopes = name.split(":")[0].split("/")
+                    totals[next((layer for layer in layers if layer in scopes), "other ops")] += micros
+                    totals["ops run"] += 1
+    return {key: value / calls for key, value in totals.items()}
+
+
+def profile_lines(output_dir: str, round_index: int, pct: float, x: np.ndarray) -> list[str]:
+    """The split of one batch-1 call, dense against sparse, as markdown lines."""
+    folder = os.path.join(output_dir, "tickets", f"round_{round_index:02d}")
+    _, masks, _ = tickets.read_ticket(os.path.join(folder, "ticket.npz"))
+    layers = [name for name in masks if not name.endswith("/bias")]
+    split = {form: op_profile(tf.saved_model.load(os.path.join(folder, form)).signatures["serving_default"],
+                              tf.constant(x[:1]), FLAGS.profile_calls, layers)
+             for form in (export.DENSE, export.SPARSE)}
+    lines = [f"One batch-1 call of round {round_index} ({pct:.2f}% weights), TensorFlow's profiler over "
+             f"{FLAGS.profile_calls} calls of each form (µs per call; the profiler adds its own cost):", "",
+             "| | dense | sparse |", "| --- | --- | --- |"]
+    rows = [("the whole call", "call"), ("running its graph", "graph")]
+    rows += [(f"{layer}'s ops", layer) for layer in layers] + [("the other ops", "other ops")]
+    for label, key in rows:
+        lines.append(f"| {label} | {split[export.DENSE].get(key, 0):.1f} | {split[export.SPARSE].get(key, 0):.1f} |")
+    lines.append(f"| ops run | {split[export.DENSE].get('ops run', 0):.0f} | "
+                 f"{split[export.SPARSE].get('ops run', 0):.0f} |")
+    return lines
+
+
 def density_from(rows, wins) -> str:
     """The highest % weights remaining from which the sparse form wins in that round and every sparser one."""
     from_pct = None
@@ -130,9 +198,27 @@ def main(argv):
             d, s = timing[b]
             line += f" {d * 1e3:>12.3f} {s * 1e3:>13.3f} {d / s:>7.2f}"
         print(line + f"   (max |logit difference| {timing['max_logit_difference']:.1e})", flush=True)
-    print(f"sparse export smaller on disk: {density_from(rows, lambda r: r['sparse'] < r['dense'])}")
+    findings = [f"The sparse export is smaller on disk {density_from(rows, lambda r: r['sparse'] < r['dense'])}."]
     for b in batch_sizes:
-        print(f"sparse export faster at batch {b}: {density_from(rows, lambda r, b=b: r[b][1] < r[b][0])}")
+        findings.append(f"It is faster at batch {b} {density_from(rows, lambda r, b=b: r[b][1] < r[b][0])}.")
+    print("\n".join(findings))
+    profiled = [r for r in rows if r["pct"] <= FLAGS.profile_pct]
+    split = (profile_lines(output_dir, profiled[0]["round"], profiled[0]["pct"], x_all)
+             if FLAGS.profile_pct and profiled else [])
+    print("\n" + "\n".join(split))
+    if FLAGS.readme:
+        table = ["| % weights | dense bytes | sparse bytes | smaller by | "
+                 + " | ".join(f"batch {b}: dense / sparse ms" for b in batch_sizes) + " |",
+                 "| --- " * (4 + len(batch_sizes)) + "|"]
+        for row in rows:
+            if str(row["round"]) in FLAGS.readme_rounds:
+                table.append(f"| {row['pct']:.2f} | {row['dense']:,} | {row['sparse']:,} | "
+                             f"{row['dense'] / row['sparse']:.2f}× | "
+                             + " | ".join(f"{row[b][0] * 1e3:.3f} / {row[b][1] * 1e3:.3f}" for b in batch_sizes)
+                             + " |")
+        write_block(FLAGS.readme, "ticket_inference", [
+            f"{provenance()}; {output_dir}, median latency of the loaded signature over {FLAGS.blocks} "
+            f"blocks per form, the forms alternating:", "", *table, "", " ".join(findings), "", *split])
 
 
 if __name__ == "__main__":
