@@ -6,15 +6,15 @@
 Runs lth_tf's own driver (lottery.prepare, lottery.run_branch) on the flags'
 experiment in a temporary directory: round 0's ticket once untimed (tracing and
 compiling; its wall time is printed too), then --repeats timed branches, each in a fresh run
-directory, with every phase timed where lth_tf calls it. Before each branch
-and after the last, with the same trainer, a sample of the arithmetic the
+directory, with every phase timed where lth_tf calls it. Before the first
+branch and after each, with the same trainer, a sample of the arithmetic a
 branch should cost: the steady-state step time (epoch-long chunks, as
 benchmarks/throughput.py measures it) and the steady-state time of one
-evaluation. Interleaved so that a busy spell of the machine hits both alike;
-the arithmetic is steps x the median step + evaluations x the median
-evaluation over all samples. Prints the split of the median branch and, for
-each branch, wall / arithmetic; --readme writes the split into the file's
-<!-- branch_breakdown --> block.
+evaluation. Each branch is held against the samples on either side of it
+(steps x their median step + evaluations x their median evaluation), so that
+a busy spell of the machine hits both alike. Prints the split of the median
+branch (by wall / arithmetic) and every branch's ratio; --readme writes them
+into the file's <!-- branch_breakdown --> block.
 """
 import collections
 import dataclasses
@@ -124,33 +124,37 @@ def main(argv):
     train_steps, evaluate = experiment.trainer.train_steps, training.evaluate  # before they are timed
     epoch = data_lib.steps_per_epoch(splits, config.training.batch_size)
 
-    def sample(steps, evaluations):
-        steps += step_seconds(train_steps, experiment.trainer, splits, epoch)
-        evaluations += evaluation_seconds(evaluate, experiment.trainer, splits)
+    def sample() -> tuple[list, list]:
+        return (step_seconds(train_steps, experiment.trainer, splits, epoch),
+                evaluation_seconds(evaluate, experiment.trainer, splits))
 
     timers = Timers()
     instrument(timers, experiment.trainer)
-    step_samples, evaluation_samples, branches = [], [], []
+    samples, branches = [sample()], []
     for repeat in range(FLAGS.repeats):
-        sample(step_samples, evaluation_samples)
         timers.seconds.clear()
         timers.calls.clear()
         run = dataclasses.replace(experiment, output_dir=os.path.join(root, f"timed_{repeat}"))
         start = time.perf_counter()
         metrics = lottery.run_branch(run, 0, "ticket", masks, options)
-        branches.append((time.perf_counter() - start, dict(timers.seconds), dict(timers.calls)))
-    sample(step_samples, evaluation_samples)
-    evaluations = len(metrics["history"])
-    step, evaluation = float(np.median(step_samples)), float(np.median(evaluation_samples))
-    arithmetic = steps * step + evaluations * evaluation
-    wall, seconds, calls = sorted(branches, key=lambda b: b[0])[len(branches) // 2]
-    ratios = ", ".join(f"{b[0] / arithmetic:.3f}" for b in branches)
+        wall = time.perf_counter() - start
+        samples.append(sample())
+        # The branch against its own arithmetic: the samples just before and just after it.
+        step = float(np.median(samples[-2][0] + samples[-1][0]))
+        evaluation = float(np.median(samples[-2][1] + samples[-1][1]))
+        arithmetic = steps * step + len(metrics["history"]) * evaluation
+        branches.append(dict(wall=wall, seconds=dict(timers.seconds), calls=dict(timers.calls), step=step,
+                             evaluation=evaluation, arithmetic=arithmetic, ratio=wall / arithmetic))
+    median = sorted(branches, key=lambda b: b["ratio"])[len(branches) // 2]
+    wall, seconds, calls, evaluations = median["wall"], median["seconds"], median["calls"], len(metrics["history"])
+    ratios = ", ".join(f"{b['ratio']:.3f}" for b in branches)
+    step_samples = [t for steps_sampled, _ in samples for t in steps_sampled]
 
     lines = [f"{provenance()}; {config.model.name} on {splits.name}, batch {config.training.batch_size}, "
              f"{config.training.optimizer}, {steps} steps, evaluating every {every} ({len(splits.x_val)} "
              f"validation + {len(splits.x_test)} test examples), xla={config.training.xla} "
              f"({'on' if experiment.trainer.xla else 'off'}), strategy={FLAGS.strategy}: the median of "
-             f"{FLAGS.repeats} timed branches.", "",
+             f"{FLAGS.repeats} timed branches (by wall / arithmetic).", "",
              "| phase | seconds | share | calls |", "| --- | --- | --- | --- |"]
     for phase in PHASES:
         lines.append(f"| {phase} | {seconds.get(phase, 0.0):.3f} | {seconds.get(phase, 0.0) / wall:.1%} | "
@@ -158,9 +162,9 @@ def main(argv):
     other = wall - sum(seconds.values())
     lines += [f"| the rest | {other:.3f} | {other / wall:.1%} | |",
               f"| branch | {wall:.3f} ({500 * wall / steps:.3f} per 500 steps) | | |", "",
-              f"Arithmetic: {steps} steps × {1e3 * step:.3f} ms (steady state, epoch-long chunks) + {evaluations} "
-              f"evaluations × {1e3 * evaluation:.1f} ms = {arithmetic:.2f} s; branch wall / arithmetic "
-              f"**{wall / arithmetic:.3f}** (each branch: {ratios}; "
+              f"Arithmetic: {steps} steps × {1e3 * median['step']:.3f} ms (steady state, epoch-long chunks) + "
+              f"{evaluations} evaluations × {1e3 * median['evaluation']:.1f} ms = {median['arithmetic']:.2f} s; "
+              f"branch wall / arithmetic **{median['ratio']:.3f}** (each branch: {ratios}; "
               f"step samples {1e3 * min(step_samples):.3f}–{1e3 * max(step_samples):.3f} ms). The process's "
               f"first branch, which traces and compiles, took {first:.2f} s."]
     print("\n" + "\n".join(lines))

@@ -13,8 +13,11 @@ import tensorflow as tf
 
 
 def provenance() -> str:
-    """'2026-11-23, commit abc1234, TensorFlow 2.21.0, 2 CPU cores, 0 GPU(s)': where the figures come from."""
+    """'2026-11-23, commit abc1234, TensorFlow 2.21.0, 2 CPU cores, 0 GPU(s)': where the figures come from
+    ('commit abc1234 with uncommitted changes' where the code differs from the commit)."""
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    changed = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", ":/lth_tf", ":/benchmarks", ":/configs"]).returncode
+    commit = f"{commit} with uncommitted changes" if commit and changed else commit
     return (f"{datetime.date.today()}, commit {commit or 'unknown'}, TensorFlow {tf.__version__}, "
             f"{os.cpu_count()} CPU cores, {len(tf.config.list_physical_devices('GPU'))} GPU(s)")
 

@@ -25,6 +25,7 @@ own test examples (raw, as the signature takes them).
 import collections
 import glob
 import os
+import shutil
 import tempfile
 import time
 
@@ -120,6 +121,7 @@ def op_profile(serve, x: tf.Tensor, calls: int, layers) -> dict:
     space = xplane_pb2.XSpace()
     with open(glob.glob(os.path.join(folder, "**", "*.xplane.pb"), recursive=True)[0], "rb") as f:
         space.ParseFromString(f.read())
+    shutil.rmtree(folder)
     totals = collections.Counter()
     for plane in space.planes:
         names = {key: meta.name for key, meta in plane.event_metadata.items()}
@@ -130,7 +132,7 @@ def op_profile(serve, x: tf.Tensor, calls: int, layers) -> dict:
                     totals["call"] += micros
                 elif name == "KernelAndDeviceFunc::Run":
                     totals["graph"] += micros
-                elif ":" in name and "::" not in name:  # an op: "scope/layer/op:OpType"
+                elif ":" in name and "::" not in name and " " not in name:  # an op: "scope/layer/op:OpType"
                     scopes = name.split(":")[0].split("/")
                     totals[next((layer for layer in layers if layer in scopes), "other ops")] += micros
                     totals["ops run"] += 1

@@ -37,15 +37,20 @@ only a batch amortises. Batches of up to SMALL_BATCH examples take the COO
 product, larger ones the CSR product: one tf.cond around the whole network
 (one per layer costs more at batch 1).
 
-What that buys (benchmarks/ticket_inference.py, a LeNet-300-100 ticket at 4.47%
-of its weights): 7.7x fewer bytes and 1.16x faster at batch 256, but 0.86x as
-fast at batch 1. There the call itself (about 0.3 ms) outweighs LeNet's
-arithmetic; the COO product over fc1's 10,300 surviving weights (about 4 ns
-each) costs what the dense product over all 235,200 does (oneDNN, about
-0.17 ns each), and the sparse graph adds steps of its own: the cond and the
-int16 -> int32 cast of the indices cost about 20 us each (int32 indices, 12
-bytes a weight, would save the cast; even a graph with neither is still a
-little slower than the dense one at this density).
+What that buys: benchmarks/ticket_inference.py (the README's table). At a
+LeNet-300-100 ticket of 4.47% of its weights, 7.7x fewer bytes and faster at
+batch 256, but not at batch 1 at any density. There the call itself (about
+0.2-0.3 ms) outweighs LeNet's arithmetic, and oneDNN's fused dense product
+over fc1's 235,200 weights (about 30 us) beats the COO product over its
+10,344 surviving ones (about 40-70 us). Leaner graphs were tried on the
+4.47% ticket, whole loaded signatures at batch 1 against the dense export
+in the same run (one session, medians of 30 blocks, us): COO without the
+cond and with int32 indices 279 vs 249; the same with activations kept
+transposed between layers 313 vs 290; this form with int32 indices 337 vs
+285; gather + unsorted_segment_sum under XLA 395 vs 304 (XLA has no kernel
+for SparseTensorDenseMatMul or SegmentSum), and the dense network under XLA
+325 vs 304. None wins, so the form keeps int16 indices (8 bytes a weight,
+not 12).
 
 Conv layers stay dense in the sparse form (masked, their zeros stored): TensorFlow
 has no sparse convolution on the CPU, and extract_patches + the CSR product
