@@ -1,7 +1,7 @@
 """Where one branch's wall time goes, on a real config.
 
     python benchmarks/branch_breakdown.py --flagfile=configs/lenet_fashion_mnist.flags \
-        --train_steps=8000 --eval_every=500 [--repeats=3] [--readme=README.md] [any lth_tf.main flag]
+        --train_steps=8000 --eval_every=500 [--repeats=5] [--readme=README.md] [any lth_tf.main flag]
 
 Runs lth_tf's own driver (lottery.prepare, lottery.run_branch) on the flags'
 experiment in a temporary directory: round 0's ticket once untimed (tracing and
@@ -32,7 +32,7 @@ from lth_tf import data as data_lib
 from lth_tf import flags as lth_flags
 from readme_block import provenance, write_block
 
-flags.DEFINE_integer("repeats", 3, "Timed branches (the median one's split is printed, the wall times of all).",
+flags.DEFINE_integer("repeats", 5, "Timed branches (the median one's split is printed, the wall times of all).",
                      lower_bound=1)
 flags.DEFINE_string("readme", "", "Also write the split into this file, between its <!-- branch_breakdown --> and "
                     "<!-- /branch_breakdown --> lines.")
