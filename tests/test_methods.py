@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from conftest import check_every_step, tiny_config
 
-from lth_tf import early_bird, lottery, methods, pruning, rundir, training
+from lth_tf import early_bird, lottery, methods, networks, pruning, rundir, training
 from lth_tf import tfmot_adapter as adapter
 from lth_tf.config import PruningConfig
 
@@ -367,3 +367,26 @@ def test_workers_whose_masks_differ_all_stop(network, monkeypatch):
     same = iter([pruning.checksum(masks), 0.0])
     monkeypatch.setattr(training, "all_workers_mean", lambda strategy, value: (value + next(same)) / 2)
     lottery.check_workers_agree(experiment, 1, masks)  # agreeing workers go on
+
+
+def test_synflow_scores_a_batchnorm_network_in_float64_with_its_statistics():
+    """ResNet-20 (BatchNorm after every convolution) is scored in float64 with
+    every variable made absolute, BatchNorm in inference mode: every layer's
+    scores are finite and positive, and the moving statistics enter the flow."""
+    tf.keras.utils.set_random_seed(0)
+    build = lambda: networks.build("resnet20", (32, 32, 3), 10)  # noqa: E731
+    model = build()
+    state = adapter.get_state(model)
+    masks = pruning.dense_masks({name: state[f"{name}/kernel"].shape
+                                 for name in adapter.prunable_layers(adapter.wrap(model))})
+    scoring = methods.Scoring(build, [], PruningConfig(strategy="global", synflow_iterations=1), 0)
+    variances = [key for key in state if key.endswith("/moving_variance")]
+    assert variances
+    scores = {}
+    for scale in (1.0, 4.0):
+        scaled = {**state, **{key: state[key] * scale for key in variances}}
+        new, scores[scale] = methods.prune_at_init("synflow", scaled, masks, scoring, 0.1)
+        assert sum(int(m.sum()) for m in new.values()) == round(0.1 * sum(m.size for m in masks.values()))
+    for key, score in scores[1.0].items():
+        assert score.dtype == np.float64 and np.isfinite(score).all() and (score > 0).all(), key
+    assert not np.allclose(scores[1.0]["output"], scores[4.0]["output"])
