@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from lth_tf import pruning
+from lth_tf import networks, pruning
 from lth_tf import tfmot_adapter as adapter
 from lth_tf.config import PruningConfig
 
@@ -173,8 +173,9 @@ def _scoring_model(scoring: Scoring, float64: bool):
     if not float64:
         return scoring.build()
     floatx = tf.keras.backend.floatx()
-    tf.keras.backend.set_floatx("float64")
+    tf.keras.backend.set_floatx("float64")  # the inputs
     try:
-        return scoring.build()
+        with networks.dtype_policy("float64"):  # the layers, whatever global policy is set
+            return scoring.build()
     finally:
         tf.keras.backend.set_floatx(floatx)

@@ -164,12 +164,23 @@ def build(name: str, input_shape, num_classes: int, width: int | None = None, in
 def precision(mixed: bool):
     """Layers built inside compute in float16 with float32 variables
     (mixed_float16) when `mixed`, in float32 otherwise."""
+    with dtype_policy("mixed_float16" if mixed else "float32"):
+        yield
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str):
+    """Layers built inside take Keras's dtype policy `name` ("float32",
+    "mixed_float16", "float64"). The previous policy comes back after; one
+    that only followed floatx is unset again, so that it follows floatx still
+    (an explicit "float32" policy would ignore a later set_floatx)."""
     previous = tf.keras.mixed_precision.global_policy()
-    tf.keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    tf.keras.mixed_precision.set_global_policy(name)
     try:
         yield
     finally:
-        tf.keras.mixed_precision.set_global_policy(previous)
+        followed_floatx = previous.name == tf.keras.backend.floatx()
+        tf.keras.mixed_precision.set_global_policy(None if followed_floatx else previous)
 
 
 FAMILIES = {"mlp": mlp, "resmlp": residual_mlp, "conv": conv_net, "vgg": vgg, "resnet": resnet}

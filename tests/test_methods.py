@@ -372,7 +372,10 @@ def test_workers_whose_masks_differ_all_stop(network, monkeypatch):
 def test_synflow_scores_a_batchnorm_network_in_float64_with_its_statistics():
     """ResNet-20 (BatchNorm after every convolution) is scored in float64 with
     every variable made absolute, BatchNorm in inference mode: every layer's
-    scores are finite and positive, and the moving statistics enter the flow."""
+    scores are finite and positive, and the moving statistics enter the flow.
+    Float64 even after lottery.prepare's precision() has set a global policy."""
+    with networks.precision(False):
+        pass
     tf.keras.utils.set_random_seed(0)
     build = lambda: networks.build("resnet20", (32, 32, 3), 10)  # noqa: E731
     model = build()
