@@ -41,7 +41,7 @@ What that buys: benchmarks/ticket_inference.py (the README's table). At a
 LeNet-300-100 ticket of 4.47% of its weights, 7.7x fewer bytes and faster at
 batch 256, but not at batch 1 at any density. There the call itself (about
 0.2-0.3 ms) outweighs LeNet's arithmetic, and oneDNN's fused dense product
-over fc1's 235,200 weights (about 30 us) beats the COO product over its
+over fc1's 235,200 weights (about 20-35 us) beats the COO product over its
 10,344 surviving ones (about 40-70 us). Leaner graphs were tried on the
 4.47% ticket, whole loaded signatures at batch 1 against the dense export
 in the same run (one session, medians of 30 blocks, us): COO without the
