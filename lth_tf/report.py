@@ -195,16 +195,19 @@ def early_bird_text(runs) -> str:
         steps, batch = run["config"]["training"]["train_steps"], run["config"]["training"]["batch_size"]
         spent = {float(r["target_density"]): int(r["training_steps_spent"]) for r in run["rows"]
                  if r["branch"] == "ticket" and r.get("target_density")}
-        retrain = steps - run["config"]["lottery"]["rewind_step"]
+        rewind = run["config"]["lottery"]["rewind_step"]
+        retrain = steps - rewind
         for target, state in rundir.read_json(path).items():
             drawn = state["drawn_epoch"]
             if drawn is None:
                 lines.append(f"- {os.path.relpath(run['dir'])}, {100 * float(target):.3g}% weights: not drawn "
                              f"(epsilon {run['config']['pruning']['early_bird_epsilon']}); the final weights' mask was used")
             elif float(target) in spent:
-                at = spent[float(target)] - retrain
+                at = spent[float(target)] - retrain  # the draw's step, or the rewind step where that is later
+                where = f"step {at}" if at > rewind else f"by the rewind step {rewind}"
                 lines.append(f"- {os.path.relpath(run['dir'])}, {100 * float(target):.3g}% weights: drawn at "
-                             f"epoch {drawn} (step {at} of {steps}, batch {batch}): {1 - at / steps:.0%} of the dense training saved")
+                             f"epoch {drawn} ({where} of {steps}, batch {batch}): {1 - at / steps:.0%} of the dense "
+                             "training saved")
     return "\n".join(["Early-bird tickets (mask distance of consecutive epochs below epsilon for 5 epochs):",
                        *lines]) if lines else ""
 

@@ -302,6 +302,19 @@ def test_an_early_bird_run_trains_the_drawn_ticket_and_counts_the_steps_to_the_d
         report.early_bird_text([runs.load_run(experiment.output_dir)])
 
 
+def test_the_early_bird_report_says_when_the_rewind_step_comes_after_the_draw(tmp_path):
+    """The dense training a ticket needs ends at its draw, or at the rewind step k where that is later."""
+    from lth_tf import report
+    folder = tmp_path / "round_00" / "ticket" / "early_bird"
+    folder.mkdir(parents=True)
+    rundir.write_json(str(folder / "state.json"), {"0.3": dict(distances={}, drawn_epoch=2)})  # step 70 at 35 a epoch
+    rows = [dict(branch="ticket", target_density="0.3", training_steps_spent="250")]  # max(70, k=100) + 150
+    config = dict(training=dict(train_steps=250, batch_size=100), lottery=dict(rewind_step=100),
+                  pruning=dict(early_bird_epsilon=0.5))
+    text = report.early_bird_text([dict(dir=str(tmp_path), config=config, rows=rows)])
+    assert "30% weights: drawn at epoch 2 (by the rewind step 100 of 250, batch 100): 60% of the dense training" in text
+
+
 @pytest.fixture(scope="module")
 def three_methods(mnist1d, tmp_path_factory):
     """Tiny runs of imp, one-shot and SNIP on one setup."""
