@@ -28,14 +28,17 @@ class DataConfig:
     seed: int = 0
     classes: tuple = ()            # a subset of the classes, relabelled 0..k-1 in this order; () = all
     mnist1d: dict = dataclasses.field(default_factory=dict)  # mnist1d generator arguments other than its defaults
+    fingerprint: str = ""          # npz: SHA-256 of its arrays (a rerun on other arrays is refused)
+    normalisation: dict = dataclasses.field(default_factory=dict)  # {"mean", "std"} per channel; {}: known constants
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    name: str = "mlp_100_100"
+    name: str = "mlp_100_100"  # a registry name (models.py) or package.module:function, a user's builder
     width: int = 0  # ResNet base width; 0 = the paper's 16
     init: str = "default"  # the papers' initialisers, or "pytorch" (nn.Linear/Conv2d defaults)
     initializer: str = ""  # kernels of every prunable layer from this family instead ("" = as --init says)
+    output_layer: str = ""  # the layer pruned at the output rate; "": the last Dense layer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +66,7 @@ class PruningConfig:
     rate_conv: float = 0.1
     rate_output: float = 0.1
     rate: float = 0.2            # global
-    exclude: tuple = ()          # global: layer names never pruned
+    exclude: tuple = ()          # layer names never pruned
     schedule: str = "geometric"  # geometric (the rates above, per round) | linear (cumulative, step per round)
     step: float = 0.01           # linear: pruned fraction added per round
     biases: bool = False         # mask biases too, ranked with their layer's kernel

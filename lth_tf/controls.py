@@ -46,7 +46,7 @@ def reinit_rescaled(theta_k: Weights, masks: pruning.Masks, seed: int, fresh: Fr
     summed over inputs)."""
     weights = _masked(fresh(seed), masks)
     for key, mask in masks.items():
-        if pruning.variable_of(key).endswith("/kernel") and mask.any():
+        if not pruning.is_bias(key) and mask.any():
             kernel = weights[pruning.variable_of(key)]
             weights[pruning.variable_of(key)] = (kernel / np.sqrt(mask.mean())).astype(kernel.dtype)
     return weights, masks

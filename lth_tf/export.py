@@ -65,7 +65,7 @@ import tarfile
 import numpy as np
 import tensorflow as tf
 
-from lth_tf import data, networks, pruning, rundir, tickets
+from lth_tf import builders, data, pruning, rundir, tickets
 from lth_tf.config import ModelConfig, from_dict
 from lth_tf import tfmot_adapter as adapter
 
@@ -78,9 +78,8 @@ SMALL_BATCH = 16  # largest batch the COO product serves (see the table above)
 def build_stripped(model_config: ModelConfig, input_shape, num_classes, state, masks) -> tf.keras.Model:
     """A plain Keras model holding `state` under `masks`: wrapped, masked, then
     stripped of its wrappers with tfmot's strip_pruning."""
-    plain = networks.build(model_config.name, input_shape, num_classes, model_config.width or None,
-                           model_config.init, model_config.initializer)
-    wrapped = adapter.wrap(plain, prune_biases=any(name.endswith("/bias") for name in masks))
+    plain = builders.build(model_config, input_shape, num_classes)
+    wrapped = adapter.wrap(plain, prune_biases=any(pruning.is_bias(name) for name in masks))
     adapter.assign_state(wrapped, state)
     adapter.set_masks(wrapped, masks)
     return adapter.strip(wrapped)
@@ -218,9 +217,8 @@ def export_from_run(output_dir: str, round_index: int, forms) -> list[str]:
         config = from_dict(rundir.read_json(os.path.join(output_dir, "config.json")))
         _, masks, _ = tickets.read_ticket(os.path.join(folder, "ticket.npz"))
         trained = rundir.load_arrays(os.path.join(output_dir, f"round_{round_index:02d}", "ticket", "weights.npz"))
-        like = config.data.synthetic_like if config.data.dataset == "synthetic" else config.data.dataset
         export_forms(config.model, data.input_shape(config.data), data.num_classes(config.data),
-                     data.raw_normalisation(like), trained, masks, folder, missing)
+                     data.normalisation_of(config.data), trained, masks, folder, missing)
         record_size(output_dir, round_index, 100 * pruning.density(masks), folder)
     return missing
 

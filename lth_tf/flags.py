@@ -29,17 +29,20 @@ flags.DEFINE_enum("initializer", "", ["", *models.INITIALIZERS],
                   "Kernel initialiser of every prunable layer, for theta_0 and the reinit controls alike: "
                   f"{', '.join(models.INITIALIZERS)}; empty: the model's paper initialiser (as --init says). "
                   "Biases keep --init's.")
-flags.DEFINE_enum("dataset", "mnist1d", list(data.DATASETS),
-                  "Dataset. synthetic is random data shaped like --synthetic_like, for smoke tests only.")
+flags.DEFINE_string("dataset", "mnist1d",
+                    f"Dataset: {', '.join(data.DATASETS)} (synthetic is random data shaped like --synthetic_like, "
+                    "for smoke tests only); npz:PATH, your arrays x_train, y_train, x_test, y_test (integer labels "
+                    "0..K-1; normalised by the training split's per-channel mean and std); or "
+                    "tfds:NAME[/CONFIG][:TRAIN_SPLIT,TEST_SPLIT], a tensorflow-datasets classification set.")
 flags.DEFINE_string("data_dir", "",
                     "Directory of MNIST-format IDX files (mnist, fashion_mnist) or the tensorflow-datasets "
                     f"data_dir. fashion_mnist defaults to {data.FASHION_MNIST_DIR}.")
 flags.DEFINE_enum("synthetic_like", "mnist", list(data.SHAPES), "Shape of --dataset=synthetic.")
 flags.DEFINE_integer("validation_size", -1,
-                     "Training examples held out for early stopping (-1: 500 for mnist1d, 5000 otherwise).",
-                     lower_bound=-1)
+                     "Training examples held out for early stopping (-1: 500 for mnist1d, 5000 for the other "
+                     "built-in sets, a tenth of the training set for npz: and tfds: sets).", lower_bound=-1)
 flags.DEFINE_list("classes", [], "A subset of the dataset's classes (e.g. 0,1,2,3,4), relabelled 0..k-1 in the "
-                  "order given, test set included; the output layer has k units. Empty: all ten.")
+                  "order given, test set included; the output layer has k units. Empty: all.")
 MNIST1D_HELP = {
     "num_samples": ("integer", "examples generated, training and test (package default 5000)"),
     "train_split": ("float", "fraction of them for training (0.8)"),
@@ -110,7 +113,9 @@ flags.DEFINE_float("prune_rate_fc", 0.2, "Layerwise: fraction of remaining fully
 flags.DEFINE_float("prune_rate_conv", 0.1, "Layerwise: fraction of remaining conv weights pruned per round.")
 flags.DEFINE_float("prune_rate_output", 0.1, "Layerwise: fraction of remaining output-layer weights pruned per round.")
 flags.DEFINE_float("prune_rate", 0.2, "Global: fraction of remaining weights pruned per round.")
-flags.DEFINE_list("prune_exclude", [], "Global: layer names never pruned (e.g. output).")
+flags.DEFINE_list("prune_exclude", [], "Layer names never pruned, layerwise or global (e.g. output).")
+flags.DEFINE_string("output_layer", "", "The layer pruned at --prune_rate_output (layerwise). Empty: the model's last "
+                    "Dense layer (the built-in models' `output`).")
 flags.DEFINE_enum("prune_schedule", "geometric", ["geometric", "linear"],
                   "geometric: prune the --prune_rate* fraction of the surviving weights each round; linear: the "
                   "pruned fraction grows by --prune_step each round (round r keeps 1 - r x step of every layer, "
@@ -165,6 +170,8 @@ flags.register_validator("prune_from_step", lambda text: text == "end" or STEPS.
 flags.register_validator("milestones", lambda items: all(STEPS.fullmatch(i) for i in items),
                          message="must be steps or '<n>ep', comma-separated")
 flags.register_validator("model", models.is_known, message=f"unknown model; valid: {models.VALID}")
+flags.register_validator("dataset", data.is_known, message=f"unknown dataset; valid: {', '.join(data.DATASETS)}, "
+                         "npz:PATH or tfds:NAME[/CONFIG][:TRAIN_SPLIT,TEST_SPLIT]")
 flags.register_validator("controls", lambda items: items == ["none"] or set(items) <= set(CONTROLS),
                          message=f"must be none, or any of {', '.join(CONTROLS)}")
 
@@ -180,7 +187,8 @@ def controls(f=FLAGS) -> tuple:
 
 
 def data_config(f=FLAGS) -> DataConfig:
-    validation = f.validation_size if f.validation_size >= 0 else (500 if f.dataset == "mnist1d" else 5000)
+    """The data flags as a DataConfig, completed with what config.json records of an npz or
+    tensorflow-datasets set (data.complete: reads the file, or loads the set)."""
     try:
         classes = tuple(int(c) for c in f.classes)
     except ValueError:
@@ -191,7 +199,11 @@ def data_config(f=FLAGS) -> DataConfig:
             generator["padding"] = [int(p) for p in generator["padding"]]
         except ValueError:
             raise ConfigError(f"--mnist1d_padding={','.join(generator['padding'])}: two integers low,high") from None
-    return DataConfig(f.dataset, f.data_dir, validation, f.synthetic_like, f.augment, f.seed, classes, generator)
+    config = DataConfig(f.dataset, f.data_dir, max(f.validation_size, 0), f.synthetic_like, f.augment, f.seed,
+                        classes, generator)
+    if f.validation_size < 0:
+        config = dataclasses.replace(config, validation_size=data.default_validation_size(config))
+    return data.complete(config)
 
 
 def steps_per_epoch(f=FLAGS) -> int:
@@ -211,6 +223,8 @@ def experiment_config(f=FLAGS) -> tuple[ExperimentConfig, list[str]]:
                           f"{data.train_examples(data_cfg) - data_cfg.validation_size} training examples")
     models.check_input(f.model, data.input_shape(data_cfg))
     models.check_init(f.model, f.init, f.initializer)
+    if models.is_user_model(f.model):
+        models.check_importable(f.model)
     train_steps, rewind = to_steps(f.train_steps, epoch), to_steps(f.rewind_step, epoch)
     if train_steps < 1:
         raise ConfigError("--train_steps must be at least 1")
@@ -245,7 +259,7 @@ def experiment_config(f=FLAGS) -> tuple[ExperimentConfig, list[str]]:
         raise ConfigError("--removed_weights and --ticket cannot be combined: a ticket run starts from its masks")
     lottery_config = LotteryConfig(rounds, rewind, method_controls(f), f.seed, f.ticket, prune_from,
                                    check_masks_file(f.removed_weights, "removed_weights"), f.retrain)
-    model_config = ModelConfig(f.model, f.width, f.init, f.initializer)
+    model_config = ModelConfig(f.model, f.width, f.init, f.initializer, f.output_layer)
     return ExperimentConfig(data_cfg, model_config, training_config, pruning_config, lottery_config), warnings
 
 
@@ -318,4 +332,4 @@ def checkpoint_every(f=FLAGS) -> int:
 
 
 def output_dir(f=FLAGS) -> str:
-    return f.output_dir or f"runs/{f.model}_{f.dataset}"
+    return f.output_dir or "runs/" + re.sub(r"[^\w.-]+", "_", f"{f.model}_{f.dataset}")

@@ -23,8 +23,8 @@ import tensorflow as tf
 from absl import logging
 
 from lth_tf import data as data_lib
-from lth_tf import (checkpoints, controls, early_bird, export, methods, networks, pipeline, pruning, rundir,
-                    summaries, tickets, training)
+from lth_tf import (builders, checkpoints, controls, early_bird, export, methods, networks, pipeline, pruning,
+                    rundir, summaries, tickets, training)
 from lth_tf import tfmot_adapter as adapter
 from lth_tf.config import CONTROLS, ConfigError, ExperimentConfig
 
@@ -50,9 +50,7 @@ def initial_state(config: ExperimentConfig, splits, seed: int) -> dict[str, np.n
 
 
 def build_plain(config: ExperimentConfig, splits):
-    model = config.model
-    return networks.build(model.name, splits.input_shape, splits.num_classes, model.width or None, model.init,
-                          model.initializer)
+    return builders.build(config.model, splits.input_shape, splits.num_classes)
 
 
 def control_seed(seed: int, round_index: int, branch: str) -> int:
@@ -74,6 +72,9 @@ def prepare(config: ExperimentConfig, splits, strategy, output_dir: str) -> Expe
         raise ConfigError(f"--batch_size={config.training.batch_size} is not divisible by the "
                           f"{strategy.num_replicas_in_sync} replicas of the strategy")
     unknown = set(config.pruning.exclude) - set(adapter.prunable_layers(model))
+    if config.model.output_layer and config.model.output_layer not in adapter.prunable_layers(model):
+        raise ConfigError(f"--output_layer={config.model.output_layer} names no prunable layer; prunable: "
+                          f"{', '.join(adapter.prunable_layers(model))}")
     if unknown:
         raise ConfigError(f"--prune_exclude names no prunable layer: {', '.join(sorted(unknown))}; "
                           f"prunable: {', '.join(adapter.prunable_layers(model))}")
@@ -86,6 +87,7 @@ def prepare(config: ExperimentConfig, splits, strategy, output_dir: str) -> Expe
     else:
         make_theta_0 = lambda: initial_state(config, splits, config.lottery.seed)  # noqa: E731
     rundir.claim(output_dir, dataclasses.asdict(config))
+    data_lib.save_held(config.data)  # lth_tf.find_tickets's arrays, kept in the run directory
     logging.info("training step: %s (--xla setting %s)%s", "XLA" if trainer.xla else "not compiled with XLA",
                  config.training.xla,
                  ", mixed_float16" if config.training.mixed_precision else "")
@@ -317,10 +319,14 @@ def next_masks(experiment: Experiment, round_index: int) -> pruning.Masks:
 
 
 def layer_rates(experiment: Experiment, masks) -> dict[str, float]:
-    """Each layer's per-round rate under layerwise pruning (by its kind)."""
-    config, model = experiment.config.pruning, experiment.trainer.model
-    rates = {"fc": config.rate_fc, "conv": config.rate_conv, "output": config.rate_output}
-    return {layer: rates[adapter.layer_kind(model, layer)] for layer in pruning.by_layer(masks)}
+    """Each layer's per-round rate under layerwise pruning (by its kind; 0 for an excluded layer)."""
+    kinds = layer_kinds(experiment)
+    return pruning.layer_rates(experiment.config.pruning, {layer: kinds[layer] for layer in pruning.by_layer(masks)})
+
+
+def layer_kinds(experiment: Experiment) -> dict[str, str]:
+    """{prunable layer: 'fc', 'conv' or 'output'}, by type and place (tfmot_adapter.layer_kinds)."""
+    return adapter.layer_kinds(experiment.trainer.model, experiment.config.model.output_layer)
 
 
 def magnitude_masks(experiment: Experiment, weights: dict, target: float) -> pruning.Masks:
@@ -356,13 +362,12 @@ def scoring_batches(experiment: Experiment) -> list:
 
 def prune_previous(experiment: Experiment, round_index: int) -> pruning.Masks:
     """Round r-1's trained ticket (or its weights at --prune_from_step) pruned by magnitude."""
-    model = experiment.trainer.model
     previous = f"round_{round_index - 1:02d}"
     previous_masks = round_masks(experiment, round_index - 1)
     trained = rundir.load_arrays(experiment.path(
         previous, "ticket", "prune_from.npz" if experiment.config.lottery.prune_from_step else "weights.npz"))
     masked_weights = {key: trained[pruning.variable_of(key)] for key in previous_masks}
-    kinds = {layer: adapter.layer_kind(model, layer) for layer in pruning.by_layer(previous_masks)}
+    kinds = {layer: kind for layer, kind in layer_kinds(experiment).items() if layer in pruning.by_layer(previous_masks)}
     floors = experiment.config.pruning.floor and pruning.layer_counts(
         rundir.load_arrays(experiment.config.pruning.floor))
     return pruning.prune(experiment.config.pruning, masked_weights, previous_masks, kinds, round_index,
@@ -483,8 +488,8 @@ def early_bird_detector(experiment: Experiment) -> early_bird.Detector | None:
     config = experiment.config.pruning
     if config.method != "early_bird":
         return None
-    excluded = config.exclude if config.strategy == "global" else ()
-    changeable = {key: allowed * (pruning.layer_of(key) not in excluded) for key, allowed in experiment.allowed.items()}
+    changeable = {key: allowed * (pruning.layer_of(key) not in config.exclude)
+                  for key, allowed in experiment.allowed.items()}
     return early_bird.Detector(early_bird_folder(experiment), config.target_density, config.early_bird_epsilon,
                                lambda state, target: magnitude_masks(experiment, state, target), changeable)
 

@@ -40,10 +40,14 @@ def fail(message: str, status: int, stream=None):
 def main(argv):
     if len(argv) > 1:
         fail(f"error: unexpected arguments {' '.join(argv[1:])!r} (flags start with --, also in a flagfile)", 2)
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)  # a tensorflow-datasets set's warnings are not one-line errors
     try:
         checked = preflight(lth_flags.FLAGS)
     except PREFLIGHT_ERRORS as error:
         fail(f"error: {error}", 1)
+    finally:
+        logging.set_verbosity(verbosity)
     with console_lib.Console.capture() as console:
         for warning in checked[1]:
             console.say(f"lth_tf: warning: {warning}")
@@ -51,7 +55,9 @@ def main(argv):
         previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
         stop = install_stop_handlers(console)
         try:
-            run(lth_flags.FLAGS, stop.is_set, console, progress, checked)
+            rows = run(lth_flags.FLAGS, stop.is_set, console, progress, checked)
+            if rows is not None:
+                print_outcome(lth_flags.FLAGS, rows, checked[2], console)
         except (Exception, KeyboardInterrupt) as error:
             progress.close()
             fail(*_failure(error, console), stream=console.stream)
@@ -107,8 +113,9 @@ def preflight(f) -> tuple:
     return config, warnings, output_dir
 
 
-def run(f, should_stop=lambda: False, console=None, progress=None, checked=None):
-    """The experiment of flags `f`; `checked`: preflight(f)'s result, if main already has it."""
+def run(f, should_stop=lambda: False, console=None, progress=None, checked=None) -> list[dict] | None:
+    """Runs (or resumes) the experiment of flags `f`; returns the rows of results.csv (None on a
+    worker other than the chief). `checked`: preflight(f)'s result, if the caller already has it."""
     config, _, output_dir = checked or preflight(f)
     from lth_tf import lottery, training  # TensorFlow loads here
     if f.cpu_devices:
@@ -138,8 +145,11 @@ def run(f, should_stop=lambda: False, console=None, progress=None, checked=None)
         if console:
             console.attach(os.path.join(output_dir, "log.txt"))
         rows = lottery.run(experiment, options)
-    if not chief:
-        return
+    return rows if chief else None
+
+
+def print_outcome(f, rows: list[dict], output_dir: str, console=None):
+    """The results table and where everything is."""
     print(summary_table(rows))
     print(f"results: {os.path.join(output_dir, 'results.csv')}")
     if f.export != "none":

@@ -1,11 +1,15 @@
-"""Model registry: the networks of the LTH papers by name, without TensorFlow
-(flags are checked against it before TensorFlow loads). The Keras builders of
-each family are in networks.py.
+"""Model registry: the networks of the LTH papers by name, and a user's own
+model as `package.module:function`, without TensorFlow (flags are checked
+against it before TensorFlow loads). The Keras builders of each family are in
+networks.py; builders.py builds either kind.
 
 Layer names are part of the on-disk format (masks and weights are keyed by
-them): Dense layers are fc1, fc2, ... and the classifier is always `output`,
-so "exclude the output layer" means the same thing for every model.
+them). In the built-in models Dense layers are fc1, fc2, ... and the
+classifier is always `output`; a user's model keeps its own names, and its
+output layer is its last Dense layer unless --output_layer names another.
 """
+import importlib
+import importlib.util
 import re
 
 from lth_tf.config import ConfigError
@@ -22,17 +26,71 @@ MODELS = {  # name -> (family, the family builder's first argument)
     "resnet56": ("resnet", 56),
 }
 MLP_NAME = re.compile(r"(res)?mlp(_[1-9][0-9]*)+")
-VALID = (f"{', '.join(MODELS)}, mlp_<w1>_<w2>... for any MLP widths, or resmlp_<w1>_<w2>... for an MLP "
-         "whose hidden layers after the first add their input (the MNIST-1D paper's lottery network)")
+IMPORT_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+VALID = (f"{', '.join(MODELS)}, mlp_<w1>_<w2>... for any MLP widths, resmlp_<w1>_<w2>... for an MLP "
+         "whose hidden layers after the first add their input (the MNIST-1D paper's lottery network), "
+         "or package.module:function for your own model")
 
 
 def is_known(name: str) -> bool:
-    return name in MODELS or MLP_NAME.fullmatch(name) is not None
+    return name in MODELS or MLP_NAME.fullmatch(name) is not None or is_user_model(name)
+
+
+def is_user_model(name: str) -> bool:
+    """Whether `name` is an import path package.module:function of a user's builder."""
+    return IMPORT_PATH.fullmatch(name) is not None
+
+
+def check_importable(name: str):
+    """ConfigError unless the module of a user model's import path can be found
+    (without running it; its parent packages are imported)."""
+    module = name.split(":")[0]
+    try:
+        found = module == "__main__" or importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError) as error:
+        found, why = False, f" ({type(error).__name__}: {error})"
+    else:
+        why = ""
+    if not found:
+        raise ConfigError(f"--model={name}: no module {module} can be imported{why}; run from the folder that "
+                          "holds it, or add that folder to PYTHONPATH")
+
+
+def import_path(function) -> str:
+    """module:qualname of a builder function, checked to lead back to it; ConfigError otherwise."""
+    name = f"{getattr(function, '__module__', '')}:{getattr(function, '__qualname__', '')}"
+    if not callable(function) or "<" in name or not is_user_model(name):
+        raise ConfigError(f"the model builder {function!r} is not a function defined at the top level of a module "
+                          "(lth_tf imports it again by its name to resume a run): define it with def at module level")
+    if load(name) is not function:
+        raise ConfigError(f"the model builder {name} cannot be imported back under that name")
+    return name
+
+
+def load(name: str):
+    """The function at import path `name` (module:qualname); ConfigError if there is none."""
+    module_name, _, qualname = name.partition(":")
+    try:
+        found = importlib.import_module(module_name)
+    except Exception as error:  # ImportError, or the module's own code failing
+        raise ConfigError(f"--model={name}: importing {module_name} failed ({type(error).__name__}: "
+                          f"{first_line(error)})") from None
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+    if found is None:
+        hint = (" (a builder defined in the script that started a run can only be built by that script: put it in "
+                "a module to resume or analyse the run from the command line)" if module_name == "__main__" else "")
+        raise ConfigError(f"--model={name}: {module_name} has no {qualname}{hint}")
+    if not callable(found):
+        raise ConfigError(f"--model={name}: {qualname} is a {type(found).__name__}, not a function")
+    return found
 
 
 def spec(name: str) -> tuple:
-    """(family, argument): ('mlp' or 'resmlp', widths), ('conv', stage widths), ('vgg', depth) or
-    ('resnet', depth)."""
+    """(family, argument): ('mlp' or 'resmlp', widths), ('conv', stage widths), ('vgg', depth),
+    ('resnet', depth) or ('user', import path)."""
+    if is_user_model(name):
+        return "user", name
     if MLP_NAME.fullmatch(name):
         return name.split("_")[0], tuple(int(w) for w in name.split("_")[1:])
     if name not in MODELS:
@@ -52,6 +110,9 @@ def check_init(name: str, init: str, initializer: str = ""):
         raise ConfigError(f"unknown --init={init}; valid: {', '.join(INITS)}")
     if initializer and initializer not in INITIALIZERS:
         raise ConfigError(f"unknown --initializer={initializer}; valid: {', '.join(INITIALIZERS)}")
+    if (init != "default" or initializer) and is_user_model(name):
+        raise ConfigError(f"--init and --initializer are for the built-in models; {name} initialises its own "
+                          "layers (set their kernel_initializer in the builder)")
     if init != "default" and spec(name)[0] not in WITH_INIT_CHOICE:
         raise ConfigError(f"--init={init} is for MLPs and Conv-2/4/6; {name} has its paper's initialiser only")
 
@@ -59,6 +120,12 @@ def check_init(name: str, init: str, initializer: str = ""):
 def check_input(name: str, input_shape):
     """ConfigError unless the model can take examples of `input_shape`: only
     MLPs flatten any shape; the others need (height, width, channels)."""
-    if spec(name)[0] not in ("mlp", "resmlp") and len(input_shape) != 3:
+    if spec(name)[0] not in ("mlp", "resmlp", "user") and len(input_shape) != 3:
         raise ConfigError(f"model {name} needs image inputs (height, width, channels); "
                           f"this dataset's examples have shape {tuple(input_shape)}")
+
+
+def first_line(error: BaseException) -> str:
+    """An exception's message, cut to one line for a one-line error."""
+    text = str(error).strip().splitlines()
+    return text[0][:200] if text else type(error).__name__

@@ -45,6 +45,11 @@ def variable_of(key: str) -> str:
     return key if "/" in key else f"{key}/kernel"
 
 
+def is_bias(key: str) -> bool:
+    """Whether a mask covers a bias (--prune_biases) rather than a layer's weights proper."""
+    return key.endswith("/bias")
+
+
 def by_layer(masks: Masks) -> dict[str, list[str]]:
     groups = {}
     for key in masks:
@@ -103,7 +108,8 @@ def prune_global(weights: Masks, masks: Masks, rate: float, exclude=(), floors=N
 def prune_to_density(weights: Masks, masks: Masks, target: float, strategy: str, exclude=(), floors=None) -> Masks:
     """Smallest-magnitude survivors removed until round(target x size) remain
     (or the floor, if higher): in every layer (layerwise) or across the included layers (global)."""
-    groups = list(by_layer(masks).values()) if strategy == "layerwise" else [_included(masks, exclude)]
+    groups = ([keys for layer, keys in by_layer(masks).items() if layer not in exclude] if strategy == "layerwise"
+              else [_included(masks, exclude)])
     new_masks = dict(masks)
     for keys in groups:
         keep = max(int(np.floor(target * sum(masks[k].size for k in keys) + 0.5)), _floor(floors, keys))
@@ -216,8 +222,8 @@ def layer_densities(masks: Masks) -> dict[str, float]:
 
 
 def collapsed_layers(masks: Masks) -> list[str]:
-    """Layers whose kernel has no surviving weight: nothing passes through them."""
-    return [layer for layer in by_layer(masks) if not masks[layer].any()]
+    """Layers whose weights (kernels, biases aside) have no survivor: nothing passes through them."""
+    return [layer for layer, keys in by_layer(masks).items() if not any(masks[k].any() for k in keys if not is_bias(k))]
 
 
 def linear_target(config: PruningConfig, round_index: int) -> float:
@@ -225,10 +231,17 @@ def linear_target(config: PruningConfig, round_index: int) -> float:
     return max(0.0, 1.0 - round_index * config.step)
 
 
+def layer_rates(config: PruningConfig, kinds: dict[str, str]) -> dict[str, float]:
+    """Layerwise: each layer's rate by its kind ('fc', 'conv' or 'output'); 0 for an excluded layer."""
+    rates = {"fc": config.rate_fc, "conv": config.rate_conv, "output": config.rate_output}
+    return {layer: 0.0 if layer in config.exclude else rates[kind] for layer, kind in kinds.items()}
+
+
 def prune(config: PruningConfig, weights: Masks, masks: Masks, kinds: dict[str, str], round_index: int,
           floors: dict[str, int] | None = None) -> Masks:
     """One IMP pruning step, to the masks of round `round_index`; `weights` and
     `masks` share keys; `kinds` maps layer name -> 'fc' | 'conv' | 'output'.
+    Layers in config.exclude are never pruned.
 
     geometric: per-kind (layerwise) or one (global) fraction of the surviving
     weights per round; linear: the cumulative pruned fraction grows by
@@ -242,6 +255,5 @@ def prune(config: PruningConfig, weights: Masks, masks: Masks, kinds: dict[str, 
     if config.strategy == "global":
         return prune_global(weights, masks, config.rate, config.exclude, floors)
     if config.strategy == "layerwise":
-        rates = {"fc": config.rate_fc, "conv": config.rate_conv, "output": config.rate_output}
-        return prune_layerwise(weights, masks, {layer: rates[kinds[layer]] for layer in by_layer(masks)}, floors)
+        return prune_layerwise(weights, masks, layer_rates(config, kinds), floors)
     raise ValueError(f"unknown pruning strategy {config.strategy!r}; valid: layerwise, global")

@@ -38,16 +38,21 @@ def flag_name(section: str, key: str) -> str:
         return "data_order_seed"
     if section in ("data", "lottery") and key == "seed":
         return "seed"
+    if (section, key) in (("data", "fingerprint"), ("data", "normalisation")):
+        return "dataset"  # the arrays of an npz file
     return {("model", "name"): "model"}.get((section, key), f"prune_{key}" if section == "pruning" else key)
 
 
 def differences(a: dict, b: dict, ignore=()) -> list[str]:
     """'--flag (A vs B)' for every config value that differs, seeds in `ignore` left out."""
     found = []
+    same_arrays = a.get("data", {}).get("fingerprint") and a["data"]["fingerprint"] == b.get("data", {}).get(
+        "fingerprint")  # npz files of the same arrays (find_tickets keeps a copy in each run) are one dataset
     for section, values in a.items():
         for key, value in values.items():
             other = b.get(section, {}).get(key)
-            if (section, key) not in ignore and value != other:
+            if (section, key) not in ignore and value != other and not (same_arrays and (section, key) == (
+                    "data", "dataset")):
                 found.append(f"--{flag_name(section, key)} ({value} vs {other})")
     return list(dict.fromkeys(found))
 

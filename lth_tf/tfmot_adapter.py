@@ -9,7 +9,73 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 
-PRUNABLE_TYPES = (tf.keras.layers.Dense, tf.keras.layers.Conv2D)
+L = tf.keras.layers
+# The layers whose weights lth_tf masks, and which weights (a layer implementing tfmot's PrunableLayer
+# says itself). SeparableConv prunes its pointwise kernel, as tfmot's registry does.
+PRUNED_WEIGHTS = {L.Dense: ("kernel",), L.Conv1D: ("kernel",), L.Conv2D: ("kernel",), L.Conv3D: ("kernel",),
+                  L.DepthwiseConv1D: ("depthwise_kernel",), L.DepthwiseConv2D: ("depthwise_kernel",),
+                  L.SeparableConv1D: ("pointwise_kernel",), L.SeparableConv2D: ("pointwise_kernel",),
+                  L.Embedding: ("embeddings",)}
+PRUNABLE_NAMES = "Dense, Conv1D/2D/3D and their Transpose, DepthwiseConv1D/2D, SeparableConv1D/2D, Embedding"
+CONV_TYPES = (L.Conv1D, L.Conv2D, L.Conv3D, L.DepthwiseConv1D, L.DepthwiseConv2D, L.SeparableConv1D,
+              L.SeparableConv2D)  # the Transpose layers subclass Conv1D/2D/3D
+
+
+def pruned_weights(layer) -> list:
+    """The weights of `layer` that get masks ([] for a layer lth_tf does not prune), biases not included."""
+    if isinstance(layer, tfmot.sparsity.keras.PrunableLayer):
+        return list(layer.get_prunable_weights())
+    names = next((names for kind, names in PRUNED_WEIGHTS.items() if isinstance(layer, kind)), ())
+    return [getattr(layer, name) for name in names]
+
+
+def is_prunable(layer) -> bool:
+    return isinstance(layer, tfmot.sparsity.keras.PrunableLayer) or isinstance(layer, tuple(PRUNED_WEIGHTS))
+
+
+def prunable_layer_names(model) -> list[str]:
+    """The layers of a plain model that wrap() wraps, in model order."""
+    return [layer.name for layer in model.layers if is_prunable(layer)]
+
+
+def output_layer_name(model, named: str = "") -> str:
+    """The layer pruned at the output rate: `named`, else the last Dense layer ('' if there is none).
+    In the built-in models that is the classifier, `output`."""
+    inner = [layer.layer if _is_wrapper(layer) else layer for layer in model.layers]
+    dense = [layer.name for layer in inner if type(layer) is L.Dense]
+    return named or (dense[-1] if dense else "")
+
+
+def unwrappable(model) -> str:
+    """Why tfmot's wrappers cannot carry `model`'s masks ('' if they can): a Keras 3 model, a subclassed
+    model, a model inside the model, or a layer that cannot be rebuilt from its config or whose
+    weights share a name."""
+    if not isinstance(model, tf.keras.Model):
+        if any(cls.__module__.split(".")[0] == "keras" for cls in type(model).__mro__):
+            return ("it is a Keras 3 model (import keras); tfmot's pruning wrappers need Keras 2: build it with "
+                    "tf.keras (lth_tf sets TF_USE_LEGACY_KERAS=1, so tf.keras is tf_keras): import tensorflow as "
+                    "tf; tf.keras.Sequential([...]), or import tf_keras")
+        return f"the builder returned a {type(model).__name__}, not a tf.keras model"
+    user_classes = [cls for cls in type(model).__mro__ if not cls.__module__.startswith(("tf_keras", "keras"))
+                    and cls is not object]
+    if not (isinstance(model, tf.keras.Sequential) or getattr(model, "_is_graph_network", False)) or any(
+            "call" in vars(cls) for cls in user_classes):
+        return (f"{type(model).__name__} is a subclassed model (its own call()); tfmot cannot wrap those: build "
+                "it as a tf.keras.Sequential or with the functional API (tf.keras.Input -> layers -> tf.keras.Model)")
+    for layer in model.layers:
+        if isinstance(layer, tf.keras.Model):
+            return (f"layer {layer.name} is a model inside the model, whose layers would not be pruned: build "
+                    "one flat Sequential or functional model")
+        names = [_short_name(variable) for variable in layer.weights]
+        if len(set(names)) != len(names):
+            return (f"layer {layer.name} ({type(layer).__name__}) has several weights named "
+                    f"{next(n for n in names if names.count(n) > 1)}; lth_tf keys weights by layer/name")
+        try:
+            layer.__class__.from_config(layer.get_config())
+        except Exception as error:  # NotImplementedError for a custom layer without get_config, TypeError, ...
+            return (f"layer {layer.name} ({type(layer).__name__}) cannot be rebuilt from its get_config() "
+                    f"({type(error).__name__}); tfmot's wrapping clones every layer: give it a get_config()")
+    return ""
 
 
 class NeverPrune(tfmot.sparsity.keras.PruningSchedule):
@@ -31,11 +97,17 @@ def wrap(model: tf.keras.Model, prune_biases: bool = False) -> tf.keras.Model:
     clone_model with a clone_function.
     """
     def wrap_layer(layer):
-        if not isinstance(layer, PRUNABLE_TYPES):
-            return layer.__class__.from_config(layer.get_config())
         layer = layer.__class__.from_config(layer.get_config())
-        if prune_biases and layer.use_bias:
-            layer.get_prunable_weights = lambda: [layer.kernel, layer.bias]
+        if not is_prunable(layer):
+            return layer
+        if not isinstance(layer, tfmot.sparsity.keras.PrunableLayer) or prune_biases:
+            # The wrapper masks what get_prunable_weights returns (tfmot's registry: kernels only).
+            custom = layer.get_prunable_weights if isinstance(layer, tfmot.sparsity.keras.PrunableLayer) else None
+            def weights(layer=layer, custom=custom):
+                chosen = custom() if custom else pruned_weights(layer)
+                bias = getattr(layer, "bias", None) if prune_biases and getattr(layer, "use_bias", False) else None
+                return chosen + ([bias] if bias is not None else [])
+            layer.get_prunable_weights = weights
         return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=NeverPrune())
 
     wrapped = tf.keras.models.clone_model(model, clone_function=wrap_layer)
@@ -53,20 +125,26 @@ def prunable_layers(model) -> dict:
     return {layer.layer.name: layer for layer in model.layers if _is_wrapper(layer)}
 
 
-def layer_kind(model, name: str) -> str:
-    """'output', 'conv' or 'fc': which per-kind pruning rate applies."""
-    if name == "output":
-        return "output"
-    inner = prunable_layers(model)[name].layer
-    return "conv" if isinstance(inner, tf.keras.layers.Conv2D) else "fc"
+def layer_kinds(model, output_layer: str = "") -> dict[str, str]:
+    """{prunable layer: 'output', 'conv' or 'fc'}: which per-kind pruning rate applies, by the
+    layer's type and place (output_layer_name), never by its name."""
+    output = output_layer_name(model, output_layer)
+    return {name: "output" if name == output else "conv" if isinstance(wrapper.layer, CONV_TYPES) else "fc"
+            for name, wrapper in prunable_layers(model).items()}
+
+
+def _short_name(variable) -> str:
+    return variable.name.split("/")[-1].split(":")[0]
 
 
 def _masked(model):
     """(mask key, weight variable, mask variable) of every masked weight: the
-    key is the layer's name for its kernel, 'layer/bias' for a masked bias."""
+    key is the layer's name for its kernel, 'layer/weight' for another masked
+    weight ('layer/bias', 'layer/depthwise_kernel', ...)."""
     for name, wrapper in prunable_layers(model).items():
         for weight, mask, _threshold in wrapper.pruning_vars:
-            yield (name if weight is wrapper.layer.kernel else f"{name}/bias"), weight, mask
+            short = _short_name(weight)
+            yield (name if short == "kernel" else f"{name}/{short}"), weight, mask
 
 
 def start_pruning_step(model):
@@ -118,8 +196,7 @@ def state_variables(model) -> dict[str, tf.Variable]:
     for layer in model.layers:
         inner = layer.layer if _is_wrapper(layer) else layer
         for variable in inner.weights:
-            short = variable.name.split("/")[-1].split(":")[0]
-            state[f"{inner.name}/{short}"] = variable
+            state[f"{inner.name}/{_short_name(variable)}"] = variable
     return state
 
 

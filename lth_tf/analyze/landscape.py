@@ -48,7 +48,7 @@ def filter_normalised_direction(weights: dict, masks: dict, rng: np.random.Gener
     """{state key: direction} for every key of `weights`: a masked, filter-normalised
     Gaussian for the kernel of each masked layer, zeros for the rest (biases, BatchNorm)."""
     direction = {key: np.zeros_like(value) for key, value in weights.items()}
-    for key in sorted(k for k in masks if "/" not in k):  # sorted: the same draws whatever the file order
+    for key in sorted(k for k in masks if not pruning.is_bias(k)):  # sorted: the same draws whatever the file order
         variable = pruning.variable_of(key)
         theta = weights[variable] * masks[key]
         d = rng.standard_normal(theta.shape) * masks[key]
@@ -76,7 +76,7 @@ def evaluate_round(opened, run: dict, round_index: int, resolution: int, span: f
     theta = adapter.get_state(opened.trainer.model)  # masked, as the model holds it
     rng = np.random.default_rng([SEED, round_index])
     d1, d2 = (filter_normalised_direction(theta, masks, rng) for _ in range(2))
-    kernels = [pruning.variable_of(k) for k in masks if "/" not in k]
+    kernels = [pruning.variable_of(k) for k in masks if not pruning.is_bias(k)]
     variables = [adapter.state_variables(opened.trainer.model)[k] for k in kernels]
     constants = [[tf.constant(source[k]) for k in kernels] for source in (theta, d1, d2)]
     model, s = opened.trainer.model, opened.splits
@@ -111,7 +111,7 @@ def evaluate_round(opened, run: dict, round_index: int, resolution: int, span: f
         variable.assign(t)
     rise = half.mean(0)[[0, 2]] - centre[[0, 2]]
 
-    masks_t = [tf.constant(masks[k], tf.float32) for k in masks if "/" not in k]
+    masks_t = [tf.constant(masks[k], tf.float32) for k in masks if not pruning.is_bias(k)]
     train, n = sets[0], float(sum(int(y.shape[0]) for _, y in sets[0]))
 
     @tf.function

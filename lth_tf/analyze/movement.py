@@ -57,7 +57,7 @@ def pooled(runs, round_index: int) -> dict[str, dict]:
     for run in runs:
         start, final = runs_lib.start_weights(run, round_index), runs_lib.final_weights(run, round_index)
         now, after = runs_lib.masks(run, round_index), runs_lib.masks(run, round_index + 1)
-        for key in (k for k in now if "/" not in k):  # kernels: masked biases (--prune_biases) are not weights
+        for key in (k for k in now if not pruning.is_bias(k)):  # kernels: masked biases (--prune_biases) are not weights
             variable = pruning.variable_of(key)
             parts = split(start[variable], final[variable], now[key], after[key])
             layers.setdefault(key, []).append(parts)

@@ -111,7 +111,7 @@ def analyze(run: dict, folder: str, target_round: int, n_tickets: int, should_st
     base = config_lib.from_dict(run["config"])
     opened = retrain.open_run(run)
     ticket_1 = runs_lib.masks(run, target_round)
-    kinds = {layer: adapter.layer_kind(opened.trainer.model, layer) for layer in pruning.by_layer(ticket_1)}
+    kinds = adapter.layer_kinds(opened.trainer.model, base.model.output_layer)
     floor = _save_once(os.path.join(out, "floor.npz"), ticket_1)
     # Ticket j: the last round of an IMP search with tickets 1..j-1 removed for good.
     searches, found = [(run, target_round)], [ticket_1]

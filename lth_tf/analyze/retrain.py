@@ -35,14 +35,13 @@ def open_run(run: dict, strategy=None) -> Opened:
 
 def open_config(config: config_lib.ExperimentConfig, strategy=None) -> Opened:
     """An experiment's data, and a trainer on a freshly built model of it."""
-    from lth_tf import data, networks, training
+    from lth_tf import builders, data, networks, training
     from lth_tf import tfmot_adapter as adapter
     splits = data.load(config.data)
     strategy = strategy or training.make_strategy("default")
     with strategy.scope(), networks.precision(config.training.mixed_precision):
-        model = adapter.wrap(networks.build(config.model.name, splits.input_shape, splits.num_classes,
-                                            config.model.width or None, config.model.init,
-                                            config.model.initializer), prune_biases=config.pruning.biases)
+        model = adapter.wrap(builders.build(config.model, splits.input_shape, splits.num_classes),
+                             prune_biases=config.pruning.biases)
         trainer = training.make_trainer(model, config.training, strategy)
     return Opened(config, splits, trainer)
 

@@ -109,20 +109,20 @@ def check(run: dict, target: config_lib.ExperimentConfig, rounds: list[int]):
                                 f"--rounds (finished: {', '.join(map(str, finished)) or 'none'})")
 
 
-def transferred(theta_a: dict, masks_a: pruning.Masks, fresh_b: dict, dense_b: pruning.Masks):
+def transferred(theta_a: dict, masks_a: pruning.Masks, fresh_b: dict, dense_b: pruning.Masks, output="output"):
     """(weights, masks) of A's ticket in B's network: A's theta_k and masks, the
-    output layer's weights from fresh_b, its mask A's where the shapes agree and
-    dense where they do not. RunError if any other layer differs in shape."""
+    output layer's (named `output`) weights from fresh_b, its mask A's where the
+    shapes agree and dense where they do not. RunError if any other layer differs in shape."""
     masks = {}
     for key, ones in dense_b.items():
         if key in masks_a and masks_a[key].shape == ones.shape:
             masks[key] = masks_a[key].astype(np.float32)
-        elif pruning.layer_of(key) == "output":
+        elif pruning.layer_of(key) == output:
             masks[key] = ones
         else:
             raise runs_lib.RunError(f"layer {key} has shape {ones.shape} on task B, not "
                                     f"{getattr(masks_a.get(key), 'shape', 'absent')} as in the source run")
-    weights = {name: value if pruning.layer_of(name) == "output" else theta_a[name] for name, value in fresh_b.items()}
+    weights = {name: value if pruning.layer_of(name) == output else theta_a[name] for name, value in fresh_b.items()}
     return _masked(weights, masks), masks
 
 
@@ -130,14 +130,15 @@ def _masked(weights: dict, masks: pruning.Masks) -> dict:
     return {**weights, **{pruning.variable_of(k): weights[pruning.variable_of(k)] * m for k, m in masks.items()}}
 
 
-def piece_start(branch: str, theta_a, masks_a, fresh, dense_b, seeds: dict):
-    """(weights, masks) a trained branch starts from; fresh(seed) is B's initialiser."""
-    weights, masks = transferred(theta_a, masks_a, fresh(seeds["ticket"]), dense_b)
+def piece_start(branch: str, theta_a, masks_a, fresh, dense_b, seeds: dict, output="output"):
+    """(weights, masks) a trained branch starts from; fresh(seed) is B's initialiser; `output`
+    names the output layer (B's own weights)."""
+    weights, masks = transferred(theta_a, masks_a, fresh(seeds["ticket"]), dense_b, output)
     if branch == "reinit":
         return _masked(fresh(seeds["reinit"]), masks), masks
     if branch == "random":
         random_masks = pruning.random_masks_like(masks, np.random.default_rng(seeds["random"]))
-        unmasked = {name: value if pruning.layer_of(name) == "output" else theta_a[name]
+        unmasked = {name: value if pruning.layer_of(name) == output else theta_a[name]
                     for name, value in fresh(seeds["ticket"]).items()}
         return _masked(unmasked, random_masks), random_masks
     return weights, masks
@@ -152,6 +153,7 @@ def analyze(run: dict, folder: str, target_spec: str, rounds: list[int], should_
     target = target_config(target_spec)
     check(run, target, rounds)
     from lth_tf import lottery, training
+    from lth_tf import tfmot_adapter as adapter
     target_dict = json.loads(json.dumps(dataclasses.asdict(target)))
     target_id = hashlib.sha1(json.dumps(target_dict, sort_keys=True).encode()).hexdigest()[:10]
     label = describe(run["config"], target_dict)
@@ -170,6 +172,7 @@ def analyze(run: dict, folder: str, target_spec: str, rounds: list[int], should_
                                                    progress=retrain.BranchLines(f"transfer: IMP on B ({label})")))
     imp_run = runs_lib.load_run(imp_dir)
     dense_b = {key: np.ones_like(mask) for key, mask in experiment.initial_masks.items()}
+    output = adapter.output_layer_name(experiment.trainer.model, target.model.output_layer)
     drawn = {}
 
     def fresh(seed):  # B's initialiser under `seed` (each drawn once)
@@ -184,7 +187,7 @@ def analyze(run: dict, folder: str, target_spec: str, rounds: list[int], should_
         source = next(r for r in run["rows"] if int(r["round"]) == round_index and r["branch"] == "ticket")
         for branch in TRAINED:
             weights, masks = piece_start(branch, theta_a, masks_a, fresh, dense_b,
-                                         branch_seeds(target.lottery.seed, round_index))
+                                         branch_seeds(target.lottery.seed, round_index), output)
             piece = os.path.join(out, f"round_{round_index:02d}", branch)
             metrics = retrain.train_piece(experiment.trainer, splits, weights, masks, start, end, piece, should_stop)
             progress.piece_done(f"round {round_index} {branch}", metrics)

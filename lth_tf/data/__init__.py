@@ -1,0 +1,230 @@
+"""Dataset sources: in-memory, normalised numpy arrays with a validation split.
+
+--dataset names a built-in set (mnist1d, fashion_mnist, mnist, cifar10,
+synthetic), `npz:PATH` (a researcher's arrays x_train, y_train, x_test,
+y_test, read without unpickling) or `tfds:NAME[/CONFIG][:TRAIN,TEST]` (any
+tensorflow-datasets classification set with an image and a label feature).
+Every source returns `Splits`. Nothing here imports TensorFlow except the
+tensorflow-datasets source, when it is used: flags are checked against the
+datasets' facts (shapes, training-set sizes) before TensorFlow loads. The
+tf.data pipelines that feed the training loop are in pipeline.py.
+
+Sets without known constants (npz, most tensorflow-datasets sets) are
+normalised by the training split's own per-channel mean and standard
+deviation, which complete() computes once and config.json records, with a
+fingerprint (SHA-256) of an npz file's arrays: a rerun on other data is
+refused like any other change of config.
+"""
+import dataclasses
+
+import numpy as np
+
+from lth_tf.config import DataConfig
+from lth_tf.data.base import DataError
+from lth_tf.data.builtin import (FASHION_MNIST_DIR, MNIST1D_ARGS, NUM_CLASSES, SHAPES, SYNTHETIC_TRAIN, check_mnist1d,
+                                 idx_dir, idx_paths, idx_shape, load_images, mnist1d, mnist1d_key, read_idx,
+                                 synthetic)
+from lth_tf.data.npz import NPZ_KEYS, channel_statistics, held, npz_arrays, npz_facts, save_held
+from lth_tf.data.tfds_sets import tfds_arrays, tfds_facts, tfds_name
+
+__all__ = ["DataError", "Splits", "load", "check", "complete", "is_known", "train_examples", "input_shape",
+           "num_classes", "steps_per_epoch", "default_validation_size", "normalisation_of", "raw_normalisation",
+           "held", "save_held", "channel_statistics", "read_idx", "FASHION_MNIST_DIR", "SHAPES", "DATASETS", "MNIST1D_ARGS", "NPZ_KEYS"]
+
+# Per-channel mean and standard deviation of the training images (0..1 scale).
+STATS = {
+    "mnist": ((0.1307,), (0.3081,)),
+    "fashion_mnist": ((0.2860,), (0.3530,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+}
+# Training examples (validation split included) of the standard sets; load() checks them.
+TRAIN_SIZES = {"mnist": 60000, "fashion_mnist": 60000, "cifar10": 50000, "mnist1d": 4000}
+# Training examples per class of the standard sets (tensorflow-datasets' copies; load() checks them).
+CLASS_COUNTS = {"mnist": (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949),
+                "fashion_mnist": (6000,) * 10, "cifar10": (5000,) * 10}
+DATASETS = ("mnist1d", "fashion_mnist", "mnist", "cifar10", "synthetic")  # built in; also npz:PATH, tfds:NAME
+
+
+@dataclasses.dataclass(frozen=True)
+class Splits:
+    name: str
+    source: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    augment: bool  # pad-4 random crop + horizontal flip (CIFAR)
+    normalisation: tuple  # (scale, mean, std): model input = (raw * scale - mean) / std
+
+    @property
+    def input_shape(self):
+        return self.x_train.shape[1:]
+
+
+def load(config: DataConfig) -> Splits:
+    """Loads a dataset and holds `validation_size` training examples out."""
+    check(config)
+    name = config.dataset
+    if name == "mnist1d":
+        arrays = mnist1d(mnist1d_key(config.mnist1d))
+        source = "mnist1d.data.make_dataset" + "".join(f", {k}={v}" for k, v in sorted(config.mnist1d.items()))
+    elif name == "synthetic":
+        arrays = synthetic(config.synthetic_like, config.seed, config.validation_size + SYNTHETIC_TRAIN,
+                            num_classes(config))
+        source = "synthetic"
+    elif name.startswith("npz:"):
+        arrays, source = npz_arrays(name[4:]), name[4:]
+    elif name.startswith("tfds:"):
+        arrays, source = tfds_arrays(name, config.data_dir), "tensorflow-datasets"
+    else:
+        arrays, source = load_images(name, config.data_dir)
+    x, y, x_test, y_test = arrays if name == "synthetic" else _of_classes(arrays, config.classes,
+                                                                         source_classes(config))
+    expected = train_examples(config)
+    if len(x) != expected:
+        raise DataError(f"{name} from {source} has {len(x)} training examples, expected {expected}")
+    like = config.synthetic_like if name == "synthetic" else tfds_name(name) if name.startswith("tfds:") else name
+    scale, mean, std = normalisation = normalisation_of(config)
+    x, x_test = ((a.astype(np.float32) * scale - mean) / std for a in (x, x_test))
+    # The validation split is a fixed subset, independent of the experiment's seed.
+    order = np.random.default_rng(1234).permutation(len(x))
+    val, train = order[: config.validation_size], order[config.validation_size:]
+    return Splits(name, source, x[train], y[train].astype(np.int32), x[val], y[val].astype(np.int32),
+                  x_test, y_test.astype(np.int32), num_classes(config), config.augment and like == "cifar10",
+                  normalisation)
+
+
+def num_classes(config: DataConfig) -> int:
+    return len(config.classes) or source_classes(config)
+
+
+def source_classes(config: DataConfig) -> int:
+    """Classes of the whole set (before --classes picks some)."""
+    if config.dataset.startswith("npz:"):
+        return npz_facts(config.dataset[4:])["num_classes"]
+    if config.dataset.startswith("tfds:"):
+        return tfds_facts(config.dataset, config.data_dir)["num_classes"]
+    return NUM_CLASSES
+
+
+def _of_classes(arrays, classes: tuple, total: int = NUM_CLASSES):
+    """The examples of `classes` alone, labelled by their place in it; all when classes is empty."""
+    if not classes:
+        return arrays
+    x, y, x_test, y_test = arrays
+    label = np.full(total, -1, np.int64)
+    label[list(classes)] = np.arange(len(classes))
+    keep, keep_test = label[y] >= 0, label[y_test] >= 0
+    return x[keep], label[y[keep]], x_test[keep_test], label[y_test[keep_test]]
+
+
+def is_known(name: str) -> bool:
+    """Whether --dataset=name is a form this module reads (not whether the data exist)."""
+    return name in DATASETS or (name.startswith(("npz:", "tfds:")) and len(name.split(":")[1]) > 0)
+
+
+def check(config: DataConfig):
+    """The dataset flags, checked without loading anything but an npz file's
+    arrays or a tensorflow-datasets set's description; DataError if wrong."""
+    if not is_known(config.dataset):
+        raise DataError(f"unknown dataset {config.dataset!r}; valid: {', '.join(DATASETS)}, npz:PATH or "
+                        "tfds:NAME[/CONFIG][:TRAIN_SPLIT,TEST_SPLIT]")
+    if config.dataset == "synthetic" and config.synthetic_like not in SHAPES:
+        raise DataError(f"--synthetic_like={config.synthetic_like!r}; valid: {', '.join(SHAPES)}")
+    classes, total = config.classes, source_classes(config)
+    if classes and (len(set(classes)) != len(classes) or not set(classes) <= set(range(total))
+                    or len(classes) < 2):
+        raise DataError(f"--classes={','.join(map(str, classes))}: at least two distinct classes of "
+                        f"0..{total - 1}")
+    if config.mnist1d:
+        check_mnist1d(config)
+    total = train_examples(config)
+    if not 0 <= config.validation_size < total:
+        raise DataError(f"--validation_size={config.validation_size} must be in [0, {total}) for {config.dataset}")
+
+
+def train_examples(config: DataConfig) -> int:
+    """Training examples (the validation split included) that load() returns,
+    known without loading: the IDX files' header, or the standard set's size.
+    The synthetic set is as large as its validation split needs."""
+    if config.dataset == "synthetic":
+        return config.validation_size + SYNTHETIC_TRAIN
+    if config.dataset.startswith(("npz:", "tfds:")):
+        labels = (npz_facts(config.dataset[4:]) if config.dataset.startswith("npz:")
+                  else tfds_facts(config.dataset, config.data_dir))["train_labels"]
+        return int(np.isin(labels, config.classes).sum()) if config.classes else len(labels)
+    if config.dataset == "mnist1d" and (config.mnist1d or config.classes):
+        y = mnist1d(mnist1d_key(config.mnist1d))[1]  # generated once per process and kept
+        return int(np.isin(y, config.classes or range(NUM_CLASSES)).sum())
+    paths = idx_paths(idx_dir(config.dataset, config.data_dir))
+    if paths and config.classes:
+        return int(np.isin(read_idx(paths[1]), config.classes).sum())
+    if paths:
+        return idx_shape(paths[1])[0]
+    if config.classes:
+        return sum(CLASS_COUNTS[config.dataset][c] for c in config.classes)
+    return TRAIN_SIZES[config.dataset]
+
+
+def steps_per_epoch(splits: Splits, batch_size: int) -> int:
+    return len(splits.x_train) // batch_size
+
+
+def input_shape(config: DataConfig) -> tuple:
+    if config.dataset.startswith("npz:"):
+        return npz_facts(config.dataset[4:])["input_shape"]
+    if config.dataset.startswith("tfds:"):
+        return tfds_facts(config.dataset, config.data_dir)["input_shape"]
+    if config.dataset == "mnist1d" and "final_seq_length" in config.mnist1d:
+        return (config.mnist1d["final_seq_length"],)
+    return SHAPES[config.synthetic_like if config.dataset == "synthetic" else config.dataset]
+
+
+def default_validation_size(config: DataConfig) -> int:
+    """--validation_size=-1: 500 for MNIST-1D, 5000 for the other built-in sets, a tenth of the
+    training set for npz and tensorflow-datasets sets."""
+    if config.dataset == "mnist1d":
+        return 500
+    if config.dataset in DATASETS:
+        return 5000
+    return train_examples(dataclasses.replace(config, validation_size=0)) // 10
+
+
+def complete(config: DataConfig) -> DataConfig:
+    """`config` with what config.json records of data that may change under the same name: an npz
+    file's fingerprint, and the normalisation of a set without known constants (computed on its
+    training split, validation examples included). Reads an npz file, or loads a tensorflow-datasets
+    set without known constants; the built-in sets are returned as they are."""
+    name = config.dataset
+    if name.startswith("npz:"):
+        facts = npz_facts(name[4:])
+        return dataclasses.replace(config, fingerprint=facts["fingerprint"], normalisation=facts["normalisation"])
+    if name.startswith("tfds:") and tfds_name(name) not in STATS:
+        x_train = tfds_arrays(name, config.data_dir)[0]
+        return dataclasses.replace(config, normalisation=channel_statistics(x_train))
+    return config
+
+
+def normalisation_of(config: DataConfig) -> tuple:
+    """(scale, mean, std) as float32 arrays that map the set's raw examples to model inputs."""
+    if config.normalisation:
+        stats = config.normalisation
+        return np.float32(1.0), np.array(stats["mean"], np.float32), np.array(stats["std"], np.float32)
+    if config.dataset.startswith("tfds:"):
+        return raw_normalisation(tfds_name(config.dataset))
+    return raw_normalisation(config.synthetic_like if config.dataset == "synthetic" else config.dataset)
+
+
+def raw_normalisation(kind: str) -> tuple:
+    """(scale, mean, std) as float32 arrays that map raw examples (0..255 pixels,
+    or MNIST-1D as generated) to model inputs."""
+    if kind == "mnist1d":
+        scale, mean, std = 1.0, (0.0,), (1.0,)  # make_dataset already standardises
+    else:
+        scale, (mean, std) = 1 / 255, STATS[kind]
+    return np.float32(scale), np.array(mean, np.float32), np.array(std, np.float32)
+
+
