@@ -2,9 +2,13 @@
 small 1-D CNN with BatchNorm, with both controls, in a run directory that
 lth_tf.report, lth_tf.analyze, TensorBoard and the exported SavedModels use.
 
-    python examples/own_cnn.py --output_dir=runs/own_cnn            # the Python API
+    python -m examples.own_cnn --output_dir=runs/own_cnn             # the Python API
     python -m lth_tf.main --model=examples.own_cnn:build \\
         --dataset=npz:runs/own_cnn/data.npz --output_dir=runs/own_cnn_cli   # the same from the shell
+
+Run as a module (-m), the script's builder is recorded as examples.own_cnn:build,
+which `python -m lth_tf.analyze` imports to train the analyses that train;
+`python examples/own_cnn.py` records __main__:build, which only this script builds.
 
 The arrays here are MNIST-1D (40-point signals, 10 classes) as a researcher
 would hold them in memory; any (x_train, y_train, x_test, y_test) with

@@ -16,6 +16,7 @@ import copy
 import dataclasses
 import difflib
 import os
+import sys
 
 import numpy as np
 from absl import flags
@@ -63,7 +64,7 @@ class Run:
         return main.summary_table(self.results)
 
 
-def find_tickets(model, data="mnist1d", *, output_dir: str, **settings) -> Run:
+def find_tickets(model, data="mnist1d", *, output_dir: str, progress: bool = True, **settings) -> Run:
     """Runs (or resumes) an experiment and returns its run directory.
 
     model: a function returning a Sequential or functional tf.keras model (called with input_shape
@@ -73,12 +74,14 @@ def find_tickets(model, data="mnist1d", *, output_dir: str, **settings) -> Run:
         as data.npz); (train, test) tf.data.Datasets of (example, label) pairs, read into memory; or
         a name the command line's --dataset takes ("mnist1d", "npz:PATH", "tfds:NAME", ...).
     output_dir: the run directory (a rerun with other settings is refused, as on the command line).
+    progress: a line on stderr per finished branch (a bar per branch on a terminal), as the command
+        line shows; TensorFlow's and lth_tf's log records go where Python's logging sends them.
     settings: flags of `python -m lth_tf.main` by name (rounds=10, prune_rate_fc=0.2,
         controls=["reinit"], train_steps=5000 or "10ep", ...); the rest keep their defaults.
     Raises Error with one line for anything that is wrong, before anything is written.
     """
+    from lth_tf import console, main
     from lth_tf import flags as lth_flags
-    from lth_tf import main
     from lth_tf.config import ConfigError
     try:
         for name in set(settings) & set(OWN):
@@ -88,7 +91,12 @@ def find_tickets(model, data="mnist1d", *, output_dir: str, **settings) -> Run:
         arrays = None if isinstance(data, str) else _arrays(data)
         with _held(values, arrays):
             checked = main.preflight(values)
-            rows = main.run(values, checked=checked)
+            shown = console.ExperimentProgress(console.Console(sys.stderr)) if progress else None
+            try:
+                main.run(values, checked=checked, progress=shown)
+            finally:
+                if shown:
+                    shown.close()
     except (main.PREFLIGHT_ERRORS + (flags.Error,)) as error:
         raise Error(str(error).replace("ERROR:: ", "")) from None
     except Exception as error:
@@ -99,7 +107,6 @@ def find_tickets(model, data="mnist1d", *, output_dir: str, **settings) -> Run:
             raise Error(f"cannot write {error.filename or 'a file'}: {error.strerror or error}; finished rounds "
                         "are kept") from None
         raise
-    del rows
     return Run(lth_flags.output_dir(values))
 
 

@@ -54,7 +54,8 @@ def call(function, name: str, input_shape, num_classes: int):
     try:
         return function(**kwargs)
     except Exception as error:
-        raise ConfigError(f"--model={name}: the builder raised {type(error).__name__}: {models.first_line(error)}") from None
+        raise ConfigError(f"--model={name}: the builder raised {type(error).__name__}: "
+                          f"{models.first_line(error)}") from None
 
 
 def check(model, config: ModelConfig, input_shape, num_classes: int) -> tf.keras.Model:

@@ -367,7 +367,8 @@ def prune_previous(experiment: Experiment, round_index: int) -> pruning.Masks:
     trained = rundir.load_arrays(experiment.path(
         previous, "ticket", "prune_from.npz" if experiment.config.lottery.prune_from_step else "weights.npz"))
     masked_weights = {key: trained[pruning.variable_of(key)] for key in previous_masks}
-    kinds = {layer: kind for layer, kind in layer_kinds(experiment).items() if layer in pruning.by_layer(previous_masks)}
+    layers = pruning.by_layer(previous_masks)
+    kinds = {layer: kind for layer, kind in layer_kinds(experiment).items() if layer in layers}
     floors = experiment.config.pruning.floor and pruning.layer_counts(
         rundir.load_arrays(experiment.config.pruning.floor))
     return pruning.prune(experiment.config.pruning, masked_weights, previous_masks, kinds, round_index,

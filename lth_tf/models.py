@@ -11,6 +11,7 @@ output layer is its last Dense layer unless --output_layer names another.
 import importlib
 import importlib.util
 import re
+import sys
 
 from lth_tf.config import ConfigError
 
@@ -57,8 +58,13 @@ def check_importable(name: str):
 
 
 def import_path(function) -> str:
-    """module:qualname of a builder function, checked to lead back to it; ConfigError otherwise."""
-    name = f"{getattr(function, '__module__', '')}:{getattr(function, '__qualname__', '')}"
+    """module:qualname of a builder function, checked to lead back to it; ConfigError otherwise. A
+    function of a script run as `python -m package.script` is recorded under the script's module
+    name, which other processes (analyses, sweeps) import; one of `python script.py` as __main__."""
+    module = getattr(function, "__module__", "")
+    if module == "__main__":
+        module = _running_module_name() or module
+    name = f"{module}:{getattr(function, '__qualname__', '')}"
     if not callable(function) or "<" in name or not is_user_model(name):
         raise ConfigError(f"the model builder {function!r} is not a function defined at the top level of a module "
                           "(lth_tf imports it again by its name to resume a run): define it with def at module level")
@@ -71,7 +77,10 @@ def load(name: str):
     """The function at import path `name` (module:qualname); ConfigError if there is none."""
     module_name, _, qualname = name.partition(":")
     try:
-        found = importlib.import_module(module_name)
+        if module_name == _running_module_name() and module_name not in sys.modules:
+            found = sys.modules["__main__"]  # the script run with python -m itself, not a second copy of it
+        else:
+            found = importlib.import_module(module_name)
     except Exception as error:  # ImportError, or the module's own code failing
         raise ConfigError(f"--model={name}: importing {module_name} failed ({type(error).__name__}: "
                           f"{first_line(error)})") from None
@@ -84,6 +93,12 @@ def load(name: str):
     if not callable(found):
         raise ConfigError(f"--model={name}: {qualname} is a {type(found).__name__}, not a function")
     return found
+
+
+def _running_module_name() -> str:
+    """The module name of the script run with `python -m NAME` ('' for `python script.py`)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return getattr(spec, "name", "") or ""
 
 
 def spec(name: str) -> tuple:

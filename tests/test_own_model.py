@@ -189,13 +189,14 @@ def test_a_sweep_runs_a_user_model_over_two_seeds(npz_file, tmp_path):
 
 
 def test_the_example_script_finds_tickets_with_both_controls(tmp_path):
-    done = subprocess.run([sys.executable, "examples/own_cnn.py", f"--output_dir={tmp_path}", "--rounds=1",
+    done = subprocess.run([sys.executable, "-m", "examples.own_cnn", f"--output_dir={tmp_path}", "--rounds=1",
                            "--train_steps=20"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     rows = rundir.read_results(str(tmp_path))
     assert [(r["round"], r["branch"]) for r in rows] == [("0", "ticket"), ("1", "ticket"), ("1", "reinit"),
                                                          ("1", "random_prune")]
     assert "ticket acc" in done.stdout and os.path.exists(tmp_path / "tickets" / "round_01" / "saved_model")
+    assert lth_tf.Run(str(tmp_path)).config["model"]["name"] == "examples.own_cnn:build"  # importable elsewhere
 
 
 # --- tensorflow-datasets sets, offline on tfds's mock data through the real loader
@@ -227,6 +228,17 @@ def test_tensorflow_datasets_sets_load_through_the_real_loader(name, shape, stat
     assert set(np.unique(splits.y_train)) <= set(range(splits.num_classes))
     assert bool(config.normalisation) == (stats == "computed")
     assert splits.augment == (name == "tfds:cifar10")
+
+
+def test_a_tensorflow_datasets_set_trains_end_to_end(server_answers, tmp_path, capsys):
+    import tensorflow_datasets as tfds
+    with tfds.testing.mock_data(num_examples=40):
+        run = lth_tf.find_tickets("mlp_16", data="tfds:mnist", output_dir=str(tmp_path), rounds=1, train_steps=4,
+                                  eval_every=2, batch_size=10, controls=["reinit"], export="none")
+    assert [(r["round"], r["branch"]) for r in run.results] == [(0, "ticket"), (1, "ticket"), (1, "reinit")]
+    assert run.config["data"]["dataset"] == "tfds:mnist" and run.config["data"]["validation_size"] == 4
+    lines = capsys.readouterr().err.splitlines()  # progress: one line per branch, as the command line shows
+    assert [line[:20] for line in lines] == ["round  0 ticket     ", "round  1 ticket     ", "round  1 reinit     "]
 
 
 # --- bad input: one line, nothing written
@@ -267,6 +279,18 @@ def test_a_sequential_without_input_is_built_for_the_data(tmp_path):
                               rounds=1, train_steps=4, eval_every=2, batch_size=10, validation_size=10,
                               controls=[], export="none", tensorboard=False)
     assert set(run.masks(1)) == {"dense", "dense_1"} and run.results[-1]["weights_remaining_pct"] < 100
+
+
+def test_tf_data_datasets_are_read_into_the_run_directory(tmp_path):
+    import tensorflow as tf
+    train = tf.data.Dataset.from_tensor_slices(BAD_ARRAYS[:2]).batch(7)  # batched: a last batch of 4
+    test = tf.data.Dataset.from_tensor_slices(BAD_ARRAYS[2:])             # not batched
+    run = lth_tf.find_tickets(user_models.sequential_mlp, data=(train, test), output_dir=str(tmp_path), rounds=0,
+                              train_steps=2, batch_size=10, validation_size=10, export="none", progress=False)
+    kept = rundir.load_arrays(os.path.join(run.output_dir, "data.npz"))
+    for key, array in zip(data.NPZ_KEYS, BAD_ARRAYS):
+        np.testing.assert_array_equal(kept[key], array)
+    assert run.results[0]["round"] == 0
 
 
 def npz_with(tmp_path, **arrays):

@@ -93,8 +93,9 @@ def check(run: dict, rounds: list[int], branches: list[str]) -> list[tuple[int, 
     """The (round, branch) networks to train; RunError (one line) for what the run cannot give."""
     model = run["config"]["model"]["name"]
     if models.spec(model)[0] not in ("mlp", "resmlp"):
-        raise runs_lib.RunError(f"infoplane is for the built-in MLPs (mlp_*, resmlp_*, lenet_300_100); "
-                                f"--model={model} is {'your own model' if models.is_user_model(model) else 'convolutional'}")
+        kind = "your own model" if models.is_user_model(model) else "convolutional"
+        raise runs_lib.RunError(f"infoplane is for MLPs (the built-in mlp_*, resmlp_*, lenet_300_100); "
+                                f"--model={model} is {kind}")
     finished = {(int(r["round"]), r["branch"]) for r in run["rows"] if r["status"] == "ok"}
     missing = [r for r in rounds if (r, "ticket") not in finished]
     if missing:

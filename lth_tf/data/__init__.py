@@ -29,7 +29,8 @@ from lth_tf.data.tfds_sets import tfds_arrays, tfds_facts, tfds_name
 
 __all__ = ["DataError", "Splits", "load", "check", "complete", "is_known", "train_examples", "input_shape",
            "num_classes", "steps_per_epoch", "default_validation_size", "normalisation_of", "raw_normalisation",
-           "held", "save_held", "channel_statistics", "read_idx", "FASHION_MNIST_DIR", "SHAPES", "DATASETS", "MNIST1D_ARGS", "NPZ_KEYS"]
+           "held", "save_held", "channel_statistics", "read_idx", "FASHION_MNIST_DIR", "SHAPES", "DATASETS",
+           "MNIST1D_ARGS", "NPZ_KEYS"]
 
 # Per-channel mean and standard deviation of the training images (0..1 scale).
 STATS = {
