@@ -4,7 +4,10 @@ lth_tf.report, lth_tf.analyze, TensorBoard and the exported SavedModels use.
 
     python -m examples.own_cnn --output_dir=runs/own_cnn             # the Python API
     python -m lth_tf.main --model=examples.own_cnn:build \\
-        --dataset=npz:runs/own_cnn/data.npz --output_dir=runs/own_cnn_cli   # the same from the shell
+        --dataset=npz:runs/own_cnn/data.npz --output_dir=runs/own_cnn_cli \\
+        --rounds=5 --train_steps=2000 --controls=reinit,random_prune --optimizer=adam \\
+        --learning_rate=1e-3 --batch_size=64 --prune_rate_fc=0.2 --prune_rate_conv=0.1 \\
+        --prune_rate_output=0.1                                       # the same experiment from the shell
 
 Run as a module (-m), the script's builder is recorded as examples.own_cnn:build,
 which `python -m lth_tf.analyze` imports to train the analyses that train;

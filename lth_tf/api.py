@@ -12,7 +12,6 @@ run directory, which report, analyze, sweeps and TensorBoard read as any other.
 Calling again with the same arguments resumes. Nothing here imports TensorFlow
 until find_tickets runs.
 """
-import copy
 import dataclasses
 import difflib
 import os
@@ -78,7 +77,8 @@ def find_tickets(model, data="mnist1d", *, output_dir: str, progress: bool = Tru
         line shows; TensorFlow's and lth_tf's log records go where Python's logging sends them.
     settings: flags of `python -m lth_tf.main` by name (rounds=10, prune_rate_fc=0.2,
         controls=["reinit"], train_steps=5000 or "10ep", ...); the rest keep their defaults.
-    Raises Error with one line for anything that is wrong, before anything is written.
+    Raises Error with one line: for bad input before anything is written; for a run that cannot go on
+    (a diverged ticket, a full disk) with its finished rounds kept.
     """
     from lth_tf import console, main
     from lth_tf import flags as lth_flags
@@ -160,16 +160,11 @@ def _flag_values(settings: dict) -> flags.FlagValues:
     """A fresh copy of the command line's flags (lth_tf.flags, at their defaults), parsed from `settings`."""
     from lth_tf import flags as lth_flags
     from lth_tf.config import ConfigError
-    known = {flag.name: flag for flag in flags.FLAGS.get_flags_for_module(lth_flags.__name__)}
-    values = flags.FlagValues()
-    for name, flag in known.items():
-        fresh = copy.deepcopy(flag)
-        fresh.unparse()
-        values[name] = fresh
+    values = lth_flags.fresh_copy()
     argv = ["lth_tf"]
     for name, value in settings.items():
-        if name not in known:
-            close = difflib.get_close_matches(name, list(known), 1)
+        if name not in values:
+            close = difflib.get_close_matches(name, list(values), 1)
             raise ConfigError(f"unknown setting {name}{f' (did you mean {close[0]}?)' if close else ''}; the "
                               "settings are the flags of python -m lth_tf.main --help")
         argv.append(_argument(name, value))

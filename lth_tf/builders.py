@@ -84,8 +84,9 @@ def check(model, config: ModelConfig, input_shape, num_classes: int) -> tf.keras
     if config.output_layer and config.output_layer not in prunable:
         raise ConfigError(f"--output_layer={config.output_layer} is not a prunable layer of {name}; prunable: "
                           f"{', '.join(prunable)}")
-    activation = getattr(model.get_layer(output), "activation", None) if output else None
-    if activation is tf.keras.activations.softmax and output == model.layers[-1].name:
-        raise ConfigError(f"--model={name}: the output layer {output} applies softmax; lth_tf trains on logits "
-                          "(from_logits=True): leave it linear (activation=None)")
+    last = model.layers[-1]
+    activation = getattr(last, "activation", None)
+    if isinstance(last, tf.keras.layers.Softmax) or getattr(activation, "__name__", "") == "softmax":
+        raise ConfigError(f"--model={name}: the model ends in a softmax ({last.name}); lth_tf trains on logits "
+                          "(from_logits=True): leave the output linear")
     return model

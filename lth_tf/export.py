@@ -168,7 +168,7 @@ class SparseServing(tf.Module):
 
         def sparse_clone(many: bool):
             def sparse_layer(layer):
-                if not isinstance(layer, tf.keras.layers.Dense) or layer.name not in masks:
+                if type(layer) is not tf.keras.layers.Dense or layer.name not in masks or len(layer.input_shape) != 2:
                     return layer  # shared with `model`: its weights (conv kernels, BatchNorm) are used as they are
                 if layer.name not in self.kernels:
                     bias = layer.bias.numpy() if layer.use_bias else None

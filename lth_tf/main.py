@@ -118,6 +118,8 @@ def run(f, should_stop=lambda: False, console=None, progress=None, checked=None)
     worker other than the chief). `checked`: preflight(f)'s result, if the caller already has it."""
     config, _, output_dir = checked or preflight(f)
     from lth_tf import lottery, training  # TensorFlow loads here
+    from lth_tf import tfmot_adapter
+    tfmot_adapter.check_keras()
     if f.cpu_devices:
         training.split_cpu(f.cpu_devices)
     if f.deterministic:

@@ -81,7 +81,7 @@ def _survivors(masks: Masks, keys) -> int:
 
 def _floor(floors, keys) -> int:
     """The fewest survivors `keys` may keep: their summed floor (none: 0)."""
-    return sum(floors.get(layer_of(k), 0) for k in keys if k == layer_of(k)) if floors else 0
+    return sum(floors.get(layer, 0) for layer in {layer_of(k) for k in keys}) if floors else 0
 
 
 def prune_layerwise(weights: Masks, masks: Masks, rates: dict[str, float], floors=None) -> Masks:

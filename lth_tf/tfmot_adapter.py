@@ -9,16 +9,26 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 
+from lth_tf.config import ConfigError
+
 L = tf.keras.layers
 # The layers whose weights lth_tf masks, and which weights (a layer implementing tfmot's PrunableLayer
 # says itself). SeparableConv prunes its pointwise kernel, as tfmot's registry does.
 PRUNED_WEIGHTS = {L.Dense: ("kernel",), L.Conv1D: ("kernel",), L.Conv2D: ("kernel",), L.Conv3D: ("kernel",),
                   L.DepthwiseConv1D: ("depthwise_kernel",), L.DepthwiseConv2D: ("depthwise_kernel",),
-                  L.SeparableConv1D: ("pointwise_kernel",), L.SeparableConv2D: ("pointwise_kernel",),
-                  L.Embedding: ("embeddings",)}
-PRUNABLE_NAMES = "Dense, Conv1D/2D/3D and their Transpose, DepthwiseConv1D/2D, SeparableConv1D/2D, Embedding"
+                  L.SeparableConv1D: ("pointwise_kernel",), L.SeparableConv2D: ("pointwise_kernel",)}
+PRUNABLE_NAMES = "Dense, Conv1D/2D/3D and their Transpose, DepthwiseConv1D/2D, SeparableConv1D/2D"
 CONV_TYPES = (L.Conv1D, L.Conv2D, L.Conv3D, L.DepthwiseConv1D, L.DepthwiseConv2D, L.SeparableConv1D,
               L.SeparableConv2D)  # the Transpose layers subclass Conv1D/2D/3D
+
+
+def check_keras():
+    """ConfigError unless tf.keras is Keras 2 (tf_keras), the only Keras tfmot wraps: it is Keras 3 when
+    TensorFlow's Keras was used before lth_tf (which sets TF_USE_LEGACY_KERAS=1) was imported."""
+    import tf_keras
+    if tf.keras.Model is not tf_keras.Model:
+        raise ConfigError("tf.keras is Keras 3 in this process: it was used before lth_tf was imported; import "
+                          "lth_tf before tensorflow, or set TF_USE_LEGACY_KERAS=1 before TensorFlow loads")
 
 
 def pruned_weights(layer) -> list:
@@ -63,6 +73,8 @@ def unwrappable(model) -> str:
         return (f"{type(model).__name__} is a subclassed model (its own call()); tfmot cannot wrap those: build "
                 "it as a tf.keras.Sequential or with the functional API (tf.keras.Input -> layers -> tf.keras.Model)")
     for layer in model.layers:
+        if "/" in layer.name:
+            return f"layer {layer.name} has a / in its name; lth_tf keys masks and weights by layer/weight"
         if isinstance(layer, tf.keras.Model):
             return (f"layer {layer.name} is a model inside the model, whose layers would not be pruned: build "
                     "one flat Sequential or functional model")

@@ -206,11 +206,12 @@ def server_answers(monkeypatch):
     """The download servers answer (the mock makes no download; this is the check before one)."""
     import requests
     monkeypatch.setattr(requests, "head", lambda *args, **kwargs: None)
-    data.tfds_sets.tfds_arrays.cache_clear()
-    data.tfds_sets.tfds_facts.cache_clear()
+    caches = (data.tfds_sets.tfds_arrays, data.tfds_sets.tfds_facts, data._tfds_statistics)
+    for cache in caches:  # the mock's sets are not the real ones
+        cache.cache_clear()
     yield
-    data.tfds_sets.tfds_arrays.cache_clear()
-    data.tfds_sets.tfds_facts.cache_clear()
+    for cache in caches:
+        cache.cache_clear()
 
 
 @pytest.mark.parametrize("name, shape, stats", [("tfds:cifar10", (32, 32, 3), "known"),
@@ -265,9 +266,11 @@ BAD_ARRAYS = (np.zeros((60, 8, 8, 1), np.uint8), np.arange(60) % 4, np.zeros((10
     (user_models.keras3, "is a Keras 3 model (import keras)"),
     (user_models.no_prunable_layer, "no layer lth_tf can prune"),
     (user_models.three_outputs, "output has shape (None, 3); the data have 4 classes"),
-    (user_models.softmax_output, "applies softmax"),
+    (user_models.softmax_output, "the model ends in a softmax (dense)"),
     (user_models.needs_width, "parameters width get no value"),
     (user_models.nested, "is a model inside the model"),
+    (user_models.softmax_layer, "the model ends in a softmax (activation)"),
+    (user_models.slash_in_a_name, "layer block/fc has a / in its name"),
     (lambda: None, "not a function defined at the top level"),
 ])
 def test_a_bad_model_is_refused_in_one_line(model, message, tmp_path):
@@ -350,6 +353,19 @@ def test_the_command_line_refuses_bad_input_in_one_line_and_writes_nothing(npz_f
         lines = done.stderr.strip().splitlines()
         assert done.returncode == 1 and len(lines) == 1 and message in lines[0], (args, done.stderr[-1500:])
         assert not output_dir.exists()
+
+
+def test_find_tickets_in_an_absl_program_with_flags_of_the_same_names(tmp_path):
+    code = ("from absl import flags\n"
+            "flags.DEFINE_string('output_dir', 'theirs', '')\n"
+            "flags.DEFINE_integer('rounds', 7, '')\n"
+            "import sys, lth_tf\n"
+            "flags.FLAGS(['program'])\n"
+            f"run = lth_tf.find_tickets('mlp_8', output_dir={str(tmp_path)!r}, rounds=1, train_steps=2, "
+            "controls=[], export='none', tensorboard=False, progress=False)\n"
+            "print(flags.FLAGS.output_dir, flags.FLAGS.rounds, [r['round'] for r in run.results])\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.stdout.split() == ["theirs", "7", "[0,", "1]"], done.stderr[-2000:]
 
 
 def test_importing_lth_tf_and_its_api_names_loads_no_tensorflow():

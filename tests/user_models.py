@@ -71,4 +71,13 @@ def nested(input_shape, num_classes):
     return tf.keras.Model(inputs, L.Dense(num_classes)(block(inputs)))
 
 
+def softmax_layer(input_shape, num_classes):
+    return tf.keras.Sequential([tf.keras.Input(input_shape), L.Flatten(), L.Dense(num_classes),
+                                L.Activation("softmax", name="activation")])
+
+
+def slash_in_a_name(input_shape, num_classes):
+    return tf.keras.Sequential([tf.keras.Input(input_shape), L.Flatten(), L.Dense(num_classes, name="block/fc")])
+
+
 NOT_A_FUNCTION = 3

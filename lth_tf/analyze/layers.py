@@ -35,7 +35,7 @@ def run_table(run) -> list[dict]:
                              size=sizes[layer], remaining=remaining[layer],
                              layer_remaining_pct=100 * remaining[layer] / sizes[layer],
                              share_of_surviving_pct=100 * remaining[layer] / total if total else 0.0,
-                             collapsed=densities[layer] == 0))
+                             collapsed=all(densities[k] == 0 for k in groups[layer] if not pruning.is_bias(k))))
     return rows
 
 

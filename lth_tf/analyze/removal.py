@@ -46,8 +46,8 @@ def rounds_to_floor(config: config_lib.PruningConfig, available: pruning.Masks, 
     def above(masks):
         counts = pruning.layer_counts(masks)
         if config.strategy == "global":
-            return sum(counts[pruning.layer_of(k)] for k in keys if k == pruning.layer_of(k)) > \
-                sum(floors[pruning.layer_of(k)] for k in keys if k == pruning.layer_of(k))
+            layers = {pruning.layer_of(k) for k in keys}
+            return sum(counts[layer] for layer in layers) > sum(floors[layer] for layer in layers)
         return any(counts[layer] > floors[layer] for layer in counts)
     while above(masks):
         rounds += 1

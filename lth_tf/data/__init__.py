@@ -16,6 +16,7 @@ fingerprint (SHA-256) of an npz file's arrays: a rerun on other data is
 refused like any other change of config.
 """
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -204,9 +205,13 @@ def complete(config: DataConfig) -> DataConfig:
         facts = npz_facts(name[4:])
         return dataclasses.replace(config, fingerprint=facts["fingerprint"], normalisation=facts["normalisation"])
     if name.startswith("tfds:") and tfds_name(name) not in STATS:
-        x_train = tfds_arrays(name, config.data_dir)[0]
-        return dataclasses.replace(config, normalisation=channel_statistics(x_train))
+        return dataclasses.replace(config, normalisation=_tfds_statistics(name, config.data_dir))
     return config
+
+
+@functools.lru_cache(maxsize=2)
+def _tfds_statistics(dataset: str, data_dir: str) -> dict:
+    return channel_statistics(tfds_arrays(dataset, data_dir)[0])
 
 
 def normalisation_of(config: DataConfig) -> tuple:

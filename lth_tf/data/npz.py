@@ -26,10 +26,12 @@ def held(path: str, arrays: tuple):
     are not a classification set), whether or not the file exists; save_held writes them there."""
     key = os.path.abspath(path)
     _HELD[key] = _checked(dict(zip(NPZ_KEYS, arrays)), "the data")
+    _facts.cache_clear()
     try:
         yield
     finally:
         _HELD.pop(key, None)
+        _facts.cache_clear()
 
 
 def save_held(config: DataConfig):
@@ -108,7 +110,7 @@ def _checked(arrays: dict, where: str) -> tuple:
 def npz_facts(path: str) -> dict:
     """input_shape, num_classes, train_labels, fingerprint (SHA-256 of the arrays) and normalisation."""
     held = os.path.abspath(path) in _HELD
-    return _facts(path, id(_HELD[os.path.abspath(path)]) if held else _stamp(path))
+    return _facts(path, "held" if held else _stamp(path))  # held() clears the cache on the way in and out
 
 
 @functools.lru_cache(maxsize=4)
