@@ -296,6 +296,18 @@ def test_tf_data_datasets_are_read_into_the_run_directory(tmp_path):
     assert run.results[0]["round"] == 0
 
 
+def test_a_custom_prunable_layer_is_pruned_and_excluded_layers_are_not(tmp_path):
+    run = lth_tf.find_tickets(user_models.with_a_prunable_custom_layer, data=BAD_ARRAYS, output_dir=str(tmp_path),
+                              rounds=2, train_steps=2, batch_size=10, validation_size=10, controls=[],
+                              export="none", progress=False, prune_rate_fc=0.5, prune_rate_output=0.25,
+                              prune_exclude=["hidden"])
+    masks = run.masks(2)
+    assert set(masks) == {"scale/w", "hidden", "logits"}
+    assert masks["scale/w"].sum() == 64 - 32 - 16  # its own weight, at the fc rate
+    assert masks["hidden"].all()                  # excluded (layerwise)
+    assert masks["logits"].sum() == 40 - 10 - 8   # the last Dense layer, at the output rate, whatever its name
+
+
 def npz_with(tmp_path, **arrays):
     path = tmp_path / "bad.npz"
     np.savez(path, **{**dict(zip(data.NPZ_KEYS, BAD_ARRAYS)), **arrays})

@@ -3,6 +3,7 @@ model and data. Importable as `user_models` (pytest puts tests/ on sys.path)
 and, from the repository root, as `tests.user_models` (--model=tests.user_models:NAME)."""
 import lth_tf  # noqa: F401  (tf.keras is tf_keras)
 import tensorflow as tf
+import tensorflow_model_optimization as tfmot
 
 L = tf.keras.layers
 
@@ -78,6 +79,26 @@ def softmax_layer(input_shape, num_classes):
 
 def slash_in_a_name(input_shape, num_classes):
     return tf.keras.Sequential([tf.keras.Input(input_shape), L.Flatten(), L.Dense(num_classes, name="block/fc")])
+
+
+class Scale(L.Layer, tfmot.sparsity.keras.PrunableLayer):
+    """A custom layer that tells tfmot which of its weights to prune."""
+
+    def build(self, input_shape):
+        self.w = self.add_weight(name="w", shape=input_shape[1:], initializer="ones")
+
+    def call(self, inputs):
+        return inputs * self.w
+
+    def get_prunable_weights(self):
+        return [self.w]
+
+
+def with_a_prunable_custom_layer(input_shape, num_classes):
+    inputs = tf.keras.Input(input_shape)
+    x = Scale(name="scale")(L.Flatten()(inputs))
+    x = L.Dense(10, activation="relu", name="hidden")(x)
+    return tf.keras.Model(inputs, L.Dense(num_classes, name="logits")(x))
 
 
 NOT_A_FUNCTION = 3
