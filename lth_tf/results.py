@@ -74,6 +74,7 @@ def load_sweep(sweep_dir: str) -> dict:
         seeds.append(record["seed"])
     if not runs:
         raise MissingSweep(f"{sweep_dir} has no finished experiment yet")
+    runs_lib.check_replicates(runs)  # never a mean over runs of other settings
     order = np.argsort(seeds, kind="stable")
     return dict(state=state, runs=[runs[i] for i in order], seeds=[seeds[i] for i in order], dir=sweep_dir)
 
@@ -402,6 +403,9 @@ def write(names, results_dir: str, out: str) -> int:
             text += (_mnist1d_section if name == "mnist1d_paper" else _study_section)(name, results_dir, figures)
         except MissingSweep as missing:
             text += [f"No results yet: {missing}.", ""]
+        except runs_lib.RunError as mixed:  # a sweep directory holding runs of other settings
+            print(f"lth_tf.results: {name} not published: {mixed}", file=sys.stderr)
+            text += [f"Not published: {mixed}.", ""]
     rundir.atomic_write(os.path.join(out, "RESULTS.md"), "\n".join(text).encode())
     print(f"lth_tf.results: wrote {os.path.join(out, 'RESULTS.md')} and {figures}")
     return 0

@@ -254,3 +254,38 @@ def test_the_local_pool_splits_the_cores_between_its_experiments(monkeypatch, tm
     (command, env), = seen
     assert command[1:] == ["-m", "lth_tf.main", "--seed=1"]
     assert env["TF_NUM_INTRAOP_THREADS"] == env["TF_NUM_INTEROP_THREADS"] == "2"  # 8 cores / 4 experiments
+
+
+def test_a_sweep_refuses_other_settings_and_never_averages_runs_of_other_settings(tmp_path):
+    """One seed at 30 steps and lr 0.05, then two seeds at 90 steps and lr 0.5 on the same sweep_dir: refused
+    in one line, nothing run (also for a sweep.json from before settings were recorded); and a run of other
+    settings put in the sweep by hand is not averaged by the sweep's tables or lth_tf.results."""
+    sweep_dir = tmp_path / "sweep"
+    assert run_sweep("--seeds=0", f"--sweep_dir={sweep_dir}", "--parallel=1", *TINY).returncode == 0
+    other = [a for a in TINY if not a.startswith(("--train_steps", "--learning_rate"))] + [
+        "--train_steps=90", "--learning_rate=0.5"]
+    state = json.loads((sweep_dir / "sweep.json").read_text())
+    assert state["settings"][""]["training"]["learning_rate"] == 0.05 and "seed" not in state["settings"][""]["lottery"]
+    for legacy in (False, True):
+        if legacy:  # what sweep.json held before: the finished runs' config.json stand in
+            (sweep_dir / "sweep.json").write_text(json.dumps({k: v for k, v in state.items() if k != "settings"}))
+        refused = run_sweep("--seeds=0,1", f"--sweep_dir={sweep_dir}", "--parallel=1", *other)
+        assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+        assert "holds a sweep with other settings" in refused.stderr
+        assert "--learning_rate (0.05 vs 0.5)" in refused.stderr and "--train_steps (30 vs 90)" in refused.stderr
+        assert not (sweep_dir / "seed_1").exists()
+    # A run of other settings in the sweep's place for seed 1, listed as finished:
+    lth_flags.FLAGS.unparse_flags()
+    lth_flags.FLAGS(["lth_tf.main", *other, "--seed=1", f"--output_dir={sweep_dir / 'seed_1'}"])
+    try:
+        main.run(lth_flags.FLAGS)
+    finally:
+        lth_flags.FLAGS.unparse_flags()
+    state["experiments"]["seed_1"] = dict(state["experiments"]["seed_0"], seed=1,
+                                          output_dir=str(sweep_dir / "seed_1"))
+    (sweep_dir / "sweep.json").write_text(json.dumps(state))
+    with pytest.raises(results.runs_lib.RunError, match="differ in more than their seeds: --learning_rate"):
+        results.load_sweep(str(sweep_dir))
+    planned = sweep.plan.experiments(str(sweep_dir), [], [0, 1], TINY)
+    with pytest.raises(results.runs_lib.RunError, match="differ in more than their seeds"):
+        sweep.tables.write_outputs(str(sweep_dir), [], planned, state)

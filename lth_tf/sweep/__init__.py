@@ -5,7 +5,8 @@ ordinary lth_tf run in its own directory, on a local pool or a Ray cluster.
         [--grid=prune_rate_fc=0.2,0.3 --grid=rewind_step=0,1000] --sweep_dir=runs/sweeps/NAME \\
         [--parallel=N | --ray_address=auto] [experiment flags ...]
 
-    SWEEP_DIR/sweep.json                 the grid (a rerun with another grid is refused) and each experiment's status
+    SWEEP_DIR/sweep.json                 the grid and each point's settings (a rerun with another grid, or other
+                                     settings than the seeds, is refused) and each experiment's status
     SWEEP_DIR/POINT/seed_S/              the run of one grid point and seed (POINT is absent without --grid)
     SWEEP_DIR/POINT/report.md, *.png     lth_tf.report over the point's finished seeds (mean, min-max band)
     SWEEP_DIR/sweep.csv, sweep.md        one row per grid point x round x branch: mean, std, min, max, n
@@ -31,7 +32,7 @@ from absl import flags
 from lth_tf import console as console_lib
 from lth_tf import data, rundir
 from lth_tf import runs as runs_lib
-from lth_tf.config import ConfigError
+from lth_tf.config import ConfigError, upgrade
 from lth_tf.sweep import plan, pools, tables
 from lth_tf.sweep.plan import SweepError
 
@@ -99,12 +100,16 @@ def _run_sweep(sweep_dir, grid, seeds, base_argv, pool_factory, say, should_stop
                                                             point=experiment["point"], **fields)
             rundir.write_json(os.path.join(sweep_dir, "sweep.json"), state)
 
-    todo, finished = [], 0
+    todo, finished, checked = [], 0, []
     for experiment in planned:
+        reason, config = plan.preflight(experiment["argv"])
+        checked.append((experiment, reason, config))
+    check_settings(sweep_dir, state, checked)
+    rundir.write_json(os.path.join(sweep_dir, "sweep.json"), state)
+    for experiment, reason, config in checked:
         if tables.is_finished(experiment, state):
             finished += 1
             continue
-        reason = plan.preflight(experiment["argv"])
         if reason:
             os.makedirs(os.path.dirname(experiment["console_log"]), exist_ok=True)
             with open(experiment["console_log"], "a") as log:
@@ -124,6 +129,27 @@ def _run_sweep(sweep_dir, grid, seeds, base_argv, pool_factory, say, should_stop
             rundir.write_json(os.path.join(sweep_dir, "sweep.json"), state)
     tables.write_outputs(sweep_dir, grid, planned, state)
     return state
+
+
+def check_settings(sweep_dir: str, state: dict, checked: list):
+    """SweepError unless every grid point's experiments share the settings (all but the seeds) that
+    sweep.json recorded for it, or, in a sweep.json from before it recorded them, its finished runs'
+    config.json; records them for the points that have none. `checked`: (experiment, reason, config)."""
+    recorded = state.setdefault("settings", {})
+    for experiment, _, _ in checked:
+        point = plan.point_name(experiment["point"])
+        if point not in recorded and tables.is_finished(experiment, state):
+            recorded[point] = plan.settings(upgrade(rundir.read_json(
+                os.path.join(experiment["output_dir"], "config.json"))))
+    for experiment, _, config in checked:
+        if not config:  # flags that make no experiment: that experiment fails alone
+            continue
+        point, mine = plan.point_name(experiment["point"]), plan.settings(config)
+        recorded.setdefault(point, mine)
+        differ = runs_lib.differences(recorded[point], mine)
+        if differ:
+            raise SweepError(f"{sweep_dir} holds a sweep with other settings (differs in {', '.join(differ[:4])}, "
+                             "the sweep's vs these flags); use a new --sweep_dir, or the same flags to resume it")
 
 
 def _run_all(todo, pool, record, say, should_stop):

@@ -1,10 +1,13 @@
 """Which experiments a sweep runs, with which flags: the grid, the seeds, each
 run's directory, and the checks lth_tf.main would make before TensorFlow loads."""
+import dataclasses
+import json
 import os
 
 from absl import flags
 
 from lth_tf import flags as lth_flags
+from lth_tf import runs
 
 OWNED = ("seed", "output_dir")  # set per experiment by the sweep
 
@@ -80,18 +83,27 @@ def experiments(sweep_dir, grid, seeds, base_argv) -> list[dict]:
     return planned
 
 
-def preflight(argv: list[str]) -> str:
-    """'' if the experiment's flags make an experiment (lth_tf.main's checks, no
-    TensorFlow), else the one-line reason lth_tf.main would give."""
+def preflight(argv: list[str]) -> tuple[str, dict]:
+    """(reason, config): the one-line reason lth_tf.main would give before TensorFlow loads ('' if
+    none), and the config its flags make, as config.json holds it ({} if they make none; also when
+    only the run directory refuses it)."""
     from lth_tf import main
     lth_flags.FLAGS.unparse_flags()
+    config = {}
     try:
         lth_flags.FLAGS(["lth_tf.main", *argv])
+        config = json.loads(json.dumps(dataclasses.asdict(lth_flags.experiment_config(lth_flags.FLAGS)[0])))
         main.preflight(lth_flags.FLAGS)
     except flags.Error as error:
-        return f"error: {str(error).replace('ERROR:: ', '')}"
+        return f"error: {str(error).replace('ERROR:: ', '')}", config
     except main.PREFLIGHT_ERRORS as error:
-        return f"error: {error}"
+        return f"error: {error}", config
     finally:
         lth_flags.FLAGS.unparse_flags()
-    return ""
+    return "", config
+
+
+def settings(config: dict) -> dict:
+    """A config.json without its seeds: what every seed of a grid point shares."""
+    return {section: {key: value for key, value in values.items() if (section, key) not in runs.SEED_KEYS}
+            for section, values in config.items()}

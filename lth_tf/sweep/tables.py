@@ -58,6 +58,7 @@ def write_outputs(sweep_dir, grid, planned, state):
         if not mine:
             continue
         runs = [runs_lib.load_run(e["output_dir"]) for e in mine]
+        runs_lib.check_replicates(runs)  # never a mean over runs of other settings
         report.write_report(runs, mine[0]["folder"])
         table = aggregate(runs)
         rows += [{**point, **row} for row in table]
