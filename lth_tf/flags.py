@@ -83,7 +83,8 @@ flags.DEFINE_list("controls", ["reinit"], "Controls run at every pruned round, a
                   "1/sqrt(its layer's density)), reinit_signed (fresh magnitudes, theta_k's signs), "
                   "shuffle_layerwise (theta_k's surviving values and the mask permuted within each layer); "
                   "or none (also: empty).", flag_values=DEFINED)
-flags.DEFINE_integer("seed", 0, "Seed of the initialisation, data order and controls.", flag_values=DEFINED)
+flags.DEFINE_integer("seed", 0, "Seed of the initialisation, data order and controls.", lower_bound=0,
+                     flag_values=DEFINED)
 flags.DEFINE_integer("data_order_seed", -1, "Seed of the training data order alone (-1: --seed): runs of one "
                      "--seed and several of these differ only in SGD noise.", lower_bound=-1, flag_values=DEFINED)
 flags.DEFINE_string("ticket", "", "A ticket file (tickets/round_NN/ticket.npz of an earlier run) to train under "
@@ -191,9 +192,12 @@ flags.DEFINE_integer("cpu_devices", 0, "Split the CPU into this many logical dev
 
 for _name in ("prune_rate_fc", "prune_rate_conv", "prune_rate_output", "prune_rate", "prune_step"):
     flags.register_validator(_name, lambda rate: 0 < rate < 1, message="must be in (0, 1)", flag_values=DEFINED)
-for _name in ("rewind_step", "train_steps", "warmup_steps", "eval_every", "checkpoint_every"):
+for _name in ("rewind_step", "train_steps", "warmup_steps"):
     flags.register_validator(_name, lambda text: STEPS.fullmatch(text) is not None,
                              message="must be a number of steps or '<n>ep'", flag_values=DEFINED)
+for _name in ("eval_every", "checkpoint_every"):  # 0 would evaluate (checkpoint) at every step
+    flags.register_validator(_name, lambda text: STEPS.fullmatch(text) is not None and int(text.rstrip("ep")) > 0,
+                             message="must be a positive number of steps or '<n>ep'", flag_values=DEFINED)
 flags.register_validator("prune_from_step", lambda text: text == "end" or STEPS.fullmatch(text) is not None,
                          message="must be end, a number of steps or '<n>ep'", flag_values=DEFINED)
 flags.register_validator("milestones", lambda items: all(STEPS.fullmatch(i) for i in items),
@@ -201,10 +205,9 @@ flags.register_validator("milestones", lambda items: all(STEPS.fullmatch(i) for 
 flags.register_validator("model", models.is_known, message=f"unknown model; valid: {models.VALID}", flag_values=DEFINED)
 flags.register_validator("dataset", data.is_known, message=f"unknown dataset; valid: {', '.join(data.DATASETS)}, "
                          "npz:PATH or tfds:NAME[/CONFIG][:TRAIN_SPLIT,TEST_SPLIT]", flag_values=DEFINED)
-flags.register_validator("controls", lambda items: items == ["none"] or set(items) <= set(CONTROLS),
-                         message=f"must be none, or any of {', '.join(CONTROLS)}", flag_values=DEFINED)
-
-
+flags.register_validator("controls", lambda items: items == ["none"] or (
+    set(items) <= set(CONTROLS) and len(set(items)) == len(items)),
+                         message=f"must be none, or any of {', '.join(CONTROLS)}, each once", flag_values=DEFINED)
 
 def register(flag_values: flags.FlagValues):
     """Adds lth_tf's flags to `flag_values` (absl's FLAGS: the command line's), skipping names it has."""

@@ -289,3 +289,11 @@ def test_a_sweep_refuses_other_settings_and_never_averages_runs_of_other_setting
     planned = sweep.plan.experiments(str(sweep_dir), [], [0, 1], TINY)
     with pytest.raises(results.runs_lib.RunError, match="differ in more than their seeds"):
         sweep.tables.write_outputs(str(sweep_dir), [], planned, state)
+
+
+@pytest.mark.parametrize("seeds", ["0,0", "1,-1"])
+def test_repeated_or_negative_seeds_are_refused_in_one_line(seeds, tmp_path):
+    refused = run_sweep(f"--seeds={seeds}", f"--sweep_dir={tmp_path / 'sweep'}", *TINY)
+    assert refused.returncode == 2 and refused.stderr == f"lth_tf.sweep: error: --seeds={seeds}: each seed once, " \
+                                                         "none negative\n"
+    assert not (tmp_path / "sweep").exists()

@@ -208,6 +208,8 @@ def cli(argv=None, should_stop=None) -> int:
             raise SweepError("--sweep_dir is required")
         grid = plan.parse_grid(f.grid)
         seeds = [int(s) for s in f.seeds]
+        if len(set(seeds)) != len(seeds) or min(seeds, default=0) < 0:
+            raise SweepError(f"--seeds={','.join(f.seeds)}: each seed once, none negative")
         parallel = f.parallel or min(os.cpu_count() or 1, 8)
         if f.ray_address:
             pool_factory = lambda: pools.RayPool(f.ray_address, f.cpus_per_run, f.gpus_per_run, f.parallel)  # noqa: E731
