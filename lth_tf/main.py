@@ -8,6 +8,7 @@ second. The modules that need TensorFlow are imported inside run() for that reas
 """
 import dataclasses
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -156,10 +157,13 @@ def print_outcome(f, rows: list[dict], output_dir: str, console=None):
     print(f"results: {os.path.join(output_dir, 'results.csv')}")
     if f.export != "none":
         print(f"tickets: {os.path.join(output_dir, 'tickets')}")
+    # Commands that work as printed: this Python (the venv's, activated or not), paths quoted for a shell.
+    relative = os.path.relpath(sys.executable)
+    python = shlex.quote(sys.executable if relative.startswith("..") else relative)
     if f.tensorboard:
-        print(f"watch:   tensorboard --logdir {os.path.join(output_dir, 'tensorboard')}  "
-              "(then http://localhost:6006/#custom_scalars)")
-    print(f"report:  python -m lth_tf.report --output_dir={output_dir}")
+        print(f"watch:   {python} -m tensorboard.main --logdir {shlex.quote(os.path.join(output_dir, 'tensorboard'))}"
+              "  (then http://localhost:6006/#custom_scalars)")
+    print(f"report:  {python} -m lth_tf.report --output_dir={shlex.quote(output_dir)}")
     if console and console.log_path:
         print(f"log:     {console.log_path}")
 

@@ -431,6 +431,10 @@ def cli(argv=None) -> int:
     except RunError as error:
         sys.stderr.write(f"lth_tf.report: error: {error}\n")
         return 1
+    except OSError as error:  # a run directory we may read but not write
+        sys.stderr.write(f"lth_tf.report: error: cannot write {error.filename or 'the report'}: "
+                         f"{error.strerror or error}; give --report_dir=A_WRITABLE_FOLDER\n")
+        return 1
     print(f"report of {len(runs)} run(s) in {time.time() - started:.1f}s: {os.path.join(folder, 'report.md')}")
     return 0
 

@@ -33,8 +33,26 @@ def snapshot(root):
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    output_dir = tmp_path_factory.mktemp("quick") / "run"
+    output_dir = tmp_path_factory.mktemp("quick") / "run dir"  # a space: the printed commands quote it
     return output_dir, cli(*FAST, f"--output_dir={output_dir}")
+
+
+def test_the_commands_a_run_prints_work_as_printed(quick_run, capsys, monkeypatch):
+    output_dir, first = quick_run
+    command, = [line.split("  ", 1)[1] for line in first.stdout.splitlines() if line.startswith("report:")]
+    done = subprocess.run(command, shell=True, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"})
+    assert done.returncode == 0 and os.path.exists(output_dir / "report.md"), (command, done.stderr)
+    watch, = [line for line in first.stdout.splitlines() if line.startswith("watch:")]
+    assert "-m tensorboard.main --logdir '" in watch  # quoted
+    from lth_tf import report
+
+    def read_only(path, payload):
+        raise PermissionError(13, "Permission denied", path)
+    monkeypatch.setattr(rundir, "atomic_write", read_only)
+    assert report.cli(["report", f"--output_dir={output_dir}"]) == 1
+    line, = capsys.readouterr().err.splitlines()
+    assert line.startswith("lth_tf.report: error: cannot write ") and "Permission denied" in line
 
 
 def test_quick_run_writes_results_and_prints_the_table(quick_run):
