@@ -7,6 +7,7 @@ before TensorFlow is imported, so bad input costs one line and well under a
 second. The modules that need TensorFlow are imported inside run() for that reason.
 """
 import dataclasses
+import json
 import os
 import shlex
 import signal
@@ -18,6 +19,7 @@ from absl import app, flags, logging
 
 from lth_tf import console as console_lib
 from lth_tf import data, rundir, tickets
+from lth_tf import config as config_lib
 from lth_tf import flags as lth_flags
 from lth_tf.config import ConfigError
 
@@ -107,8 +109,13 @@ def preflight(f) -> tuple:
     passed: the flags make an experiment, the run directory holds none other,
     and --ticket fits the model and the data."""
     config, warnings = lth_flags.experiment_config(f)
+    warnings = list(warnings)
     output_dir = lth_flags.output_dir(f)
-    rundir.check_claim(output_dir, dataclasses.asdict(config))
+    if rundir.check_claim(output_dir, dataclasses.asdict(config)):
+        previous = config_lib.upgrade(rundir.read_json(os.path.join(output_dir, "config.json")))
+        added = rundir.extension(previous, json.loads(json.dumps(dataclasses.asdict(config))))
+        if added:
+            warnings.append(f"extending the run in {output_dir} ({added}): only what is new trains")
     if config.lottery.ticket:
         tickets.check(config.lottery.ticket, config.model, data.input_shape(config.data), data.num_classes(config.data))
     return config, warnings, output_dir

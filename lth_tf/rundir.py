@@ -91,13 +91,13 @@ def load_arrays(path: str) -> dict[str, np.ndarray]:
 
 
 def check_claim(output_dir: str, config: dict) -> bool:
-    """True if `output_dir` holds this experiment (a resume), False if it is
-    new or empty; RunDirError if it holds anything else. Writes nothing."""
+    """True if `output_dir` holds this experiment (a resume) or one it extends (extension()), False
+    if it is new or empty; RunDirError if it holds anything else. Writes nothing."""
     path = os.path.join(output_dir, "config.json")
     config = json.loads(json.dumps(config))  # tuples -> lists, as read back
     if os.path.exists(path):
         previous = upgrade(read_json(path))
-        if previous != config:
+        if previous != config and not extension(previous, config):
             changed = sorted(_diff(previous, config))
             raise RunDirError(f"{output_dir} holds a run with another config (differs in "
                               f"{', '.join(changed[:5])}); use a new --output_dir")
@@ -109,10 +109,30 @@ def check_claim(output_dir: str, config: dict) -> bool:
     return False
 
 
+def extension(previous: dict, config: dict) -> str:
+    """What `config` adds to the run of `previous` if it only extends it ('' if it does not): more
+    rounds of iterative IMP, more controls. Finished rounds and branches are kept; only the new train."""
+    old, new = previous["lottery"], config["lottery"]
+    iterative = config["pruning"]["method"] == "imp" and not config["pruning"]["oneshot"]
+    same_otherwise = {**previous, "lottery": {**old, "rounds": new["rounds"], "controls": new["controls"]}} == config
+    if not same_otherwise or new["rounds"] < old["rounds"] or not set(old["controls"]) <= set(new["controls"]):
+        return ""
+    if new["rounds"] > old["rounds"] and not iterative:
+        return ""
+    added = [f"rounds {old['rounds']} -> {new['rounds']}"] if new["rounds"] > old["rounds"] else []
+    added += [f"controls {', '.join(c for c in new['controls'] if c not in old['controls'])}"] if set(
+        new["controls"]) > set(old["controls"]) else []
+    return "; ".join(added)
+
+
 def claim(output_dir: str, config: dict):
     """Makes `output_dir` this experiment's: a new or empty directory gets
-    config.json; a directory of the same config is resumed; anything else is refused."""
+    config.json; a directory of the same config is resumed, one that this config
+    extends (extension()) gets the new config.json; anything else is refused."""
     if check_claim(output_dir, config):
+        config = json.loads(json.dumps(config))
+        if upgrade(read_json(os.path.join(output_dir, "config.json"))) != config:
+            write_json(os.path.join(output_dir, "config.json"), config)  # an extension: from now on, this run's
         return
     try:
         write_json(os.path.join(output_dir, "config.json"), json.loads(json.dumps(config)))

@@ -241,3 +241,26 @@ def test_a_run_of_an_earlier_lth_tf_resumes_when_the_new_fields_are_at_their_def
                                   pruning=dataclasses.replace(experiment.config.pruning, biases=True))
     with pytest.raises(rundir.RunDirError, match="pruning.biases"):
         rundir.check_claim(str(tmp_path), dataclasses.asdict(changed))
+
+
+def test_a_finished_run_extended_by_rounds_and_a_control_trains_only_what_is_new(mnist1d, tmp_path, monkeypatch):
+    run_tiny(mnist1d, tmp_path, rounds=2, controls=("reinit",))
+    before = {path: open(path, "rb").read() for path in (tmp_path / "round_01" / "reinit" / "weights.npz",
+                                                         tmp_path / "round_02" / "masks.npz")}
+    trained, real = [], lottery.run_branch
+
+    def recorded(experiment, round_index, branch, masks, options):
+        trained.append((round_index, branch))
+        return real(experiment, round_index, branch, masks, options)
+    monkeypatch.setattr(lottery, "run_branch", recorded)
+    _, rows = run_tiny(mnist1d, tmp_path, rounds=3, controls=("reinit", "random_prune"))
+    assert trained == [(1, "random_prune"), (2, "random_prune"), (3, "ticket"), (3, "reinit"), (3, "random_prune")]
+    assert [(r["round"], r["branch"]) for r in rows] == [(0, "ticket")] + [
+        (r, b) for r in (1, 2, 3) for b in ("ticket", "reinit", "random_prune")]
+    assert all(open(path, "rb").read() == content for path, content in before.items())
+    saved = rundir.read_json(str(tmp_path / "config.json"))["lottery"]
+    assert (saved["rounds"], saved["controls"]) == (3, ["reinit", "random_prune"])
+    for shrink in (dict(rounds=2, controls=("reinit", "random_prune")), dict(rounds=3, controls=("reinit",)),
+                   dict(rounds=4, controls=("reinit", "random_prune"), rewind_step=6)):
+        with pytest.raises(rundir.RunDirError, match="holds a run with another config"):
+            run_tiny(mnist1d, tmp_path, **shrink)
