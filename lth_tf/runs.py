@@ -108,10 +108,28 @@ def masks(run: dict, round_index: int, branch: str = "ticket") -> dict[str, np.n
                   f"the run stopped before round {round_index} (--rounds={round_index} or more, run to the end)")
 
 
-def start_weights(run: dict, round_index: int) -> dict[str, np.ndarray]:
-    """The weights a round's ticket trained from: theta_0 in round 0, theta_k after."""
+def rewind_weights(run: dict, round_index: int) -> dict[str, np.ndarray]:
+    """The ticket's initialisation: theta_0 in round 0, theta_k (the rewind point) after."""
     name = "theta_0.npz" if round_index == 0 else "theta_k.npz"
     return arrays(run, f"init/{name}", "the run never trained its dense round")
+
+
+def start_weights(run: dict, round_index: int) -> dict[str, np.ndarray]:
+    """The weights a round's ticket trained from (before its masks), as lottery.branch_start made
+    them: the rewind weights under weight rewinding; under --retrain=lr_rewind or finetune the
+    previous round's trained ticket (one-shot: the dense round's)."""
+    config = run["config"]
+    if round_index == 0 or config["lottery"].get("retrain", "rewind") == "rewind":
+        return rewind_weights(run, round_index)
+    return final_weights(run, 0 if config["pruning"].get("oneshot") else round_index - 1)
+
+
+def check_iterative(run: dict, analysis: str, why: str):
+    """RunError unless the run's round r+1 was pruned from its round r (iterative IMP)."""
+    pruning_config = run["config"]["pruning"]
+    if pruning_config.get("method", "imp") != "imp" or pruning_config.get("oneshot"):
+        method = "--oneshot" if pruning_config.get("oneshot") else f"--prune_method={pruning_config['method']}"
+        raise RunError(f"{run['dir']} ran {method}: {analysis} {why}, which only iterative IMP does")
 
 
 def final_weights(run: dict, round_index: int, branch: str = "ticket") -> dict[str, np.ndarray]:

@@ -206,3 +206,33 @@ def test_a_second_ctrl_c_stops_at_once_with_one_line(tiny_run, monkeypatch, caps
     assert analyze.cli(["analyze", "layers", f"--output_dir={tiny_run[0].output_dir}"]) == 130
     line, = capsys.readouterr().err.splitlines()
     assert line == ("lth_tf.analyze: stopped at once; rerun the same command to resume from the last checkpoint")
+
+
+def test_movement_measures_from_where_each_round_started_under_lr_rewinding(mnist1d, tmp_path):
+    """--retrain=lr_rewind: round 2's ticket trains on from round 1's trained weights, not from theta_k."""
+    from conftest import run_tiny
+    run_tiny(mnist1d, tmp_path, retrain="lr_rewind", controls=())
+    run = runs.load_run(str(tmp_path))
+    start = rundir.load_arrays(str(tmp_path / "round_01" / "ticket" / "weights.npz"))
+    final = rundir.load_arrays(str(tmp_path / "round_02" / "ticket" / "weights.npz"))
+    assert all(np.array_equal(runs.start_weights(run, 2)[key], start[key]) for key in start)
+    theta_k = rundir.load_arrays(str(tmp_path / "init" / "theta_k.npz"))
+    assert not np.array_equal(start["fc1/kernel"], theta_k["fc1/kernel"])
+    now, after = runs.masks(run, 2)["fc1"] > 0, runs.masks(run, 3)["fc1"] > 0
+    moved = movement.pooled([run], 2)["fc1"]
+    np.testing.assert_array_equal(moved["movement_kept"], np.abs(final["fc1/kernel"] - start["fc1/kernel"])[now & after])
+    np.testing.assert_array_equal(moved["start_pruned"], np.abs(start["fc1/kernel"])[now & ~after])
+
+
+def test_analyses_that_need_iterative_imp_refuse_a_one_shot_run_in_one_line(mnist1d, tmp_path):
+    from lth_tf.analyze import removal
+    config = tiny_config(rounds=2, controls=())
+    config = dataclasses.replace(config, pruning=dataclasses.replace(config.pruning, oneshot=True,
+                                                                     target_density=(0.5, 0.2)))
+    experiment = lottery.prepare(config, mnist1d, training.make_strategy("default"), str(tmp_path / "run"))
+    lottery.run(experiment, lottery.RunOptions(export="none", tensorboard=False))
+    run = runs.load_run(str(tmp_path / "run"))
+    with pytest.raises(runs.RunError, match="ran --oneshot: movement splits round r's weights by what round r"):
+        movement.analyze([run], str(tmp_path))
+    with pytest.raises(runs.RunError, match="ran --oneshot: removal runs IMP searches"):
+        removal.check(run, 1, 2)

@@ -87,7 +87,7 @@ def theta_k(opened, run, k: int, out: str, progress, should_stop) -> dict:
     if k == 0:
         return runs_lib.start_weights(run, 0)
     if k == opened.config.lottery.rewind_step:
-        return runs_lib.start_weights(run, 1)
+        return runs_lib.rewind_weights(run, 1)
     folder = os.path.join(out, "theta_k", f"step_{k}")
     metrics = retrain.train_piece(opened.trainer, opened.splits, runs_lib.start_weights(run, 0),
                                   runs_lib.masks(run, 0), 0, k, folder, should_stop)
@@ -238,7 +238,7 @@ def _init_paths(run, opened, folder, rounds, alphas) -> list[str]:
                  for a, e, loss in zip(result["alphas"], result["test_error"], result["test_loss"])]
         axis.plot(result["alphas"], 100 * np.array(result["test_error"]), color=f"C{n}",
                   label=f"round {round_index} ({pct:.1f}% weights)")
-    axis.set_xlabel("interpolation α (0 = start: θ0 or θk, 1 = trained)")
+    axis.set_xlabel("interpolation α (0 = the round's start: θ0, θk or, LR rewinding, the last round's, 1 = trained)")
     axis.set_ylabel("test error (%)")
     axis.set_title("test error from the starting to the trained weights")
     axis.grid(alpha=0.3)

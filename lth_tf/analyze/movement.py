@@ -4,7 +4,8 @@ Appendix F.5.)
 For round r's trained ticket and each layer's kernel, the weights alive in round r are
 split by what round r+1 did with them: kept (the next ticket) or pruned. For
 both sets: how far training moved them, |theta_final - theta_start|, how
-large they started, |theta_start| (theta_0 in round 0, theta_k after), and
+large they started, |theta_start| (theta_0 in round 0, theta_k after; under
+--retrain=lr_rewind or finetune the previous round's trained weights), and
 the fraction whose sign flipped during training (of those that did not start at 0). Table: medians and kept /
 pruned ratios per round and layer; figure: the two sets' histograms for one
 round (--round). Several runs (seeds) are pooled.
@@ -66,6 +67,8 @@ def pooled(runs, round_index: int) -> dict[str, dict]:
 
 
 def rounds_with_next(runs) -> list[int]:
+    for run in runs:
+        runs_lib.check_iterative(run, "movement", "splits round r's weights by what round r+1 pruned of them")
     common = set.intersection(*(set(runs_lib.ticket_rounds(run)) for run in runs))
     found = sorted(r for r in common if r + 1 in common)
     if not found:

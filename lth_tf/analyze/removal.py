@@ -93,6 +93,7 @@ def _train_masks(name, out, base, masks, weights, splits, should_stop) -> dict:
 
 
 def check(run, target_round, n_tickets):
+    runs_lib.check_iterative(run, "removal", "runs IMP searches whose rounds each prune the last")
     if run["config"]["lottery"]["ticket"]:
         raise runs_lib.RunError(f"{run['dir']} started from a ticket file: removal needs a run from a dense theta_0")
     rounds = [r for r in runs_lib.ticket_rounds(run) if r > 0]
@@ -129,7 +130,7 @@ def analyze(run: dict, folder: str, target_round: int, n_tickets: int, should_st
     random_1 = _row(run, target_round, "random_prune")
     if random_1 is None:
         masks = pruning.random_masks_like(ticket_1, np.random.default_rng([base.lottery.seed, target_round]))
-        random_1 = _row(_train_masks("random_1", out, base, masks, runs_lib.start_weights(run, target_round),
+        random_1 = _row(_train_masks("random_1", out, base, masks, runs_lib.rewind_weights(run, target_round),
                                      opened.splits, should_stop), 0)
     # The union of the first j tickets, from theta_0.
     unions = []
@@ -137,7 +138,7 @@ def analyze(run: dict, folder: str, target_round: int, n_tickets: int, should_st
         if j == 1 and base.lottery.rewind_step == 0:
             unions.append(_row(run, target_round))  # ticket 1 itself, trained from theta_0 already
         else:
-            unions.append(_row(_train_masks(f"union_{j}", out, base, union(found[:j]), runs_lib.start_weights(run, 0),
+            unions.append(_row(_train_masks(f"union_{j}", out, base, union(found[:j]), runs_lib.rewind_weights(run, 0),
                                             opened.splits, should_stop), 0))
     rows = table(run, searches, found, random_1, unions)
     return write(rows, folder, target_round)

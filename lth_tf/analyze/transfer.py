@@ -183,7 +183,7 @@ def analyze(run: dict, folder: str, target_spec: str, rounds: list[int], should_
     progress = retrain.Progress("transfer", len(rounds) * len(TRAINED))
     rows = [dict(_imp_row(imp_run, 0, "dense", label, target_id), test_examples=len(splits.y_test))]
     for round_index in rounds:
-        theta_a, masks_a = runs_lib.start_weights(run, round_index), runs_lib.masks(run, round_index)
+        theta_a, masks_a = runs_lib.rewind_weights(run, round_index), runs_lib.masks(run, round_index)
         source = next(r for r in run["rows"] if int(r["round"]) == round_index and r["branch"] == "ticket")
         for branch in TRAINED:
             weights, masks = piece_start(branch, theta_a, masks_a, fresh, dense_b,
