@@ -144,6 +144,13 @@ class ExperimentProgress:
         self.console.say(f"round {int(row['round']):2d} {row['branch']:<12} {float(row['weights_remaining_pct']):6.2f}% "
                          f"weights  {result}  [{self._position(finished=True)}]")
 
+    def note(self, line: str):
+        """One line of lth_tf's on the console (above a bar that is showing)."""
+        if self.bar is not None:
+            self.bar.write(line, file=self.console.stream)
+        else:
+            self.console.say(line)
+
     def close(self):
         if self.bar is not None:
             self.bar.close()

@@ -148,6 +148,9 @@ def run(experiment: Experiment, options: RunOptions = RunOptions()) -> list[dict
     dense_start = all(np.array_equal(experiment.initial_masks[k], experiment.allowed[k]) for k in experiment.allowed)
     if options.progress:
         options.progress.start(sum(len(round_branches(experiment, r, dense_start)) for r in range(rounds + 1)))
+    if not rundir.results_readable(experiment.output_dir):
+        _tell(options.progress, f"{experiment.path('results.csv')} is damaged; rebuilding it from the rounds' "
+                                "metrics.json")
     rows = []
     for round_index in range(rounds + 1):
         masks = round_masks(experiment, round_index)
@@ -227,7 +230,7 @@ def finished_or_trained(experiment, round_index, branch, masks, options) -> tupl
     folder = experiment.path(f"round_{round_index:02d}", branch)
     done, failed = os.path.join(folder, "metrics.json"), os.path.join(folder, "failed.json")
     for path in (done, failed):
-        _drop_if_damaged(path)
+        _drop_if_damaged(path, options.progress)
     trained = not (os.path.exists(done) or os.path.exists(failed))
     if 0 < training.all_workers_mean(experiment.trainer.strategy, float(trained)) < 1:
         # Another worker was killed before it finished this branch: all train it again.
@@ -252,14 +255,22 @@ def finished_or_trained(experiment, round_index, branch, masks, options) -> tupl
     return rundir.read_json(failed if diverged else done), diverged, trained
 
 
-def _drop_if_damaged(path):
-    """A damaged file that can be made again is reported and removed."""
+def _drop_if_damaged(path, progress=None):
+    """A damaged file that can be made again is reported (in the log, and on the console if given
+    `progress`) and removed."""
     if os.path.exists(path):
         try:
             rundir.load_arrays(path) if path.endswith(".npz") else rundir.read_json(path)
         except rundir.CorruptFile as error:
-            logging.warning("%s; making it again", error)
+            _tell(progress, f"{error}; making it again")
             os.unlink(path)
+
+
+def _tell(progress, line: str):
+    """A line worth the console's as well as the log's."""
+    logging.warning("%s", line)
+    if progress:
+        progress.note(f"lth_tf: {line}")
 
 
 def _load_or_save(path, make):
@@ -437,7 +448,7 @@ def run_branch(experiment: Experiment, round_index: int, branch: str, masks, opt
     density = pruning.density(masks)
     writer = summaries.branch_writer(output_dir, round_index, branch) if options.tensorboard else None
     if resumed:
-        logging.info("round %d %s: resuming from the checkpoint at step %d", round_index, branch, resumed["step"])
+        _tell(options.progress, f"round {round_index} {branch}: resuming from the checkpoint at step {resumed['step']}")
     elif writer:
         summaries.log_weights(writer, start, "start", state, masks)
     step = resumed["step"] if resumed else start

@@ -96,7 +96,11 @@ def check_claim(output_dir: str, config: dict) -> bool:
     path = os.path.join(output_dir, "config.json")
     config = json.loads(json.dumps(config))  # tuples -> lists, as read back
     if os.path.exists(path):
-        previous = upgrade(read_json(path))
+        try:
+            previous = upgrade(read_json(path))
+        except CorruptFile as error:
+            raise RunDirError(f"{error}: it holds the run's settings, which lth_tf cannot guess; restore it (a run "
+                              "of the same flags has the same config.json), or use a new --output_dir") from None
         if previous != config and not extension(previous, config):
             changed = sorted(_diff(previous, config))
             raise RunDirError(f"{output_dir} holds a run with another config (differs in "
@@ -219,6 +223,21 @@ def write_results(output_dir: str, rows: list[dict]):
     if os.path.exists(path) and open(path, "rb").read() == buffer.getvalue().encode():
         return  # finished results are not rewritten
     atomic_write(path, buffer.getvalue().encode())
+
+
+def results_readable(output_dir: str) -> bool:
+    """False if results.csv exists but is not a whole table of RESULT_COLUMNS (cut short, damaged)."""
+    path = os.path.join(output_dir, "results.csv")
+    if not os.path.exists(path):
+        return True
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            columns = tuple(reader.fieldnames or ())  # an earlier lth_tf's table has fewer columns
+            return (columns[:2] == RESULT_COLUMNS[:2] and set(columns) <= set(RESULT_COLUMNS)
+                    and all(None not in row.values() for row in reader))
+    except (csv.Error, UnicodeDecodeError):
+        return False
 
 
 def read_results(output_dir: str) -> list[dict]:

@@ -1,6 +1,7 @@
 """Runs that survive: kills and resumes, Ctrl-C, locks, corrupt checkpoints,
 NaN losses, full disks."""
 import errno
+import io
 import os
 import shutil
 import signal
@@ -12,7 +13,7 @@ import pytest
 from absl import flags
 
 from conftest import read_log, tiny_config, wait_for_log
-from lth_tf import checkpoints, lottery, main, rundir, training
+from lth_tf import checkpoints, console, lottery, main, rundir, training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = ["--flagfile=configs/quick.flags", "--deterministic", "--train_steps=60", "--rewind_step=15",
@@ -85,6 +86,7 @@ def test_killed_and_interrupted_runs_resume_to_the_uninterrupted_result(referenc
     log = read_log(output_dir)[logged_before:]
     assert "round 0 ticket       done" not in log  # finished branches are not redone
     assert "round 1 shuffle_layerwise: resuming from the checkpoint at step" in log
+    assert "lth_tf: round 1 shuffle_layerwise: resuming from the checkpoint at step" in stderr  # and on the console
     rows, arrays, metrics = outcome(output_dir)
     ref_rows, ref_arrays, ref_metrics = reference
     assert rows == ref_rows
@@ -212,13 +214,23 @@ def test_damaged_files_are_reported_and_made_again(tiny_run, tmp_path, caplog):
     masks_path.write_bytes(masks_path.read_bytes()[:200])          # truncated
     metrics_path = copy / "round_03" / "reinit" / "metrics.json"
     metrics_path.write_text(metrics_path.read_text()[:50])         # cut short
+    results_path = copy / "results.csv"
+    results_path.write_text(results_path.read_text()[:300])         # cut mid-row
     again = lottery.prepare(experiment.config, experiment.splits, experiment.trainer.strategy, str(copy))
-    new_rows = lottery.run(again)
+    shown = io.StringIO()
+    new_rows = lottery.run(again, lottery.RunOptions(progress=console.ExperimentProgress(console.Console(shown))))
     assert f"{masks_path} is damaged" in caplog.text and f"{metrics_path} is damaged" in caplog.text
+    # what a person can repair or should know is said on the console too, one line each
+    assert f"lth_tf: {metrics_path} is damaged (" in shown.getvalue()
+    assert f"lth_tf: {results_path} is damaged; rebuilding it from the rounds' metrics.json" in shown.getvalue()
+    assert rundir.results_readable(str(copy)) and rundir.results_readable(experiment.output_dir)
     for name, mask in rundir.load_arrays(str(masks_path)).items():
         np.testing.assert_array_equal(mask, original_masks[name])
     strip = lambda r: {k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
     assert [strip(r) for r in new_rows] == [strip(r) for r in rows]   # the reinit branch was retrained alike
+    (copy / "config.json").write_text("{")
+    with pytest.raises(rundir.RunDirError, match="config.json is damaged .*: it holds the run's settings"):
+        rundir.check_claim(str(copy), {})
     with pytest.raises(rundir.CorruptFile, match="theta_k.npz is damaged"):
         (copy / "init" / "theta_k.npz").write_bytes(b"PK\x03\x04 broken")
         rundir.load_arrays(str(copy / "init" / "theta_k.npz"))
