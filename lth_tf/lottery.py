@@ -133,7 +133,8 @@ class RunOptions:
     # make the same choice (saving can be a collective op): they use 0.
     epoch_checkpoint_seconds: float = 30.0
     should_stop: Callable[[], bool] = lambda: False
-    progress: Any = None            # a console.ExperimentProgress, told of every step logged and branch done
+    progress: Any = None            # a console.ExperimentProgress (or one like it: analyze.retrain.BranchLines),
+                                    # told of every step logged and branch done, and given lines to show (note)
 
 
 class Failed(Exception):

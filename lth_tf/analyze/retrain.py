@@ -132,6 +132,9 @@ class BranchLines:
     def step(self, progress):
         pass
 
+    def note(self, line: str):
+        print(f"{self.what}: {line}", flush=True)
+
     def branch_done(self, row: dict, trained: bool):
         self.done += 1
         accuracy = f"test accuracy {float(row['test_accuracy']):.4f}" if row["status"] == "ok" else row["status"]
