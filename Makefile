@@ -28,11 +28,11 @@ run: $(BIN)/activate
 test: $(BIN)/activate $(FASHION_MNIST)
 	$(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS)
 
-# The README's Speed section: the throughput table and one branch's breakdown (about 7 min on 2 cores).
+# docs/speed.md's tables: the throughput table and one branch's breakdown (about 7 min on 2 cores).
 benchmark: $(BIN)/activate $(FASHION_MNIST)
-	$(BIN)/python benchmarks/throughput.py --readme=README.md
+	$(BIN)/python benchmarks/throughput.py --readme=docs/speed.md
 	$(BIN)/python benchmarks/branch_breakdown.py --flagfile=configs/lenet_fashion_mnist.flags --train_steps=8000 \
-	  --eval_every=500 --readme=README.md
+	  --eval_every=500 --readme=docs/speed.md
 
 # Dense against sparse SavedModels of LeNet-300-100 tickets on Fashion-MNIST (benchmarks/ticket_inference.py):
 # every round of the config's 20 exported in both forms (fc layers down to 0.8^20 = 1.2% of their weights).
@@ -41,7 +41,7 @@ TICKET_INFERENCE := runs/ticket_inference_lenet
 ticket-inference: $(BIN)/activate $(FASHION_MNIST)
 	$(BIN)/python -m lth_tf.main --flagfile=configs/lenet_fashion_mnist.flags --train_steps=1000 --eval_every=500 \
 	  --controls=none --export=all --export_format=both --output_dir=$(TICKET_INFERENCE)
-	$(BIN)/python benchmarks/ticket_inference.py --output_dir=$(TICKET_INFERENCE) --readme=README.md
+	$(BIN)/python benchmarks/ticket_inference.py --output_dir=$(TICKET_INFERENCE) --readme=docs/speed.md
 
 # RESULTS.md: `make results` runs the studies' sweeps (resumable; STUDIES=quick,mnist1d_paper for a
 # subset), then rebuilds RESULTS.md and docs/results/ from every study's sweep on disk, even after a failure.
@@ -52,7 +52,7 @@ results: $(BIN)/activate $(FASHION_MNIST)
 results-report: $(BIN)/activate
 	$(BIN)/python -m lth_tf.results report
 
-# The README's lth_tf.analyze pictures (docs/analyze/): two seeds of the quick default with every control, one
+# docs/analyses.md's pictures (docs/analyze/): two seeds of the quick default with every control, one
 # seed under two data orders (rewinding to step 100), two seeds under global pruning (where the rates do not fix
 # each layer's share), and the analyses of them. Resumable like any sweep.
 ANALYSES := runs/analyses
@@ -85,7 +85,7 @@ analyses: $(BIN)/activate
 	mkdir -p docs/analyze/training
 	cp $(ANALYSES)/training/report.md $(ANALYSES)/training/*.png $(ANALYSES)/training/*.csv docs/analyze/training/
 
-# The README's "Cheaper tickets" chart (docs/methods/): every pruning method on configs/methods.flags, 3 seeds
+# docs/cheaper_tickets.md's chart (docs/methods/): every pruning method on configs/methods.flags, 3 seeds
 # each; resumable like any sweep. methods-report redraws the chart from what is on disk.
 METHODS := runs/methods
 DENSITIES := 0.5,0.2,0.1,0.05
@@ -105,7 +105,7 @@ methods-report: $(BIN)/activate
 	$(BIN)/python -m lth_tf.report --report_dir=docs/methods $(METHODS)/imp/*/seed_* $(METHODS)/oneshot/seed_* \
 	  $(METHODS)/at_init/*/seed_* $(METHODS)/early_bird/seed_*
 
-# The README's transfer picture (docs/analyze/transfer/): the quick default found on MNIST-1D's classes 0-4
+# docs/analyses.md's transfer picture (docs/analyze/transfer/): the quick default found on MNIST-1D's classes 0-4
 # (task A), its tickets trained on classes 5-9 and on MNIST-1D generated with more noise and shear (task B).
 # A and B share seed 0, so a transferred ticket and B's own start from the same hidden weights. Resumable.
 TRANSFER := runs/transfer
@@ -120,7 +120,7 @@ transfer: $(BIN)/activate
 	mkdir -p docs/analyze/transfer
 	cp $(TRANSFER)/report/report.md $(TRANSFER)/report/transfer.png $(TRANSFER)/report/transfer.csv docs/analyze/transfer/
 
-# The README's information-plane picture (docs/analyze/infoplane/): the quick default (its reinit control
+# docs/analyses.md's information-plane picture (docs/analyze/infoplane/): the quick default (its reinit control
 # included), rounds 0, 4 and 8 trained again with their activations recorded, by both estimators. Resumable.
 INFOPLANE := runs/infoplane
 KDE_VARIANCE := 0.1

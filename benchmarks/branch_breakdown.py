@@ -1,7 +1,7 @@
 """Where one branch's wall time goes, on a real config.
 
     python benchmarks/branch_breakdown.py --flagfile=configs/lenet_fashion_mnist.flags \
-        --train_steps=8000 --eval_every=500 [--repeats=5] [--readme=README.md] [any lth_tf.main flag]
+        --train_steps=8000 --eval_every=500 [--repeats=5] [--readme=docs/speed.md] [any lth_tf.main flag]
 
 Runs lth_tf's own driver (lottery.prepare, lottery.run_branch) on the flags'
 experiment in a temporary directory: round 0's ticket once untimed (tracing and

@@ -30,7 +30,7 @@ flags.DEFINE_integer("repeats", 11, "Timed chunks per variant, alternating betwe
 flags.DEFINE_bool("mirrored", False, "Also run both models under MirroredStrategy on the available devices.")
 flags.DEFINE_integer("cpu_devices", 2, "Logical CPUs for --mirrored when there is no GPU.")
 flags.DEFINE_string("readme", "", "Also write the table into this file, between its <!-- throughput --> and "
-                    "<!-- /throughput --> lines (make benchmark: README.md).")
+                    "<!-- /throughput --> lines (make benchmark: docs/speed.md).")
 FLAGS = flags.FLAGS
 
 

@@ -1,6 +1,6 @@
 """Exported tickets on disk and at inference: the dense SavedModel against the sparse one.
 
-    python benchmarks/ticket_inference.py --output_dir=RUN [--batch_sizes=1,256] [--blocks=40] [--readme=README.md]
+    python benchmarks/ticket_inference.py --output_dir=RUN [--batch_sizes=1,256] [--blocks=40] [--readme=docs/speed.md]
 
 RUN is a finished lth_tf run whose rounds were exported (`--export=all
 --export_format=both`; a round exported dense only gets its sparse form made

@@ -37,7 +37,7 @@ only a batch amortises. Batches of up to SMALL_BATCH examples take the COO
 product, larger ones the CSR product: one tf.cond around the whole network
 (one per layer costs more at batch 1).
 
-What that buys: benchmarks/ticket_inference.py (the README's table). At a
+What that buys: benchmarks/ticket_inference.py (docs/speed.md's table). At a
 LeNet-300-100 ticket of 4.47% of its weights, 7.7x fewer bytes and faster at
 batch 256, but not at batch 1 at any density. There the call itself (about
 0.2-0.3 ms) outweighs LeNet's arithmetic, and oneDNN's fused dense product
