@@ -94,7 +94,7 @@ methods: $(BIN)/activate
 	  --grid=prune_method=snip,grasp,synflow,magnitude_init,random,early_bird --target_density=$(DENSITIES) \
 	  --sweep_dir=$(METHODS)/at_init
 	$(BIN)/python -m lth_tf.sweep --flagfile=configs/methods.flags --seeds=0,1,2 --export=none --prune_method=early_bird \
-	  --early_bird_epsilon=0.003 --target_density=$(DENSITIES) --sweep_dir=$(METHODS)/early_bird
+	  --early_bird_epsilon=0.01 --target_density=$(DENSITIES) --sweep_dir=$(METHODS)/early_bird
 	$(BIN)/python -m lth_tf.sweep --flagfile=configs/methods.flags --seeds=0,1,2 --export=none --oneshot \
 	  --target_density=$(DENSITIES) --sweep_dir=$(METHODS)/oneshot
 	$(BIN)/python -m lth_tf.sweep --flagfile=configs/methods.flags --seeds=0,1,2 --export=none \

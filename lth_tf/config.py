@@ -76,7 +76,7 @@ class PruningConfig:
     target_density: tuple = ()   # all but iterative imp: one sparse round per value
     score_batches: int = 1       # snip, grasp: training batches the scores are summed over
     synflow_iterations: int = 100
-    early_bird_epsilon: float = 0.1  # early_bird: the mask distance below which the ticket is drawn
+    early_bird_epsilon: float = 0.1  # early_bird: drawn when under this fraction of kept weights changes
 
 
 @dataclasses.dataclass(frozen=True)

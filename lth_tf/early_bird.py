@@ -2,8 +2,12 @@
 magnitude masks: while the dense network trains, the magnitude mask at each
 target density is drawn at every epoch end; the ticket is drawn at the first
 epoch whose mask and those of the WINDOW epochs before it changed by less
-than epsilon from one epoch to the next (the normalised Hamming distance of
-consecutive masks, the paper's FIFO queue of the last 5 distances).
+than epsilon from one epoch to the next (the paper's FIFO queue of the last
+5 distances). The paper's normalised Hamming distance over all channels can
+differ by at most 2·min(d, 1-d) at density d, so one epsilon means something
+else at every density; here the distance is the fraction of the kept weights
+that changed (pruning.mask_distance: 0 for equal masks, 1 for disjoint ones,
+1 - d for two random masks at density d).
 
 The detector keeps its state in a folder, so a dense round resumed from a
 checkpoint goes on detecting: state.json ({target: {"distances": {epoch:
@@ -37,7 +41,7 @@ class Detector:
     """Feeds each epoch's weights to the masks of every target density.
 
     `masks_of(weights, target)` gives the magnitude masks; distances are
-    fractions of the `changeable` entries (None: all). Epoch masks older
+    pruning.mask_distance over the `changeable` entries (None: all). Epoch masks older
     than the oldest kept checkpoint's epoch are deleted as checkpoints come (a
     resume starts there)."""
 
@@ -55,7 +59,7 @@ class Detector:
             record = self.state[str(target)]
             if previous is not None:
                 before = {key[len(f"{index}:"):]: m for key, m in previous.items() if key.startswith(f"{index}:")}
-                record["distances"][str(epoch)] = pruning.hamming_distance(before, masks, self.changeable)
+                record["distances"][str(epoch)] = pruning.mask_distance(before, masks, self.changeable)
             distances = {int(e): d for e, d in record["distances"].items()}
             if record["drawn_epoch"] is None and drawn_epoch(distances, self.epsilon) == epoch:
                 record["drawn_epoch"] = epoch

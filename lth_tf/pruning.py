@@ -169,11 +169,16 @@ def keep_lowest_like(scores: Masks, allowed: Masks, like: Masks) -> Masks:
     return new_masks
 
 
-def hamming_distance(a: Masks, b: Masks, changeable: Masks | None = None) -> float:
-    """The fraction of the entries that pruning may change (`changeable`'s ones; default: all) where `a` and
-    `b` differ (early-bird tickets)."""
-    total = sum(m.size for m in a.values()) if changeable is None else sum(m.sum() for m in changeable.values())
-    return float(sum(np.count_nonzero(a[k] != b[k]) for k in a) / max(total, 1))
+def mask_distance(a: Masks, b: Masks, changeable: Masks | None = None) -> float:
+    """The fraction of the kept weights that changed between masks `a` and `b` (early-bird tickets):
+    the entries where they differ over the weights both keep in all, |a xor b| / (|a| + |b|), counted
+    over the entries pruning may change (`changeable`'s ones; default: all). It means the same at
+    every density: 0 for equal masks, 1 for disjoint ones, 1 - d for two random masks at density d."""
+    def inside(m, k):
+        return m != 0 if changeable is None else (m != 0) & (changeable[k] != 0)
+    differ = sum(np.count_nonzero(inside(a[k], k) != inside(b[k], k)) for k in a)
+    kept = sum(np.count_nonzero(inside(a[k], k)) + np.count_nonzero(inside(b[k], k)) for k in a)
+    return float(differ / max(kept, 1))
 
 
 def checksum(masks: Masks) -> float:
