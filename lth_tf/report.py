@@ -19,7 +19,7 @@ import time
 import numpy as np
 from absl import flags
 
-from lth_tf import rundir
+from lth_tf import rundir, stats
 from lth_tf import runs as runs_lib
 from lth_tf.runs import RunError, branches
 
@@ -139,8 +139,8 @@ def table(runs) -> str:
 def sanity_table(runs) -> str:
     """For runs with an inverted branch (at-init methods): per round, the
     method's accuracy against its shuffled, reinitialised and inverted masks,
-    and whether it beat each by more than twice the standard error of the
-    paired (same-seed) differences."""
+    and whether it beat each (a t test of the paired, same-seed differences:
+    lth_tf.stats)."""
     rounds = sorted({int(r["round"]) for run in runs for r in run["rows"] if r["branch"] == "inverted"})
     if not rounds:
         return ""
@@ -164,17 +164,9 @@ def sanity_table(runs) -> str:
 
 
 def beats(differences) -> str:
-    """yes / no / within noise, from paired differences (one per seed), with the mean in points."""
-    d = np.asarray(differences, float)
-    d = d[~np.isnan(d)]
-    if not len(d):
-        return "-"
-    mean = 100 * d.mean()
-    if len(d) == 1:
-        return f"{'yes' if mean > 0 else 'no'} ({mean:+.1f}, 1 seed)"
-    error = 100 * d.std(ddof=1) / np.sqrt(len(d))
-    verdict = "yes" if mean > 2 * error else "no" if mean < -2 * error else "within noise"
-    return f"{verdict} ({mean:+.1f} ± {error:.1f})"
+    """yes / no / not shown, from paired differences (one per seed; stats.difference), in points."""
+    test = stats.difference(100 * np.asarray(differences, float))
+    return "-" if test is None else f"{test.verdict()} ({test.text()})"
 
 
 SANITY_TEXT = ("Sanity checks (Frankle et al., ICLR 2021): the method's mask against the same mask permuted within "
@@ -182,7 +174,8 @@ SANITY_TEXT = ("Sanity checks (Frankle et al., ICLR 2021): the method's mask aga
                "surviving values permuted together (shuffle_layerwise: a shuffle that keeps the selected values), the "
                "mask trained from fresh weights (reinit), and the lowest-scoring weights at the same per-layer counts "
                "(inverted). A method that does not beat its shuffled mask carries only its per-layer densities. "
-               "\"beats\": mean paired difference in points ± its standard error; yes or no when beyond twice that.")
+               "\"beats\": the method's test accuracy minus the check's, in points, seed by seed; its mean, "
+               f"{stats.TEST}; \"not shown\" otherwise.")
 
 
 def early_bird_text(runs) -> str:

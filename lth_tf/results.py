@@ -17,7 +17,7 @@ import sys
 import numpy as np
 from absl import flags
 
-from lth_tf import report, rundir, studies
+from lth_tf import report, rundir, stats, studies
 from lth_tf import runs as runs_lib
 from lth_tf.console import duration
 from lth_tf.sweep import plan, tables
@@ -300,41 +300,41 @@ def gap_ranking(variants: dict) -> str:
     return " ".join(text)
 
 
-def band_gaps(runs, pct) -> list:
-    """The ticket's lead over the random mask in every round and run within a factor of 1.25 of `pct`% of
-    the weights: less noisy than one round (the notebook's schedule has ~10 rounds there, the geometric 1-2)."""
-    rounds = {int(r["round"]) for run in runs for r in run["rows"]
-              if r["branch"] == "ticket" and 0.8 <= float(r["weights_remaining_pct"]) / pct <= 1.25}
-    return [gap for r in sorted(rounds) for gap in run_gaps(runs, r) if gap is not None]
+def band_gaps(loaded, pct) -> dict:
+    """Per seed, the ticket's lead over the random mask averaged over the rounds within a factor of 1.25 of
+    `pct`% of the weights (the notebook's schedule has ~10 rounds there, the geometric 1-2; the nearest
+    round if none is): one number a seed, since rounds of one run are not independent draws."""
+    rounds = {int(r["round"]) for run in loaded["runs"] for r in run["rows"]
+              if r["branch"] == "ticket" and 0.8 <= float(r["weights_remaining_pct"]) / pct <= 1.25} or {
+        nearest_round(loaded["runs"], pct)}  # none there: the nearest round
+    by_round = [run_gaps(loaded["runs"], r) for r in sorted(rounds)]
+    per_seed = {}
+    for index, seed in enumerate(loaded["seeds"]):
+        gaps = [gaps[index] for gaps in by_round if gaps[index] is not None]
+        if gaps:
+            per_seed[seed] = 100 * float(np.mean(gaps))
+    return per_seed
 
 
 def band_summary(variants: dict) -> str:
-    lines = ["Averaged over every round and seed within a factor of 1.25 of each density (ticket minus random mask, "
-             "points; n rounds x seeds; the notebook's schedule prunes 1% per round, so it has many rounds there):",
-             ""]
+    lines = ["The ticket's lead over the random mask (points), each seed's mean over the rounds within a factor of "
+             "1.25 of each density (the notebook's schedule prunes 1% per round, so it has many rounds there; the "
+             f"nearest round if none is), then over seeds. Test: {stats.TEST}.", ""]
     for pct in COMPARE_AT:
-        parts = []
-        for name, loaded in variants.items():
-            gaps = 100 * np.array(band_gaps(loaded["runs"], pct))
-            if gaps.size:
-                spread = f" ± {gaps.std(ddof=1) / np.sqrt(gaps.size):.1f}" if gaps.size > 1 else ""
-                parts.append(f"{name} {gaps.mean():+.1f}{spread} (n={gaps.size})")
-        lines.append(f"- {pct / 1.25:.3g}–{pct * 1.25:.3g}% weights: " + ", ".join(parts)
-                     + " (± one standard error).")
+        parts = [f"{name} {test.text()}" for name, loaded in variants.items()
+                 if (test := stats.difference(band_gaps(loaded, pct).values()))]
+        lines.append(f"- {pct / 1.25:.3g}–{pct * 1.25:.3g}% weights: " + "; ".join(parts) + ".")
     return "\n".join(lines)
 
 
 def paired_changes(variants: dict, pct) -> dict:
-    """Each variant's lead over the random mask minus the geometric variant's, in points, seed by seed."""
-    def by_seed(loaded):
-        gaps = run_gaps(loaded["runs"], nearest_round(loaded["runs"], pct))
-        return {seed: gap for seed, gap in zip(loaded["seeds"], gaps) if gap is not None}
-    base, changes = by_seed(variants["geometric"]), {}
+    """Each variant's band lead over the random mask minus the geometric variant's, in points, seed by seed."""
+    base, changes = band_gaps(variants["geometric"], pct), {}
     for name, loaded in variants.items():
-        mine = by_seed(loaded)
+        mine = band_gaps(loaded, pct)
         common = sorted(set(mine) & set(base))
         if name != "geometric" and common:
-            changes[name] = [100 * (mine[seed] - base[seed]) for seed in common]
+            changes[name] = [mine[seed] - base[seed] for seed in common]
     return changes
 
 
@@ -343,45 +343,38 @@ def effects(variants: dict) -> str:
     ticket's lead over the random mask changes with the one thing it changes."""
     if "geometric" not in variants or len(variants) < 2:
         return ""
-    lines = ["Each variant against the geometric one, paired by seed: its ticket's lead over the random mask minus "
-             "the geometric variant's, in points, mean [min, max]. Each variant changes one thing of the geometric "
-             "one (the table says what; lth_tf_defaults all of them): negative means that change shrinks the "
-             "ticket's lead.", ""]
+    lines = ["Each variant against the geometric one, paired by seed: its ticket's band lead over the random mask "
+             "minus the geometric variant's, in points. Each variant changes one thing of the geometric one (the "
+             "table says what; lth_tf_defaults all of them): negative means that change shrinks the ticket's "
+             f"lead. Test: {stats.TEST}.", ""]
     for pct in COMPARE_AT:
-        changes = paired_changes(variants, pct)
-        order = sorted(changes, key=lambda name: np.mean(changes[name]))
-        lines.append(f"- ~{pct:g}% weights: " + ", ".join(
-            f"{name} {np.mean(c):+.1f}" + (f" [{min(c):+.1f}, {max(c):+.1f}]" if len(c) > 1 else "")
-            + f" ({len(c)} seed{'s' * (len(c) > 1)})" for name, c in ((n, changes[n]) for n in order))
-            + (f"; the largest fall: {order[0]}." if order and np.mean(changes[order[0]]) < 0 else "."))
+        tests = {name: stats.difference(c) for name, c in paired_changes(variants, pct).items()}
+        order = sorted(tests, key=lambda name: tests[name].mean)
+        lines.append(f"- ~{pct:g}% weights: " + "; ".join(f"{name} {tests[name].text()}" for name in order) + ".")
     return "\n".join(lines)
 
 
 def verdict(variants: dict) -> str:
-    """What the numbers above say, by rule: a lead is beyond noise when its band mean is over two standard
-    errors from zero; a change carries an effect when it moves the lead the same way on every paired seed."""
-    seeds = max(len(loaded["seeds"]) for loaded in variants.values())
-    lines = ["What carries the effect, read off the numbers above by two rules (a lead is beyond noise when its "
-             "band average is more than two standard errors from zero; a change moves the lead when it moves it "
-             "the same way for every seed, against the geometric variant: a weak test, which a change without "
-             f"effect passes by chance with probability 2^(1-{seeds}) = {2.0 ** (1 - seeds):.2g}):", ""]
+    """What the numbers above say, by the t tests over seeds (lth_tf.stats)."""
+    lines = [f"What carries the effect, by the tests above ({stats.TEST}):", ""]
     for pct in COMPARE_AT:
-        beyond, within = [], []
+        shown, undecided = [], []
         for name, loaded in variants.items():
-            gaps = 100 * np.array(band_gaps(loaded["runs"], pct))
-            if gaps.size > 1:
-                error = gaps.std(ddof=1) / np.sqrt(gaps.size)
-                (beyond if abs(gaps.mean()) > 2 * error else within).append(f"{name} ({gaps.mean():+.1f})")
+            test = stats.difference(band_gaps(loaded, pct).values())
+            if test is not None and test.p is not None:
+                (shown if test.p < stats.ALPHA else undecided).append(
+                    f"{name} ({test.mean:+.1f}, p = {stats.p_text(test.p)})")
         moves = []
         if "geometric" in variants:
-            for name, change in sorted(paired_changes(variants, pct).items(), key=lambda item: np.mean(item[1])):
-                if len(change) > 1 and (min(change) > 0 or max(change) < 0):
-                    moves.append(f"{name} {'raises' if min(change) > 0 else 'lowers'} it "
-                                 f"({np.mean(change):+.1f} [{min(change):+.1f}, {max(change):+.1f}])")
-        lines.append(f"- ~{pct:g}% weights: the ticket's lead is beyond noise for "
-                     f"{', '.join(beyond) or 'no setup'}; within noise for {', '.join(within) or 'no setup'}. "
-                     + (f"Changes that move it on every seed: {'; '.join(moves)}." if moves
-                        else "No change moves it the same way on every seed."))
+            for name, change in paired_changes(variants, pct).items():
+                test = stats.difference(change)
+                if test.p is not None and test.p < stats.ALPHA:
+                    moves.append(f"{name} {test.verdict('raises', 'lowers')} it "
+                                 f"({test.mean:+.1f}, p = {stats.p_text(test.p)})")
+        lines.append(f"- ~{pct:g}% weights: the ticket's lead over the random mask is shown (nonzero) for "
+                     f"{', '.join(shown) or 'no setup'}; not shown for {', '.join(undecided) or 'no setup'}. "
+                     + (f"Changes shown to move it: {'; '.join(moves)}." if moves
+                        else "No change is shown to move it."))
     return "\n".join(lines)
 
 

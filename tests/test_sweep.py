@@ -221,8 +221,8 @@ def test_results_md_holds_the_runs_numbers_and_figures(resumed_sweep, tmp_path):
         assert f"(docs/results/{name}.png)" in text
     assert "| dense | " in text and "66.4 / 66.4 | 64.8 / 65.4" in text  # the published numbers, quoted
     assert "| geometric | geometric schedule" in text
-    assert "weights: paper +0.0 [+0.0, +0.0] (2 seeds)." in text  # the same runs: no change, and no fall
-    assert text.count("No change moves it the same way on every seed.") == 2  # ...so the verdict names none
+    assert "weights: paper +0.0, 95% CI [+0.0, +0.0], p = 1, 2 seeds." in text  # the same runs: no change
+    assert text.count("No change is shown to move it.") == 2  # ...so the verdict names none
     assert "The 3 sweeps below took " in text  # quick and two variants; LeNet's has none
     assert "No results yet for: geometric_weights_only" in text
     assert "## 3. LeNet-300-100 on Fashion-MNIST" in text and "holds no sweep" in text
