@@ -171,7 +171,8 @@ flags.DEFINE_integer("score_batches", 1, "snip, grasp: training batches (the run
 flags.DEFINE_integer("synflow_iterations", 100, "synflow: scoring rounds of its exponential density schedule.",
                      lower_bound=1, flag_values=DEFINED)
 flags.DEFINE_float("early_bird_epsilon", 0.1, "early_bird: the ticket is drawn once the fraction of the kept "
-                   "weights that changed between consecutive epochs' masks stayed below this for 5 epochs.", lower_bound=0, flag_values=DEFINED)
+                   "weights that changed between consecutive epochs' masks stayed below this for 5 epochs.", lower_bound=0,
+                   flag_values=DEFINED)
 flags.DEFINE_string("prune_from_step", "end", "Prune each round from the ticket's weights at this step (or "
                     "'<n>ep') of its training instead of its final weights (end).", flag_values=DEFINED)
 

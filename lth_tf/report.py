@@ -201,8 +201,9 @@ def early_bird_text(runs) -> str:
                 lines.append(f"- {os.path.relpath(run['dir'])}, {100 * float(target):.3g}% weights: drawn at "
                              f"epoch {drawn} ({where} of {steps}, batch {batch}): {1 - at / steps:.0%} of the dense "
                              "training saved")
-    return "\n".join(["Early-bird tickets (mask distance of consecutive epochs below epsilon for 5 epochs):",
-                       *lines]) if lines else ""
+    return "\n".join(["Early-bird tickets (drawn once under epsilon of the kept weights changed between consecutive "
+                      "epochs, 5 epochs in a row):",
+                      *lines]) if lines else ""
 
 
 def method_of(run) -> str:

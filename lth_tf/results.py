@@ -363,14 +363,14 @@ def verdict(variants: dict) -> str:
             test = stats.difference(band_gaps(loaded, pct).values())
             if test is not None and test.p is not None:
                 (shown if test.p < stats.ALPHA else undecided).append(
-                    f"{name} ({test.mean:+.1f}, p = {stats.p_text(test.p)})")
+                    f"{name} ({test.mean:+.1f}, {stats.p_text(test.p)})")
         moves = []
         if "geometric" in variants:
             for name, change in paired_changes(variants, pct).items():
                 test = stats.difference(change)
                 if test.p is not None and test.p < stats.ALPHA:
                     moves.append(f"{name} {test.verdict('raises', 'lowers')} it "
-                                 f"({test.mean:+.1f}, p = {stats.p_text(test.p)})")
+                                 f"({test.mean:+.1f}, {stats.p_text(test.p)})")
         lines.append(f"- ~{pct:g}% weights: the ticket's lead over the random mask is shown (nonzero) for "
                      f"{', '.join(shown) or 'no setup'}; not shown for {', '.join(undecided) or 'no setup'}. "
                      + (f"Changes shown to move it: {'; '.join(moves)}." if moves

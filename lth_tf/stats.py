@@ -38,11 +38,12 @@ class Difference:
         if self.p is None:
             return f"{self.mean:+.{digits}f}, {self.n} seed{'s' * (self.n != 1)}"
         return (f"{self.mean:+.{digits}f}, 95% CI [{self.low:+.{digits}f}, {self.high:+.{digits}f}], "
-                f"p = {p_text(self.p)}, {self.n} seeds")
+                f"{p_text(self.p)}, {self.n} seeds")
 
 
 def p_text(p: float) -> str:
-    return "< 0.001" if p < 0.001 else f"{p:.2g}"
+    """'p = 0.031', or 'p < 0.001'."""
+    return "p < 0.001" if p < 0.001 else f"p = {p:.2g}"
 
 
 def difference(per_seed) -> Difference | None:

@@ -117,7 +117,7 @@ def _run_sweep(sweep_dir, grid, seeds, base_argv, pool_factory, say, should_stop
             record(experiment, status="failed", reason=reason, log=experiment["console_log"], seconds=0.0)
             say(f"lth_tf.sweep: {experiment['name']}: failed before starting: {reason}")
         else:
-            todo.append(experiment)
+            todo.append(dict(experiment, rounds=config["lottery"]["rounds"]))
     say(f"lth_tf.sweep: {len(planned)} experiments ({len(plan.grid_points(grid))} grid point(s) x {len(seeds)} "
         f"seed(s)): {finished} already finished, {len(todo)} to run")
     if todo:
@@ -152,13 +152,16 @@ def check_settings(sweep_dir: str, state: dict, checked: list):
                              "the sweep's vs these flags); use a new --sweep_dir, or the same flags to resume it")
 
 
+PROGRESS_EVERY = 30.0  # seconds between the sweep's progress lines, while any running experiment moved on
+
+
 def _run_all(todo, pool, record, say, should_stop):
     cwd, started, durations = os.getcwd(), time.time(), []
     futures = {}
     for experiment in todo:
         record(experiment, status="queued")
         futures[pool.submit(experiment, cwd)] = experiment
-    stopping = False
+    stopping, shown, shown_at = False, None, time.time()
     try:
         pending = set(futures)
         while pending:
@@ -176,11 +179,12 @@ def _run_all(todo, pool, record, say, should_stop):
                     continue
                 try:
                     status, seconds, reason = future.result()
-                except Exception as error:  # a task the cluster lost, a node that died
-                    status, seconds, reason = 1, 0.0, f"{type(error).__name__}: {str(error).splitlines()[0]}"
+                except Exception as error:  # a task the cluster lost, a node that died, or one a stop cancelled
+                    status, seconds = (130, 0.0) if stopping else (1, 0.0)
+                    reason = "stopped" if stopping else f"{type(error).__name__}: {str(error).splitlines()[0]}"
                 log = os.path.join(experiment["output_dir"], "log.txt")
                 log = log if os.path.exists(log) else experiment["console_log"]
-                outcome = "finished" if status == 0 else ("interrupted" if status == 130 else "failed")
+                outcome = "finished" if status == 0 else ("interrupted" if status in (130, -15) else "failed")
                 record(experiment, status=outcome, reason=reason, log=log, seconds=round(seconds, 1))
                 durations.append(seconds)
                 left = len(pending)
@@ -188,9 +192,38 @@ def _run_all(todo, pool, record, say, should_stop):
                        if left and not stopping else "")
                 say(f"lth_tf.sweep: [{len(todo) - left}/{len(todo)}] {experiment['name']}: {outcome} in "
                     f"{console_lib.duration(seconds)}{': ' + reason if reason else ''}{eta}")
+            if not stopping and time.time() - shown_at >= PROGRESS_EVERY:
+                line = progress_line([futures[f] for f in pending], len(todo))
+                if line and line != shown:
+                    say(line)
+                shown, shown_at = line, time.time()
+    except KeyboardInterrupt:  # a second Ctrl-C: the experiments are stopped as the pool closes
+        for future in futures:
+            if not future.done():
+                record(futures[future], status="interrupted", reason="stopped at once")
+        say("lth_tf.sweep: stopped at once; rerun the same command to resume (each experiment from its last "
+            "checkpoint)")
+        raise
     finally:
         pool.close()
     say(f"lth_tf.sweep: {len(todo)} experiments in {console_lib.duration(time.time() - started)}")
+
+
+def progress_line(pending: list[dict], total: int) -> str:
+    """'lth_tf.sweep: 3 of 8 done, 2 running; slowest: NAME at round R of N' for the experiments not done yet:
+    running ones hold their run directory's lock; a round has begun once its folder exists."""
+    running = []
+    for experiment in pending:
+        if os.path.exists(os.path.join(experiment["output_dir"], rundir.LOCK)):
+            rounds = [int(name[len("round_"):]) for name in os.listdir(experiment["output_dir"])
+                      if name.startswith("round_") and name[len("round_"):].isdigit()]
+            running.append((max(rounds, default=0), experiment))
+    if not running:
+        return ""
+    at, slowest = min(running, key=lambda item: (item[0] / max(item[1].get("rounds", 0), 1), item[1]["name"]))
+    of = f" of {slowest['rounds']}" if slowest.get("rounds") else ""
+    return (f"lth_tf.sweep: {total - len(pending)} of {total} done, {len(running)} running; slowest: "
+            f"{slowest['name']} at round {at}{of}")
 
 
 def cli(argv=None, should_stop=None) -> int:
@@ -218,6 +251,8 @@ def cli(argv=None, should_stop=None) -> int:
         stop = should_stop or _stop_on_signals()
         state = run_sweep(os.path.abspath(f.sweep_dir), grid, seeds, base_argv, pool_factory,
                           say=lambda line: print(line, file=sys.stderr, flush=True), should_stop=stop)
+    except KeyboardInterrupt:
+        return 130
     except (flags.Error, ValueError, plan.SweepError, ConfigError, data.DataError, rundir.RunDirError,
             runs_lib.RunError) as error:
         sys.stderr.write(f"lth_tf.sweep: error: {str(error).replace('ERROR:: ', '')}\n")

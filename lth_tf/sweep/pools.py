@@ -3,8 +3,10 @@ on this machine's pool of worker processes or as a Ray task."""
 import concurrent.futures
 import contextlib
 import ctypes
+import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -40,7 +42,8 @@ def run_experiment(argv: list[str], console_log: str, cwd: str, threads: int, pr
         if processes is not None:
             processes[console_log] = process
         try:
-            status = process.wait()
+            while (status := process.poll()) is None:  # not wait(): Ray's cancel is an exception raised between
+                time.sleep(0.2)                          # Python instructions, which a blocking wait never reaches
         except BaseException:  # Ray's cancel interrupts the wait: the experiment checkpoints and stops
             process.send_signal(signal.SIGTERM)
             process.wait()
@@ -96,10 +99,13 @@ class RayPool:
         self.ray = ray
         self.started = not ray.is_initialized()
         if self.started:
-            if address == "local":
-                ray.init(num_cpus=parallel or os.cpu_count(), include_dashboard=False, log_to_driver=False)
-            else:
-                ray.init(address=address, log_to_driver=False)
+            with _quiet_ray():
+                if address == "local":
+                    ray.init(num_cpus=parallel or os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                             logging_level=logging.WARNING)
+                else:
+                    check_cluster(address)
+                    ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         self.task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(run_experiment)
         self.threads = max(1, int(cpus))
         self.refs = []
@@ -118,3 +124,56 @@ class RayPool:
     def close(self):
         if self.started:
             self.ray.shutdown()
+
+
+@contextlib.contextmanager
+def _quiet_ray():
+    """Ray's INFO lines and its note that a new local instance has token authentication stay off the console."""
+    loggers = [logging.getLogger(name) for name in ("ray", "ray._private.authentication.authentication_token_setup")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def check_cluster(address: str, timeout: float = 5.0):
+    """One line (SweepError) for a HOST:PORT where no Ray cluster answers, or one that asks for a token this
+    process does not send, before ray.init spends 20 s retrying (ray:// and auto are left to Ray)."""
+    if address == "auto" or "://" in address or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as error:
+        raise SweepError(f"--ray_address={address}: no Ray head answers there ({error}); start one with "
+                         "`ray start --head --port=PORT` and pass the address it prints") from None
+    if host in ("localhost", "127.0.0.1", "::1"):  # Ray connects to this machine's network address instead
+        from ray.util import get_node_ip_address
+        try:
+            socket.create_connection((get_node_ip_address(), int(port)), timeout=timeout).close()
+        except OSError:
+            raise SweepError(f"--ray_address={address}: Ray replaces {host} by this machine's address "
+                             f"{get_node_ip_address()}, where the head does not answer; start the head with "
+                             "--node-ip-address=127.0.0.2 (another loopback address Ray keeps) and pass "
+                             "127.0.0.2:PORT") from None
+    try:
+        from ray._raylet import GcsClient  # Ray's own client of the head; private, so only a probe
+        from ray.exceptions import AuthenticationError
+    except ImportError:
+        return
+    try:
+        GcsClient(address=address)
+    except AuthenticationError:
+        if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+            raise SweepError(f"--ray_address={address}: the cluster asks for its token (`ray start` turns token "
+                             "authentication on): run with RAY_AUTH_MODE=token and the head's ~/.ray/auth_token "
+                             "on this machine (or RAY_AUTH_TOKEN set to it)") from None
+        raise SweepError(f"--ray_address={address}: the cluster refuses this machine's token: copy the head's "
+                         "~/.ray/auth_token here (or set RAY_AUTH_TOKEN to it)") from None
+    except Exception:  # noqa: BLE001 - anything else is for ray.init to say
+        return
