@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The tests read real Fashion-MNIST: Debian's dataset-fashion-mnist puts its IDX files here.
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: run test benchmark ticket-inference results results-report analyses methods methods-report transfer infoplane clean
+.PHONY: run test benchmark determinism ticket-inference results results-report analyses methods methods-report transfer infoplane clean
 
 $(BIN)/activate: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ benchmark: $(BIN)/activate $(FASHION_MNIST)
 	$(BIN)/python benchmarks/throughput.py --readme=docs/speed.md
 	$(BIN)/python benchmarks/branch_breakdown.py --flagfile=configs/lenet_fashion_mnist.flags --train_steps=8000 \
 	  --eval_every=500 --readme=docs/speed.md
+
+# The quick start's table (README.md) from three fresh runs of the default, with the CPU it came from, and what
+# --deterministic costs (docs/speed.md); about 5 min on 2 cores.
+determinism: $(BIN)/activate
+	$(BIN)/python benchmarks/determinism.py --readme=README.md --cost_doc=docs/speed.md
 
 # Dense against sparse SavedModels of LeNet-300-100 tickets on Fashion-MNIST (benchmarks/ticket_inference.py):
 # every round of the config's 20 exported in both forms (fc layers down to 0.8^20 = 1.2% of their weights).

@@ -25,6 +25,9 @@ from lth_tf.config import ConfigError
 
 PREFLIGHT_ERRORS = (data.DataError, ConfigError, rundir.RunDirError)
 flags.adopt_module_key_flags(lth_flags)  # --help lists lth_tf's flags, --helpfull absl's too
+# Where a run's console says to look: TensorBoard's Custom Scalars page (lth_tf.summaries.LAYOUT) with smoothing
+# off, which the page reads from its address (its default, 0.6, averages neighbouring rounds).
+TENSORBOARD_PAGE = "http://localhost:6006/#custom_scalars&_smoothingWeight=0"
 
 
 def parse_flags(argv):
@@ -169,7 +172,7 @@ def print_outcome(f, rows: list[dict], output_dir: str, console=None):
     python = shlex.quote(sys.executable if relative.startswith("..") else relative)
     if f.tensorboard:
         print(f"watch:   {python} -m tensorboard.main --logdir {shlex.quote(os.path.join(output_dir, 'tensorboard'))}"
-              "  (then http://localhost:6006/#custom_scalars)")
+              f"  (then {TENSORBOARD_PAGE})")
     print(f"report:  {python} -m lth_tf.report --output_dir={shlex.quote(output_dir)}")
     if console and console.log_path:
         print(f"log:     {console.log_path}")

@@ -6,10 +6,10 @@
                                      histograms at the start and end of the round
     tensorboard/lottery/             the resolved config as text; the Custom Scalars layout
                                      that puts ticket and controls on one chart
-    tensorboard/lottery/<branch>/    the LTH curves: final and early-stop test accuracy,
-                                     the early-stop iteration and (ticket) per-layer
-                                     density, with the step axis = % weights remaining
-                                     x 100 (10000 = dense)
+    tensorboard/lottery/<branch>/    the LTH curves, each tag ending in its branch: final
+                                     and early-stop test accuracy, the early-stop iteration,
+                                     % weights remaining and (ticket) per-layer density,
+                                     with the step axis = the round (0 = dense)
 
 Tag groups sort so that Time Series opens on `lottery/`, then `lottery_density/`; `weights/` comes last.
 """
@@ -67,19 +67,17 @@ def _chart(title: str, tag_regex: str):
     return layout_pb2.Chart(title=title, multiline=layout_pb2.MultilineChartContent(tag=[tag_regex]))
 
 
-# TensorBoard's Custom Scalars page: one chart per LTH figure, every branch on it
-# (each branch is a run of its own, so each gets its own colour).
+# TensorBoard's Custom Scalars page: one chart per LTH figure, every branch on it (each branch is a run of its
+# own, so each gets its own colour, and each tag names its branch, so a series says what it is). The step axis
+# is the round: dense at 0 on the left, each round sparser, as the papers draw % weights remaining.
 LAYOUT = layout_pb2.Layout(category=[layout_pb2.Category(
-    title="lottery ticket vs controls (x axis: % weights remaining x 100; 10000 = dense)",
-    chart=[_chart("final test accuracy", r"^lottery/test_accuracy$"),
-           _chart("test accuracy at early stop (min validation loss)", r"^lottery/early_stop_test_accuracy$"),
-           _chart("early-stop iteration", r"^lottery/early_stop_step$"),
-           _chart("ticket: % weights remaining per layer", r"^lottery_density/")])])
-
-
-def pct_step(weights_remaining_pct: float) -> int:
-    return int(round(float(weights_remaining_pct) * 100))
-
+    title="lottery ticket vs controls (x axis: pruning round; 0 = dense, % weights remaining in its own chart)",
+    chart=[_chart("final test accuracy, per round", r"^lottery/test_accuracy/"),
+           _chart("test accuracy at early stop (min validation loss), per round",
+                  r"^lottery/early_stop_test_accuracy/"),
+           _chart("early-stop iteration, per round", r"^lottery/early_stop_step/"),
+           _chart("% weights remaining, per round", r"^lottery/weights_remaining_pct/"),
+           _chart("ticket: % weights remaining per layer, per round", r"^lottery_density/")])])
 
 def write_lottery_run(output_dir: str, rows: list[dict], config: dict):
     """Rewrites the experiment-level runs from results.csv rows (so a resumed
@@ -95,18 +93,13 @@ def write_lottery_run(output_dir: str, rows: list[dict], config: dict):
     finished = [r for r in rows if r["status"] == "ok"]
     for branch in dict.fromkeys(r["branch"] for r in finished):
         writer = tf.summary.create_file_writer(os.path.join(path, branch))
-        # TensorBoard drops every event of a run past a step that goes backwards
-        # (it takes that for a restart), so the sparsest round, the lowest step, comes first.
-        branch_rows = sorted((r for r in finished if r["branch"] == branch),
-                             key=lambda r: pct_step(r["weights_remaining_pct"]))
+        branch_rows = sorted((r for r in finished if r["branch"] == branch), key=lambda r: int(r["round"]))
         with writer.as_default():
             for row in branch_rows:
-                step = pct_step(row["weights_remaining_pct"])
-                tf.summary.scalar("lottery/test_accuracy", float(row["test_accuracy"]), step=step)
-                tf.summary.scalar("lottery/early_stop_test_accuracy", float(row["early_stop_test_accuracy"]),
-                                  step=step)
-                tf.summary.scalar("lottery/early_stop_step", float(row["early_stop_step"]), step=step)
-                tf.summary.scalar("lottery/round", float(row["round"]), step=step)
+                step = int(row["round"])
+                for column in ("test_accuracy", "early_stop_test_accuracy", "early_stop_step",
+                               "weights_remaining_pct"):
+                    tf.summary.scalar(f"lottery/{column}/{branch}", float(row[column]), step=step)
                 for layer, density in row.get("layer_density", {}).items() if branch == "ticket" else ():
                     tf.summary.scalar(f"lottery_density/{layer}", 100 * density, step=step)
         writer.close()

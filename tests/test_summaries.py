@@ -48,29 +48,30 @@ def test_branch_run_has_training_evaluation_and_weight_summaries(tiny_run):
 
 
 def test_lottery_runs_match_results_csv(tiny_run):
+    """One value per round (the step: 0 = dense), each tag naming its branch."""
     experiment, _ = tiny_run
     rows = rundir.read_results(experiment.output_dir)
     for branch in ("ticket", "reinit", "random_prune"):
         tags = read_run(experiment.path("tensorboard", "lottery", branch))
         branch_rows = [r for r in rows if r["branch"] == branch]
-        for column in ("test_accuracy", "early_stop_test_accuracy", "early_stop_step"):
-            logged = {step: float(v) for step, v in tags[f"lottery/{column}"]}
-            expected = {round(float(r["weights_remaining_pct"]) * 100): float(r[column]) for r in branch_rows}
+        for column in ("test_accuracy", "early_stop_test_accuracy", "early_stop_step", "weights_remaining_pct"):
+            logged = {step: float(v) for step, v in tags[f"lottery/{column}/{branch}"]}
+            expected = {int(r["round"]): float(r[column]) for r in branch_rows}
             assert sorted(logged) == sorted(expected)
             assert logged == pytest.approx(expected, rel=1e-6)
     tags = read_run(experiment.path("tensorboard", "lottery", "ticket"))
     for round_index in range(4):
         metrics = rundir.read_json(experiment.path(f"round_{round_index:02d}", "ticket", "metrics.json"))
-        step = round(100 * 100 * metrics["density"])
         for layer, density in metrics["layer_density"].items():
-            assert dict(tags[f"lottery_density/{layer}"])[step] == pytest.approx(100 * density)
+            assert dict(tags[f"lottery_density/{layer}"])[round_index] == pytest.approx(100 * density)
     (_, text), = read_run(experiment.path("tensorboard", "lottery"))["config"]
     assert json.loads(text.item().decode().strip("`\n")) == rundir.read_json(experiment.path("config.json"))
 
 
 def test_custom_scalars_layout_puts_ticket_and_controls_on_one_chart(tiny_run):
     """TensorBoard's Custom Scalars page reads this layout: each chart's regex
-    must pick one quantity, which every branch's run has (the ticket alone has densities)."""
+    must pick one quantity, which every branch's run has once, under its own name
+    (the ticket alone has densities)."""
     experiment, _ = tiny_run
     (step, layout_bytes), = read_run(experiment.path("tensorboard", "lottery"))[
         custom_scalar_metadata.CONFIG_SUMMARY_TAG]
@@ -82,11 +83,12 @@ def test_custom_scalars_layout_puts_ticket_and_controls_on_one_chart(tiny_run):
     def matched(title):
         (regex,) = charts[title]  # matched as the plugin does
         return {branch: sorted(tag for tag in tags if re.match(regex, tag)) for branch, tags in branch_tags.items()}
-    for title, tag in [("final test accuracy", "lottery/test_accuracy"),
-                       ("test accuracy at early stop (min validation loss)", "lottery/early_stop_test_accuracy"),
-                       ("early-stop iteration", "lottery/early_stop_step")]:
-        assert matched(title) == {branch: [tag] for branch in branch_tags}
-    assert matched("ticket: % weights remaining per layer") == {
+    for title, column in [("final test accuracy, per round", "test_accuracy"),
+                          ("test accuracy at early stop (min validation loss), per round", "early_stop_test_accuracy"),
+                          ("early-stop iteration, per round", "early_stop_step"),
+                          ("% weights remaining, per round", "weights_remaining_pct")]:
+        assert matched(title) == {branch: [f"lottery/{column}/{branch}"] for branch in branch_tags}
+    assert matched("ticket: % weights remaining per layer, per round") == {
         "ticket": ["lottery_density/fc1", "lottery_density/fc2", "lottery_density/output"],
         "reinit": [], "random_prune": []}
 

@@ -243,7 +243,7 @@ def test_the_local_pool_splits_the_cores_between_its_experiments(monkeypatch, tm
         def __init__(self, command, env, **kwargs):
             seen.append((command, env))
 
-        def wait(self):
+        def poll(self):
             return 0
     monkeypatch.setattr(pools.subprocess, "Popen", FakeProcess)
     monkeypatch.delenv("TF_NUM_INTRAOP_THREADS", raising=False)
@@ -297,3 +297,19 @@ def test_repeated_or_negative_seeds_are_refused_in_one_line(seeds, tmp_path):
     assert refused.returncode == 2 and refused.stderr == f"lth_tf.sweep: error: --seeds={seeds}: each seed once, " \
                                                          "none negative\n"
     assert not (tmp_path / "sweep").exists()
+
+
+def test_the_progress_line_names_the_slowest_running_experiment(tmp_path):
+    def experiment(name, rounds, started_rounds, running):
+        output_dir = tmp_path / name
+        output_dir.mkdir()
+        for r in range(started_rounds):
+            (output_dir / f"round_{r:02d}").mkdir()
+        if running:
+            (output_dir / rundir.LOCK).write_text("1 host")
+        return dict(name=name, output_dir=str(output_dir), rounds=rounds)
+    pending = [experiment("a__seed_0", 14, 6, True), experiment("b__seed_0", 4, 1, True),
+               experiment("c__seed_0", 14, 0, False)]
+    # b is at round 0 of 4 (0%), a at round 5 of 14; c waits in the queue
+    assert sweep.progress_line(pending, 8) == "lth_tf.sweep: 5 of 8 done, 2 running; slowest: b__seed_0 at round 0 of 4"
+    assert sweep.progress_line(pending[2:], 8) == ""

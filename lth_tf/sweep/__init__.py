@@ -118,12 +118,13 @@ def _run_sweep(sweep_dir, grid, seeds, base_argv, pool_factory, say, should_stop
             say(f"lth_tf.sweep: {experiment['name']}: failed before starting: {reason}")
         else:
             todo.append(dict(experiment, rounds=config["lottery"]["rounds"]))
+    pool = pool_factory() if todo else None  # a cluster that does not answer is said before anything runs
     say(f"lth_tf.sweep: {len(planned)} experiments ({len(plan.grid_points(grid))} grid point(s) x {len(seeds)} "
         f"seed(s)): {finished} already finished, {len(todo)} to run")
     if todo:
         state["machine"] = f"{os.cpu_count()} CPU cores ({platform.machine()}){_gpus()}"
         started = time.time()
-        _run_all(todo, pool_factory(), record, say, should_stop)
+        _run_all(todo, pool, record, say, should_stop)
         with lock:  # the sweep's wall time, summed over the commands that ran it
             state["wall_seconds"] = round(state.get("wall_seconds", 0.0) + time.time() - started, 1)
             rundir.write_json(os.path.join(sweep_dir, "sweep.json"), state)
@@ -157,9 +158,10 @@ PROGRESS_EVERY = 30.0  # seconds between the sweep's progress lines, while any r
 
 def _run_all(todo, pool, record, say, should_stop):
     cwd, started, durations = os.getcwd(), time.time(), []
-    futures = {}
+    futures, logged = {}, {}
     for experiment in todo:
         record(experiment, status="queued")
+        logged[experiment["name"]] = _log_size(experiment)  # an experiment that starts writes its command there
         futures[pool.submit(experiment, cwd)] = experiment
     stopping, shown, shown_at = False, None, time.time()
     try:
@@ -169,19 +171,19 @@ def _run_all(todo, pool, record, say, should_stop):
                                                     return_when=concurrent.futures.FIRST_COMPLETED)
             if should_stop() and not stopping:
                 stopping = True
-                for future in pending:
-                    future.cancel()  # not started yet: stays queued for the rerun
-                pool.stop()
+                for future in pool.stop(pending):  # the ones that never started stay queued for the rerun
+                    pending.discard(future)
+                    record(futures[future], status="not started")
             for future in done:
                 experiment = futures[future]
-                if future.cancelled():
-                    record(experiment, status="not started")
-                    continue
                 try:
                     status, seconds, reason = future.result()
                 except Exception as error:  # a task the cluster lost, a node that died, or one a stop cancelled
                     status, seconds = (130, 0.0) if stopping else (1, 0.0)
                     reason = "stopped" if stopping else f"{type(error).__name__}: {str(error).splitlines()[0]}"
+                    if stopping and _log_size(experiment) == logged[experiment["name"]]:
+                        record(experiment, status="not started")  # cancelled in the cluster's queue
+                        continue
                 log = os.path.join(experiment["output_dir"], "log.txt")
                 log = log if os.path.exists(log) else experiment["console_log"]
                 outcome = "finished" if status == 0 else ("interrupted" if status in (130, -15) else "failed")
@@ -207,6 +209,11 @@ def _run_all(todo, pool, record, say, should_stop):
     finally:
         pool.close()
     say(f"lth_tf.sweep: {len(todo)} experiments in {console_lib.duration(time.time() - started)}")
+
+
+def _log_size(experiment) -> int:
+    path = experiment["console_log"]
+    return os.path.getsize(path) if os.path.exists(path) else 0
 
 
 def progress_line(pending: list[dict], total: int) -> str:

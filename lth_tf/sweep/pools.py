@@ -78,10 +78,13 @@ class LocalPool:
         return self.executor.submit(run_experiment, experiment["argv"], experiment["console_log"], cwd,
                                     self.threads, self.processes)
 
-    def stop(self):
+    def stop(self, pending) -> set:
+        """Running experiments checkpoint and stop; returns the `pending` futures that never started."""
+        never = {future for future in pending if future.cancel()}
         for process in list(self.processes.values()):
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)  # checkpoint and stop
+        return never
 
     def close(self):
         self.executor.shutdown(wait=True, cancel_futures=True)
@@ -101,7 +104,8 @@ class RayPool:
         if self.started:
             with _quiet_ray():
                 if address == "local":
-                    ray.init(num_cpus=parallel or os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                    ray.init(address="local", num_cpus=parallel or os.cpu_count(), include_dashboard=False,
+                             log_to_driver=False,
                              logging_level=logging.WARNING)
                 else:
                     check_cluster(address)
@@ -116,10 +120,13 @@ class RayPool:
         self.refs.append(ref)
         return ref.future()
 
-    def stop(self):
+    def stop(self, pending) -> set:
+        """Cancels every task: a running one stops its lth_tf.main at a checkpoint. Each future then ends
+        with Ray's TaskCancelledError (a Ray future's own cancel() would leave it pending forever)."""
         for ref in self.refs:
             with contextlib.suppress(Exception):
-                self.ray.cancel(ref)  # interrupts the task, which stops its lth_tf.main at a checkpoint
+                self.ray.cancel(ref)
+        return set()
 
     def close(self):
         if self.started:
@@ -138,6 +145,20 @@ def _quiet_ray():
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    """File descriptor 2 to /dev/null for the block: what native code writes there too."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def check_cluster(address: str, timeout: float = 5.0):
@@ -167,7 +188,8 @@ def check_cluster(address: str, timeout: float = 5.0):
     except ImportError:
         return
     try:
-        GcsClient(address=address)
+        with _stderr_silenced():  # its C++ side logs each refused attempt
+            GcsClient(address=address)
     except AuthenticationError:
         if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
             raise SweepError(f"--ray_address={address}: the cluster asks for its token (`ray start` turns token "
