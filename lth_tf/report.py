@@ -75,31 +75,56 @@ def _finish(figure, axis, path, ylabel, title):
     figure.savefig(path, dpi=120, bbox_inches="tight")
 
 
+def dense_reference(axis, runs, column, label):
+    """The dense network's value (round 0's ticket, mean over runs) as a grey dotted line."""
+    dense = [float(r[column]) for run in runs for r in run["rows"]
+             if int(r["round"]) == 0 and r["branch"] == "ticket" and r["status"] == "ok"]
+    if dense:
+        axis.axhline(np.mean(dense), color="grey", linestyle=":", linewidth=1.2, label=label)
+
+
 def plot_all(runs, folder, title):
-    """accuracy.png (Figures 1/3 of the paper), early_stop.png (Figure 4 style), layer_density.png."""
+    """accuracy.png (Figures 1/3 of the paper: at the end of training and at early stop, side by side),
+    early_stop.png (Figure 4 style), layer_density.png."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
-    figure, axis = plt.subplots(figsize=(7, 4.5))
-    for branch in branches(runs):
-        color = plot_band(axis, series(runs, branch, "test_accuracy"), f"{branch} (end of training)")
-        plot_band(axis, series(runs, branch, "early_stop_test_accuracy"), f"{branch} (early stop)", "--", color)
-    pct_axis(axis, runs)
-    _finish(figure, axis, os.path.join(folder, "accuracy.png"), "test accuracy", title)
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    for axis, column, what in ((axes[0], "test_accuracy", "at the end of training"),
+                               (axes[1], "early_stop_test_accuracy", "at the early-stop iteration")):
+        for branch in branches(runs):
+            plot_band(axis, series(runs, branch, column), branch)
+        dense_reference(axis, runs, column, "dense network (round 0)")
+        pct_axis(axis, runs)
+        axis.set_title(f"test accuracy {what}", fontsize=10)
+    axes[0].set_ylabel("test accuracy")
+    axes[0].legend(fontsize=8)
+    figure.suptitle(title + (f" (mean of {len(runs)} runs, band: min-max)" if len(runs) > 1 else ""))
+    figure.savefig(os.path.join(folder, "accuracy.png"), dpi=120, bbox_inches="tight")
 
     figure, axis = plt.subplots(figsize=(7, 4.5))
     for branch in branches(runs):
         plot_band(axis, series(runs, branch, "early_stop_step"), branch)
+    dense_reference(axis, runs, "early_stop_step", "dense network (round 0)")
     pct_axis(axis, runs)
     _finish(figure, axis, os.path.join(folder, "early_stop.png"), "early-stop iteration (min validation loss)", title)
 
     figure, axis = plt.subplots(figsize=(7, 4.5))
     layers = runs[0]["layers"]
-    for layer in next(iter(layers.values()), {}):
+    # Layers pruned at one rate draw on top of each other: hollow markers of falling size and their own dashes
+    # keep every one of them visible.
+    styles = [("o", "-", 9), ("s", "--", 7), ("^", "-.", 5), ("v", ":", 4), ("D", "-", 3)]
+    for index, layer in enumerate(next(iter(layers.values()), {})):
         points = {r: [100 * run["layers"][r][layer] for run in runs if r in run["layers"]] for r in sorted(layers)}
-        axis.plot(list(points), [np.mean(v) for v in points.values()], marker="o", markersize=3, label=layer)
+        marker, line, size = styles[index % len(styles)]
+        axis.plot(list(points), [np.mean(v) for v in points.values()], marker=marker, linestyle=line,
+                  markersize=size, markerfacecolor="none", label=layer)
     axis.set_yscale("log")
+    axis.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.yaxis.set_minor_formatter(ticker.NullFormatter())
     axis.set_xlabel("round")
     axis.grid(True, which="both", alpha=0.3)
     _finish(figure, axis, os.path.join(folder, "layer_density.png"), "% weights remaining in the layer", title)
