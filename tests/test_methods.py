@@ -432,3 +432,14 @@ def test_synflow_scores_a_batchnorm_network_in_float64_with_its_statistics():
     for key, score in scores[1.0].items():
         assert score.dtype == np.float64 and np.isfinite(score).all() and (score > 0).all(), key
     assert not np.allclose(scores[1.0]["output"], scores[4.0]["output"])
+
+
+def test_random_scores_follow_the_runs_seed():
+    from lth_tf.config import PruningConfig
+    masks = {"fc1": np.ones((30, 20), np.float32), "output": np.ones((20, 10), np.float32)}
+
+    def scores(seed):
+        return methods.random(None, masks, methods.Scoring(build=None, batches=[], config=PruningConfig(), seed=seed))
+    for key in masks:
+        np.testing.assert_array_equal(scores(3)[key], scores(3)[key])
+        assert not np.array_equal(scores(3)[key], scores(4)[key])

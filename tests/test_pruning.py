@@ -150,3 +150,29 @@ def test_random_masks_stay_among_the_allowed_positions():
     masks["a"].flat[:20] = 1
     drawn = pruning.random_masks_like(masks, np.random.default_rng(0), allowed)
     assert drawn["a"].sum() == 20 and not np.any(drawn["a"] * (1 - allowed["a"]))
+
+
+def test_linear_global_pruning_ranks_the_layers_together():
+    """Under global pruning a layer of larger weights keeps more of them: every kept weight of the included
+    layers outweighs every removed one (layer by layer it would keep 70% of each)."""
+    from lth_tf.config import PruningConfig
+    weights, masks = random_layers()
+    weights = dict(weights, fc2=10 * weights["fc2"])
+    config = PruningConfig(strategy="global", schedule="linear", step=0.1)
+    new = pruning.prune(config, weights, masks, {}, 3)
+    kept = np.concatenate([np.abs(weights[k])[new[k] > 0] for k in new])
+    removed = np.concatenate([np.abs(weights[k])[new[k] == 0] for k in new])
+    assert kept.min() > removed.max()
+    assert new["fc2"].mean() > 0.9 and new["fc1"].mean() < 0.7
+
+
+def test_linear_pruning_stops_at_each_layers_floor_and_again_at_its_target_removes_nothing():
+    from lth_tf.config import PruningConfig
+    weights, masks = random_layers()
+    config = PruningConfig(schedule="linear", step=0.1)
+    floors = {"fc1": 1000, "fc2": 100, "output": 10}  # fc1 has 1280 weights: 70% is 896, below its floor
+    new = pruning.prune(config, weights, masks, {}, 3, floors)
+    assert {k: int(m.sum()) for k, m in new.items()} == {"fc1": 1000, "fc2": 358, "output": 112}
+    # already at round 3's density: round 3 again removes no weight
+    for key, mask in pruning.prune(config, weights, new, {}, 3, floors).items():
+        np.testing.assert_array_equal(mask, new[key])
