@@ -69,7 +69,7 @@ def snip(model, masks, scoring: Scoring) -> dict[str, np.ndarray]:
     return {key: np.abs(grads[key] * weights[pruning.variable_of(key)]) for key in masks}
 
 
-def hessian_gradient(model, masks, batches, temperature=1.0) -> dict[str, np.ndarray]:
+def hessian_gradient(model, masks, batches, temperature: float) -> dict[str, np.ndarray]:
     """Hg over the masked weights, H and g of the mean loss over `batches`:
     g first, then the gradient of (dL/dw . g) with g held constant."""
     keys, variables = zip(*_masked_kernels(model, masks))

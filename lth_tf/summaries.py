@@ -8,7 +8,7 @@
                                      that puts ticket and controls on one chart
     tensorboard/lottery/<branch>/    the LTH curves, each tag ending in its branch: final
                                      and early-stop test accuracy, the early-stop iteration,
-                                     % weights remaining and (ticket) per-layer density,
+                                     and (ticket) % weights remaining, overall and per layer,
                                      with the step axis = the round (0 = dense)
 
 Tag groups sort so that Time Series opens on `lottery/`, then `lottery_density/`; `weights/` comes last.
@@ -76,7 +76,7 @@ LAYOUT = layout_pb2.Layout(category=[layout_pb2.Category(
            _chart("test accuracy at early stop (min validation loss), per round",
                   r"^lottery/early_stop_test_accuracy/"),
            _chart("early-stop iteration, per round", r"^lottery/early_stop_step/"),
-           _chart("% weights remaining, per round", r"^lottery/weights_remaining_pct/"),
+           _chart("ticket: % weights remaining, per round", r"^lottery/weights_remaining_pct/"),
            _chart("ticket: % weights remaining per layer, per round", r"^lottery_density/")])])
 
 def write_lottery_run(output_dir: str, rows: list[dict], config: dict):
@@ -97,9 +97,11 @@ def write_lottery_run(output_dir: str, rows: list[dict], config: dict):
         with writer.as_default():
             for row in branch_rows:
                 step = int(row["round"])
-                for column in ("test_accuracy", "early_stop_test_accuracy", "early_stop_step",
-                               "weights_remaining_pct"):
+                for column in ("test_accuracy", "early_stop_test_accuracy", "early_stop_step"):
                     tf.summary.scalar(f"lottery/{column}/{branch}", float(row[column]), step=step)
-                for layer, density in row.get("layer_density", {}).items() if branch == "ticket" else ():
-                    tf.summary.scalar(f"lottery_density/{layer}", 100 * density, step=step)
+                if branch == "ticket":  # a round's controls have its density: one line, not several on top
+                    tf.summary.scalar("lottery/weights_remaining_pct/ticket", float(row["weights_remaining_pct"]),
+                                      step=step)
+                    for layer, density in row.get("layer_density", {}).items():
+                        tf.summary.scalar(f"lottery_density/{layer}", 100 * density, step=step)
         writer.close()
