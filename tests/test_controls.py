@@ -146,3 +146,50 @@ def test_the_initializer_draws_theta_0_and_the_reinit_controls(mnist1d):
         kernel = lottery.initial_state(config, mnist1d, seed)["fc1/kernel"]
         assert kernel.var() == pytest.approx(2 / 40, rel=0.05)
         assert np.abs(kernel).max() <= np.sqrt(6 / 40)
+
+
+def hand_made():
+    """theta_k, masks (fc1 with a masked bias, fc2 pruned away entirely) and fresh(seed) of two small layers."""
+    rng = np.random.default_rng(0)
+    theta = {"fc1/kernel": rng.normal(size=(6, 5)).astype(np.float32), "fc1/bias": rng.normal(size=5).astype(
+        np.float32), "fc2/kernel": rng.normal(size=(5, 3)).astype(np.float32)}
+    masks = {"fc1": (rng.random((6, 5)) < 0.4).astype(np.float32), "fc1/bias": np.array([1, 0, 1, 1, 0], np.float32),
+             "fc2": np.zeros((5, 3), np.float32)}
+
+    def fresh(seed):
+        generator = np.random.default_rng(seed)
+        return {key: generator.normal(size=value.shape).astype(np.float32) for key, value in theta.items()}
+    return theta, masks, fresh
+
+
+def test_random_prune_places_the_tickets_counts_among_the_allowed_positions_by_its_seed():
+    theta, masks, fresh = hand_made()
+    allowed = {key: np.ones_like(mask) for key, mask in masks.items()}
+    allowed["fc1"][:3] = 0  # the first three rows were removed for good
+    weights, random = controls.random_prune(theta, masks, 7, fresh, allowed)
+    assert not (random["fc1"] * (1 - allowed["fc1"])).any() and random["fc1"].sum() == masks["fc1"].sum()
+    assert all(random[k].dtype == np.float32 for k in random)
+    again = controls.random_prune(theta, masks, 7, fresh, allowed)[1]
+    other = controls.random_prune(theta, masks, 8, fresh, allowed)[1]
+    assert np.array_equal(again["fc1"], random["fc1"]) and not np.array_equal(other["fc1"], random["fc1"])
+    np.testing.assert_array_equal(weights["fc1/kernel"], theta["fc1/kernel"] * random["fc1"])
+
+
+def test_reinit_rescaled_rescales_kernels_only_and_leaves_a_layer_pruned_away_at_zero():
+    theta, masks, fresh = hand_made()
+    weights, _ = controls.reinit_rescaled(theta, masks, 3, fresh)
+    new = fresh(3)
+    np.testing.assert_allclose(weights["fc1/kernel"], new["fc1/kernel"] * masks["fc1"] / np.sqrt(masks["fc1"].mean()),
+                               rtol=1e-6)
+    np.testing.assert_array_equal(weights["fc1/bias"], new["fc1/bias"] * masks["fc1/bias"])  # not summed over inputs
+    np.testing.assert_array_equal(weights["fc2/kernel"], np.zeros((5, 3), np.float32))
+    assert all(value.dtype == np.float32 for value in weights.values())
+
+
+def test_reinit_signed_gives_a_zero_theta_k_weight_a_zero():
+    theta, masks, fresh = hand_made()
+    theta["fc1/kernel"][np.unravel_index(np.argmax(masks["fc1"]), (6, 5))] = 0  # a kept weight that is exactly 0
+    weights, _ = controls.reinit_signed(theta, masks, 3, fresh)
+    assert np.isfinite(weights["fc1/kernel"]).all()
+    expected = np.abs(fresh(3)["fc1/kernel"]) * np.sign(theta["fc1/kernel"]) * masks["fc1"]
+    np.testing.assert_array_equal(weights["fc1/kernel"], expected)

@@ -74,7 +74,8 @@ def test_grasp_scores_are_the_weight_times_hg_from_finite_differences():
     for kernel, start in zip(kernels, original):
         kernel.assign(start)
     hg = [(plus - minus) / (2 * epsilon) for plus, minus in zip(*difference)]
-    scores = methods.grasp(model, MASKS, methods.Scoring(None, [(x, Y)], PruningConfig(), 0))
+    # the same batch twice: Hg is a mean over the batches, so it must equal that one batch's
+    scores = methods.grasp(model, MASKS, methods.Scoring(None, [(x, Y), (x, Y)], PruningConfig(), 0))
     for key, start, expected in zip(MASKS, original, hg):
         # the registry keeps the highest w * Hg: GraSP's score -w * Hg, its highest removed
         np.testing.assert_allclose(scores[key], start * expected, rtol=1e-4, atol=1e-12)
@@ -246,6 +247,8 @@ def test_the_early_bird_distance_is_the_fraction_of_kept_weights_that_changed():
     assert pruning.mask_distance(a, b) == 2 / 8  # one of four kept weights moved: 2 entries differ, 4 + 4 kept
     disjoint = {k: 1 - m for k, m in a.items()}
     assert pruning.mask_distance(a, disjoint) == 1
+    one, none = {"fc1": np.array([1, 0], np.float32)}, {"fc1": np.array([0, 0], np.float32)}
+    assert pruning.mask_distance(one, none) == 1 and pruning.mask_distance(none, none) == 0
     # Entries no pruning can change (removed for good, or excluded under global pruning) are left out.
     changeable = {"fc1": np.array([[1, 1, 1, 1], [0, 0, 0, 0]], np.float32), "output": np.zeros(2, np.float32)}
     assert pruning.mask_distance(a, b, changeable) == 2 / 4

@@ -176,3 +176,16 @@ def test_linear_pruning_stops_at_each_layers_floor_and_again_at_its_target_remov
     # already at round 3's density: round 3 again removes no weight
     for key, mask in pruning.prune(config, weights, new, {}, 3, floors).items():
         np.testing.assert_array_equal(mask, new[key])
+
+
+def test_global_pruning_with_every_layer_excluded_says_so():
+    weights, masks = random_layers()
+    with pytest.raises(ValueError, match="^global pruning: every prunable layer is excluded$"):
+        pruning.prune_global(weights, masks, 0.2, exclude=("fc1", "fc2", "output"))
+
+
+def test_random_masks_keep_the_counts_in_float32():
+    _, masks = random_layers()
+    masks = dict(masks, fc1=(np.arange(1280).reshape(40, 32) % 3 == 0).astype(np.float32))
+    new = pruning.random_masks_like(masks, np.random.default_rng(0))
+    assert all(new[k].dtype == np.float32 and new[k].sum() == masks[k].sum() for k in masks)
