@@ -26,7 +26,7 @@ run: $(BIN)/activate
 	$(BIN)/python -m lth_tf.main $(ARGS)
 
 test: $(BIN)/activate $(FASHION_MNIST)
-	$(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n 2 --dist=loadgroup $(PYTEST_ARGS)
 
 # Mutation testing of the core (pyproject.toml's [tool.mutmut]): every mutant of the pruning rules, the controls
 # and the methods' selection against the tests that reach it, in a copy under mutants/ (resumable; not in make test).

@@ -47,7 +47,7 @@ def _masked_kernels(model, masks) -> list[tuple[str, tf.Variable]]:
     return [(key, variables[pruning.variable_of(key)]) for key in masks]
 
 
-def _loss(model, images, labels, temperature=1.0):
+def _loss(model, images, labels, temperature: float):
     logits = model(images, training=True) / temperature
     return tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
 

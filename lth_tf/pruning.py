@@ -164,7 +164,7 @@ def keep_lowest_like(scores: Masks, allowed: Masks, like: Masks) -> Masks:
     al. 2021), with the method's own per-layer counts."""
     new_masks = {}
     for layer, keys in by_layer(like).items():
-        flipped = {k: -np.asarray(scores[k], np.float64) for k in keys}
+        flipped = {k: -np.asarray(scores[k]) for k in keys}  # scores are floats: negated, their order reverses
         new_masks.update(_drop_lowest(flipped, allowed, keys, _survivors(allowed, keys) - _survivors(like, keys)))
     return new_masks
 

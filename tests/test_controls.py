@@ -193,3 +193,13 @@ def test_reinit_signed_gives_a_zero_theta_k_weight_a_zero():
     assert np.isfinite(weights["fc1/kernel"]).all()
     expected = np.abs(fresh(3)["fc1/kernel"]) * np.sign(theta["fc1/kernel"]) * masks["fc1"]
     np.testing.assert_array_equal(weights["fc1/kernel"], expected)
+
+
+def test_shuffle_layerwise_moves_weights_only_among_the_allowed_positions():
+    theta, masks, fresh = hand_made()
+    allowed = {key: np.ones_like(mask) for key, mask in masks.items()}
+    allowed["fc1"][:3] = 0
+    masks = dict(masks, fc1=masks["fc1"] * allowed["fc1"])  # the ticket keeps only allowed weights
+    weights, shuffled = controls.shuffle_layerwise(theta, masks, 5, fresh, allowed)
+    assert not (shuffled["fc1"] * (1 - allowed["fc1"])).any() and shuffled["fc1"].sum() == masks["fc1"].sum()
+    assert sorted(weights["fc1/kernel"][shuffled["fc1"] > 0]) == sorted(theta["fc1/kernel"][masks["fc1"] > 0])

@@ -46,7 +46,7 @@ def hand_gradients(w, x, y):
 
 
 def test_snip_scores_are_the_gradient_times_the_weight_by_hand():
-    scoring = methods.Scoring(None, [(X, Y)], PruningConfig(), 0)
+    scoring = methods.Scoring(None, [(X, Y), (X, Y)], PruningConfig(), 0)  # a mean over batches: one batch's
     scores = methods.snip(two_layer_net(HAND), MASKS, scoring)
     grads = hand_gradients(HAND, X, Y)
     for key in MASKS:
@@ -446,3 +446,30 @@ def test_random_scores_follow_the_runs_seed():
     for key in masks:
         np.testing.assert_array_equal(scores(3)[key], scores(3)[key])
         assert not np.array_equal(scores(3)[key], scores(4)[key])
+
+
+def test_scoring_passes_count_each_methods_batches_and_iterations():
+    assert methods.scoring_passes(PruningConfig(method="snip", score_batches=3)) == 3
+    assert methods.scoring_passes(PruningConfig(method="grasp", score_batches=2)) == 6  # g, then Hg: 3 passes
+    assert methods.scoring_passes(PruningConfig(method="synflow", score_batches=3, synflow_iterations=7)) == 7
+    assert methods.scoring_passes(PruningConfig(method="random", score_batches=3)) == 1
+
+
+def test_snip_scores_a_batchnorm_network_in_training_mode():
+    """Scores come from the loss as training sees it: batch statistics, not the (initial) moving ones."""
+    tf.keras.utils.set_random_seed(0)
+    inputs = tf.keras.Input((3,))
+    hidden = tf.keras.layers.BatchNormalization(name="bn")(tf.keras.layers.Dense(4, name="fc1")(inputs))
+    model = tf.keras.Model(inputs, tf.keras.layers.Dense(2, name="output")(tf.keras.layers.ReLU()(hidden)))
+    masks = {"fc1": np.ones((3, 4), np.float32), "output": np.ones((4, 2), np.float32)}
+    scores = methods.snip(model, masks, methods.Scoring(None, [(X, Y)], PruningConfig(), 0))
+    kernels = [model.get_layer(name).kernel for name in ("fc1", "output")]
+
+    def by_tape(training):
+        with tf.GradientTape() as tape:
+            logits = model(X, training=training)
+            loss = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(Y, logits, from_logits=True))
+        return [np.abs(g.numpy() * k.numpy()) for g, k in zip(tape.gradient(loss, kernels), kernels)]
+    for key, expected, inference in zip(masks, by_tape(True), by_tape(False)):
+        np.testing.assert_allclose(scores[key], expected, rtol=1e-5, atol=1e-8)
+        assert not np.allclose(scores[key], inference, rtol=1e-3)

@@ -189,3 +189,14 @@ def test_random_masks_keep_the_counts_in_float32():
     masks = dict(masks, fc1=(np.arange(1280).reshape(40, 32) % 3 == 0).astype(np.float32))
     new = pruning.random_masks_like(masks, np.random.default_rng(0))
     assert all(new[k].dtype == np.float32 and new[k].sum() == masks[k].sum() for k in masks)
+
+
+@pytest.mark.parametrize("target", [0.9, 0.5, 0.05])
+def test_kind_densities_reach_the_target_above_and_below_one_rounds_density(target):
+    """Per-layer densities (1 - rate)^r with one r, their total the target: also for a target reached in less
+    than one round (0.9 above 0.8 and 0.9, one round's densities)."""
+    rates, sizes = {"fc1": 0.2, "output": 0.1}, {"fc1": 1000, "output": 100}
+    densities = pruning.kind_densities(rates, sizes, target)
+    r = np.log(densities["fc1"]) / np.log(0.8)
+    assert densities["output"] == pytest.approx(0.9 ** r, rel=1e-9)
+    assert (1000 * densities["fc1"] + 100 * densities["output"]) / 1100 == pytest.approx(target, rel=1e-9)

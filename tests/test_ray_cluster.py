@@ -22,6 +22,7 @@ import pytest
 from test_sweep import TINY, local_sweep, results_of, run_sweep  # noqa: F401 - local_sweep is a fixture
 
 pytest.importorskip("ray", reason="Ray is in the [test] extra; this runs where it is installed")
+pytestmark = pytest.mark.xdist_group("ray_cluster")  # one pytest-xdist worker, one cluster (make test: --dist=loadgroup)
 
 HEAD, NODE = "127.0.0.2", "127.0.0.3"
 RAY = os.path.join(os.path.dirname(sys.executable), "ray")
