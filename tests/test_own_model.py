@@ -222,7 +222,8 @@ def test_tensorflow_datasets_sets_load_through_the_real_loader(name, shape, stat
     with tfds.testing.mock_data(num_examples=30):
         config = data.complete(DataConfig(name, validation_size=10))
         splits = data.load(config)
-        values = lth_tf.api._flag_values({"dataset": name, "model": "user_models:small_cnn"})
+        from lth_tf import api  # a submodule is an attribute of lth_tf only once something imported it
+        values = api._flag_values({"dataset": name, "model": "user_models:small_cnn"})
         assert lth_flags.data_config(values).validation_size == 3  # a tenth of the training set
     assert splits.input_shape == shape and splits.num_classes in (10, 5)
     assert len(splits.x_train) == 20 and len(splits.x_val) == 10 and len(splits.x_test) == 30

@@ -109,17 +109,6 @@ def test_sweep_csv_aggregates_each_grid_point_over_its_seeds(local_sweep):
     assert "## prune_rate_fc=0.5" in summary and "| prune_rate_fc=1.5__seed_0 | failed |" in summary
 
 
-def test_the_same_sweep_on_a_local_ray_instance_gives_the_same_results(local_sweep, tmp_path):
-    pytest.importorskip("ray", reason="Ray is in the [test] extra; this runs where it is installed")
-    sweep_dir, _ = local_sweep
-    process = run_sweep("--seeds=0,1", "--grid=prune_rate_fc=0.5", f"--sweep_dir={tmp_path / 'ray'}",
-                        "--ray_address=local", "--parallel=2", *TINY)
-    assert process.returncode == 0, process.stderr[-2000:]
-    for seed in (0, 1):
-        assert (results_of(tmp_path / "ray" / "prune_rate_fc=0.5" / f"seed_{seed}")
-                == results_of(sweep_dir / "prune_rate_fc=0.5" / f"seed_{seed}"))
-
-
 @pytest.fixture(scope="module")
 def resumed_sweep(tmp_path_factory):
     """Two seeds, the sweep SIGKILLed during the second, then rerun:
