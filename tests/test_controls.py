@@ -203,3 +203,4 @@ def test_shuffle_layerwise_moves_weights_only_among_the_allowed_positions():
     weights, shuffled = controls.shuffle_layerwise(theta, masks, 5, fresh, allowed)
     assert not (shuffled["fc1"] * (1 - allowed["fc1"])).any() and shuffled["fc1"].sum() == masks["fc1"].sum()
     assert sorted(weights["fc1/kernel"][shuffled["fc1"] > 0]) == sorted(theta["fc1/kernel"][masks["fc1"] > 0])
+    assert shuffled["fc1"].dtype == np.float32 and weights["fc1/kernel"].dtype == np.float32

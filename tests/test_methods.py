@@ -473,3 +473,11 @@ def test_snip_scores_a_batchnorm_network_in_training_mode():
     for key, expected, inference in zip(masks, by_tape(True), by_tape(False)):
         np.testing.assert_allclose(scores[key], expected, rtol=1e-5, atol=1e-8)
         assert not np.allclose(scores[key], inference, rtol=1e-3)
+
+
+def test_pruning_at_init_leaves_an_excluded_layer_dense(network):
+    state, masks, build, batches, rates = network
+    config = PruningConfig(strategy="global", exclude=("output",))
+    new, _ = methods.prune_at_init("snip", state, masks, methods.Scoring(build, batches, config, 3), 0.1)
+    assert new["output"].all()
+    assert new["fc1"].sum() + new["fc2"].sum() == round(0.1 * (masks["fc1"].size + masks["fc2"].size))
