@@ -105,8 +105,7 @@ class RayPool:
             with _quiet_ray():
                 if address == "local":
                     ray.init(address="local", num_cpus=parallel or os.cpu_count(), include_dashboard=False,
-                             log_to_driver=False,
-                             logging_level=logging.WARNING)
+                             log_to_driver=False, logging_level=logging.WARNING)
                 else:
                     check_cluster(address)
                     ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
