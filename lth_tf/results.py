@@ -70,6 +70,7 @@ def load_sweep(sweep_dir: str) -> dict:
             metrics = rundir.read_json(os.path.join(run_dir, f"round_{int(row['round']):02d}", row["branch"],
                                                     "metrics.json"))
             row["best_test_accuracy"] = max(entry["test_accuracy"] for entry in metrics["history"])
+            row["test_history"] = [(entry["step"], entry["test_accuracy"]) for entry in metrics["history"]]
         runs.append(run)
         seeds.append(record["seed"])
     if not runs:
@@ -112,19 +113,71 @@ def _dense_line(axis, runs, column="test_accuracy"):
 
 
 def study_figure(runs, path, title):
-    """Test accuracy and early-stop iteration against % weights remaining, mean and min-max band per branch."""
+    """Frankle & Carbin's Figures 1 and 4 on one row: the early-stop iteration, the test accuracy there and at the
+    end of training, against % weights remaining; the ticket solid, the controls dashed, min-max bands."""
     plt = _pyplot()
-    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for branch in runs_lib.branches(runs):
-        color = report.plot_band(left, report.series(runs, branch, "test_accuracy"), branch)
-        report.plot_band(right, report.series(runs, branch, "early_stop_step"), branch, color=color)
-    _dense_line(left, runs)
-    for axis, ylabel in ((left, "test accuracy at the end of training"),
-                         (right, "early-stop iteration (min. validation loss)")):
+    figure, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    for index, branch in enumerate(runs_lib.branches(runs)):  # the ticket first: C0, solid
+        for axis, column in zip(axes, ("early_stop_step", "early_stop_test_accuracy", "test_accuracy")):
+            report.plot_band(axis, report.series(runs, branch, column), branch, "-" if index == 0 else "--",
+                             f"C{index}")
+    for axis, column, ylabel in (
+            (axes[0], "early_stop_step", "early-stop iteration (min. validation loss)"),
+            (axes[1], "early_stop_test_accuracy", "test accuracy at the early-stop iteration"),
+            (axes[2], "test_accuracy", "test accuracy at the end of training")):
+        _dense_line(axis, runs, column)
         report.pct_axis(axis, runs)
         axis.set_ylabel(ylabel)
-        axis.legend(fontsize=8)
+    low = min(min(axis.get_ylim()[0] for axis in axes[1:]), 1.0)
+    for axis in axes[1:]:  # one accuracy scale for both accuracy panels
+        axis.set_ylim(low, max(axis.get_ylim()[1] for axis in axes[1:]))
+    axes[0].legend(fontsize=8)
     figure.suptitle(f"{title}: mean and min-max over {len(runs)} seeds" if len(runs) > 1 else f"{title}: one seed")
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(figure)
+
+
+CURVE_TITLES = {"ticket": "winning tickets (rewound to their initialisation)",
+                "reinit": "reinit control (the tickets' masks, weights drawn anew)",
+                "random_prune": "random_prune control (random masks of the tickets' layer sizes)"}
+
+
+def curves_figure(runs, path, title, densities=(51.3, 21.1, 7.0, 3.6), controls=("reinit",)):
+    """Frankle & Carbin's Figure 3: test accuracy against training iteration for the dense network and the
+    rounds nearest `densities`% of the weights, the ticket's panel beside each control's, on one scale."""
+    plt = _pyplot()
+    panels = ["ticket", *[c for c in controls if c in runs_lib.branches(runs)]]
+    rounds = [0] + list(dict.fromkeys(nearest_round(runs, pct) for pct in densities))
+    figure, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.8), sharey=True, squeeze=False)
+    for axis, branch in zip(axes[0], panels):
+        for index, round_index in enumerate(rounds):
+            which = "ticket" if round_index == 0 else branch
+            histories = [r["test_history"] for run in runs for r in run["rows"] if int(r["round"]) == round_index
+                         and r["branch"] == which and r["status"] == "ok" and r.get("test_history")]
+            if not histories:
+                continue
+            length = min(len(h) for h in histories)
+            steps = np.array([step for step, _ in histories[0][:length]])
+            accuracy = np.array([[a for _, a in h[:length]] for h in histories])
+            pct = np.mean(values(runs, round_index, which, "weights_remaining_pct"))
+            label = "dense network (100%)" if round_index == 0 else f"{branch}, {pct:.1f}% (round {round_index})"
+            style = "-" if which == "ticket" else "--"
+            line, = axis.plot(steps, accuracy.mean(axis=0), style, color=f"C{index}" if round_index else "black",
+                              linewidth=1.2, label=label)
+            if len(histories) > 1:
+                axis.fill_between(steps, accuracy.min(axis=0), accuracy.max(axis=0), color=line.get_color(),
+                                  alpha=0.15)
+        axis.set_xlabel("training iteration")
+        axis.set_title(CURVE_TITLES.get(branch, branch))
+        axis.grid(True, alpha=0.3)
+        axis.legend(fontsize=8, loc="lower right")
+    finals = [a for run in runs for r in run["rows"] if r.get("test_history") for _, a in r["test_history"][-10:]]
+    if finals:  # the paper's zoom: from a little under the worst curve's last evaluations to the best's peak
+        peaks = [a for run in runs for r in run["rows"] if r.get("test_history") for _, a in r["test_history"]]
+        axes[0][0].set_ylim(min(finals) - 0.02, max(peaks) + 0.005)
+    axes[0][0].set_ylabel("test accuracy")
+    figure.suptitle(f"{title}: test accuracy during training" + (
+        f", mean and min-max over {len(runs)} seeds" if len(runs) > 1 else ", one seed"))
     figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)
 
@@ -378,6 +431,109 @@ def verdict(variants: dict) -> str:
     return "\n".join(lines)
 
 
+# --- LeNet-300-100 beside Frankle & Carbin ---------------------------------------------------------------------
+
+LENET_SOURCE = ("Frankle & Carbin, \"The Lottery Ticket Hypothesis\", ICLR 2019 (arXiv:1803.03635v5), Section 2 "
+                "and Figures 1, 3 and 4: LeNet-300-100 on MNIST, test accuracy at the early-stop iteration")
+LENET_PAPER = {  # what Section 2 says, in its words where short
+    "best": "best at 13.5%: \"improving by more than 0.3 percentage points\"",
+    "at_13.5": "more than +0.3 points",
+    "sparsest": "\"returning to the level of the original network when Pm = 3.6%\" (2.9% in the reinit paragraph)",
+    "at_3.6": "back at dense's level",
+    "stop_dense": "\"38% earlier than for the original network\" at 21% (1.61x)",
+    "stop_reinit": "\"2.51x faster than when reinitialized\" at 21%",
+    "ticket_reinit_21": "\"half a percentage point more accurate\" than reinit at 21%",
+    "reinit_21": "reinit \"drops off from the original accuracy when Pm = 21.1%\"",
+    "reinit_7": "reinit's accuracy \"diminishes steadily\" with pruning",
+    "random_21": "random sparse networks learn slower and end lower (Figure 1, dashed)",
+}
+ACCURACY = "early_stop_test_accuracy"  # the paper's Figures 1 and 4: test accuracy at the early-stop iteration
+
+
+def per_seed(runs, round_index, branch, column) -> list:
+    """One value a run (seed), None where that run has no finished row."""
+    found = [values([run], round_index, branch, column) for run in runs]
+    return [v[0] if v else None for v in found]
+
+
+def seed_differences(runs, a, b, column, scale=100.0) -> list:
+    """Per seed, `column` of (round, branch) a minus b, times `scale`; None where either side is missing."""
+    return [None if x is None or y is None else scale * (x - y)
+            for x, y in zip(per_seed(runs, *a, column), per_seed(runs, *b, column))]
+
+
+def _ratios(runs, a, b, column) -> list:
+    return [x / y for x, y in zip(per_seed(runs, *a, column), per_seed(runs, *b, column))
+            if x is not None and y is not None and y > 0]
+
+
+def lenet_rows(runs) -> list[tuple]:
+    """(what, the paper, lth_tf's mean [min, max] over seeds, the test, the verdict) for each of the paper's
+    LeNet findings; differences are per seed (the seed is the unit, lth_tf.stats)."""
+    dense = (0, "ticket")
+    rounds = [r for r in sorted({int(row["round"]) for run in runs for row in run["rows"]}) if r > 0
+              and per_seed(runs, r, "ticket", ACCURACY).count(None) < len(runs)]
+    if not rounds:
+        return []
+    pct = lambda r: np.mean(values(runs, r, "ticket", "weights_remaining_pct"))  # noqa: E731
+    mean = lambda r, b="ticket": np.mean(values(runs, r, b, ACCURACY) or [np.nan])  # noqa: E731
+    rows = []
+
+    def accuracy_row(key, what, a, b, yes, no):
+        diffs = seed_differences(runs, a, b, ACCURACY)
+        test = stats.difference(diffs)
+        if test is None:
+            return
+        rows.append((what, LENET_PAPER[key], f"{cell([d for d in diffs if d is not None], 1, 1)} points",
+                     test.text() if test.p is not None else "-", test.verdict(yes, no)))
+
+    best = max(rounds, key=mean)
+    accuracy_row("best", f"best ticket, {pct(best):.1f}% (round {best}), minus dense", (best, "ticket"), dense,
+                 "above dense", "below dense")
+    r = nearest_round(runs, 13.5)
+    accuracy_row("at_13.5", f"ticket at {pct(r):.1f}% (round {r}) minus dense", (r, "ticket"), dense,
+                 "above dense", "below dense")
+    at_or_above = [r for r in rounds if mean(r) >= mean(0)]
+    rows.append(("sparsest ticket whose mean is at or above dense", LENET_PAPER["sparsest"],
+                 f"{pct(max(at_or_above)):.1f}% (round {max(at_or_above)})" if at_or_above else "none", "-", "-"))
+    r = nearest_round(runs, 3.6)
+    accuracy_row("at_3.6", f"ticket at {pct(r):.1f}% (round {r}) minus dense", (r, "ticket"), dense,
+                 "above dense", "below dense")
+    r = nearest_round(runs, 21.1)
+    for key, other, what in (("stop_dense", dense, "dense"), ("stop_reinit", (r, "reinit"), "reinit")):
+        ratios = _ratios(runs, other, (r, "ticket"), "early_stop_step")
+        test = stats.difference(seed_differences(runs, other, (r, "ticket"), "early_stop_step", 1.0))
+        if ratios and test is not None:
+            rows.append((f"early-stop iteration at {pct(r):.1f}% (round {r}): {what}'s / the ticket's",
+                         LENET_PAPER[key], f"{cell(ratios, 1, 2)}x",
+                         f"{what} minus ticket, iterations: {test.text(0)}" if test.p is not None else "-",
+                         test.verdict("ticket stops sooner", "ticket stops later")))
+    accuracy_row("ticket_reinit_21", f"ticket minus reinit at {pct(r):.1f}% (round {r})", (r, "ticket"),
+                 (r, "reinit"), "ticket above reinit", "ticket below reinit")
+    for key, branch, target in (("reinit_21", "reinit", 21.1), ("reinit_7", "reinit", 7.0),
+                                ("random_21", "random_prune", 21.1)):
+        r = nearest_round(runs, target)
+        accuracy_row(key, f"{branch} at {pct(r):.1f}% (round {r}) minus dense", (r, branch), dense,
+                     "above dense", "below dense")
+    return rows
+
+
+def lenet_table(runs) -> str:
+    lines = ["| finding | the paper (MNIST) | lth_tf (Fashion-MNIST), mean [min, max] over seeds | test over seeds "
+             "| verdict |", "|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(row) + " |" for row in lenet_rows(runs)]
+    return "\n".join(lines)
+
+
+def protocol_time(loaded) -> str:
+    """Each seed's whole protocol: its branches' training time (results.csv), summed."""
+    per_run = [sum(float(row["seconds"]) for row in run["rows"]) for run in loaded["runs"]]
+    trainings = sorted({len(run["rows"]) for run in loaded["runs"]})
+    return (f"One seed's whole protocol ({' to '.join(map(str, trainings))} trainings) took {cell([t / 60 for t in per_run], 1, 0)} "
+            "minutes of training time (its branches' own times, summed; the sweep runs experiments side by side, "
+            "each on its share of the cores).")
+
+
 # --- RESULTS.md ------------------------------------------------------------------------------------------------
 
 def write(names, results_dir: str, out: str) -> int:
@@ -393,7 +549,7 @@ def write(names, results_dir: str, out: str) -> int:
         study = studies.STUDIES[name]
         text += [f"## {number}. {study.title}", "", study.about, ""]
         try:
-            text += (_mnist1d_section if name == "mnist1d_paper" else _study_section)(name, results_dir, figures)
+            text += SECTIONS.get(name, _study_section)(name, results_dir, figures)
         except MissingSweep as missing:
             text += [f"No results yet: {missing}.", ""]
         except runs_lib.RunError as mixed:  # a sweep directory holding runs of other settings
@@ -404,8 +560,8 @@ def write(names, results_dir: str, out: str) -> int:
     return 0
 
 
-def _study_section(name, results_dir, figures) -> list[str]:
-    loaded = load_sweep(studies.sweep_dir(results_dir, name))
+def _study_section(name, results_dir, figures, loaded=None) -> list[str]:
+    loaded = loaded or load_sweep(studies.sweep_dir(results_dir, name))
     study_figure(loaded["runs"], os.path.join(figures, f"{name}.png"), studies.STUDIES[name].title)
     buffer = io.StringIO()  # sweep.csv's columns over the finished seeds
     writer = csv.DictWriter(buffer, tables.SWEEP_COLUMNS, lineterminator="\n")
@@ -416,6 +572,22 @@ def _study_section(name, results_dir, figures) -> list[str]:
             f"{timing(loaded)}.", "", headline(loaded["runs"]), "",
             f"![{name}](docs/results/{name}.png)", "", study_table(loaded["runs"]), "",
             f"All columns (std, min, max, early-stop accuracy): [docs/results/{name}.csv](docs/results/{name}.csv)", ""]
+
+
+def _lenet_section(name, results_dir, figures) -> list[str]:
+    """The common section, then Figure 3 and the table beside the paper."""
+    loaded = load_sweep(studies.sweep_dir(results_dir, name))
+    curves_figure(loaded["runs"], os.path.join(figures, f"{name}_curves.png"), studies.STUDIES[name].title)
+    return _study_section(name, results_dir, figures, loaded) + [
+        protocol_time(loaded), "",
+        "### Beside the paper", "",
+        f"The paper: {LENET_SOURCE}. lth_tf: the same protocol on Fashion-MNIST (no lottery-ticket numbers are "
+        "published for it, so the comparison is of the pattern, not the digits). The differences are per seed "
+        f"and in points of test accuracy at the early-stop iteration; test: {stats.TEST}.", "",
+        lenet_table(loaded["runs"]), "",
+        "Test accuracy during training (the paper's Figure 3: the dense network and the tickets nearest 51.3%, "
+        "21.1%, 7.0% and 3.6% of the weights, beside the reinit control at the same rounds):", "",
+        f"![{name} curves](docs/results/{name}_curves.png)", ""]
 
 
 def _mnist1d_section(name, results_dir, figures) -> list[str]:
@@ -457,6 +629,9 @@ def _mnist1d_section(name, results_dir, figures) -> list[str]:
             variants_table(loaded, about), "", gap_ranking(loaded), "", band_summary(loaded), "", effects(loaded), "",
             verdict(loaded), "",
             f"Per-run numbers: [docs/results/{name}.csv](docs/results/{name}.csv)", ""]
+
+
+SECTIONS = {"mnist1d_paper": _mnist1d_section, "lenet_fashion_mnist": _lenet_section}
 
 
 def cli(argv=None) -> int:

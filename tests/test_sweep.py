@@ -192,9 +192,11 @@ def test_results_md_holds_the_runs_numbers_and_figures(resumed_sweep, tmp_path):
     quick study and two of the MNIST-1D study's variants."""
     results_dir = tmp_path / "results"
     shutil.copytree(resumed_sweep[0], results_dir / "quick")
+    shutil.copytree(resumed_sweep[0], results_dir / "lenet_fashion_mnist")
     for variant in ("paper", "geometric"):
         shutil.copytree(resumed_sweep[0], results_dir / "mnist1d_paper" / variant)
-    assert results.write(["quick", "mnist1d_paper", "lenet_fashion_mnist"], str(results_dir), str(tmp_path)) == 0
+    assert results.write(["quick", "mnist1d_paper", "lenet_fashion_mnist", "conv2_fashion_mnist"], str(results_dir),
+                         str(tmp_path)) == 0
     text = (tmp_path / "RESULTS.md").read_text()
     rows = [r for seed in (0, 1) for r in rundir.read_results(results_dir / "quick" / f"seed_{seed}")]
     ticket = [100 * float(r["test_accuracy"]) for r in rows if r["round"] == "1" and r["branch"] == "ticket"]
@@ -205,16 +207,19 @@ def test_results_md_holds_the_runs_numbers_and_figures(resumed_sweep, tmp_path):
     assert line.endswith(f"| {np.mean(random):.1f} [{min(random):.1f}, {max(random):.1f}] |")
     assert "## 1. The quick default" in text and "Ran 2 experiments (seeds 0, 1)" in text
     assert "--sweep_dir=runs/results/quick" in text
-    for name in ("quick", "mnist1d_paper"):
+    for name in ("quick", "mnist1d_paper", "lenet_fashion_mnist", "lenet_fashion_mnist_curves"):
         assert (tmp_path / "docs" / "results" / f"{name}.png").stat().st_size > 10_000
         assert f"(docs/results/{name}.png)" in text
     assert "| dense | " in text and "66.4 / 66.4 | 64.8 / 65.4" in text  # the published numbers, quoted
     assert "| geometric | geometric schedule" in text
     assert "weights: paper +0.0, 95% CI [+0.0, +0.0], p = 1, 2 seeds." in text  # the same runs: no change
     assert text.count("No change is shown to move it.") == 2  # ...so the verdict names none
-    assert "The 3 sweeps below took " in text  # quick and two variants; LeNet's has none
+    assert "The 4 sweeps below took " in text  # quick, LeNet and two variants; Conv-2's has none
     assert "No results yet for: geometric_weights_only" in text
-    assert "## 3. LeNet-300-100 on Fashion-MNIST" in text and "holds no sweep" in text
+    lenet = text.split("## 3. LeNet-300-100 on Fashion-MNIST")[1].split("## 4.")[0]
+    assert "### Beside the paper" in lenet and "(docs/results/lenet_fashion_mnist_curves.png)" in lenet
+    assert "| ticket minus reinit at " in lenet and "trainings) took " in lenet
+    assert "## 4. Conv-2 on Fashion-MNIST" in text and "holds no sweep" in text
 
 
 def test_every_study_names_its_sweep_flags_and_what_it_shortens():
