@@ -59,11 +59,11 @@ ticket-inference: $(BIN)/activate $(FASHION_MNIST)
 # RESULTS.md: `make results` runs the studies' sweeps (resumable; STUDIES=quick,mnist1d_paper for a
 # subset), then rebuilds RESULTS.md and docs/results/ from every study's sweep on disk, even after a failure.
 results: $(BIN)/activate $(FASHION_MNIST)
-	status=0; $(BIN)/python -m lth_tf.results run --studies=$(STUDIES) || status=$$?; \
-	$(BIN)/python -m lth_tf.results report && exit $$status
+	status=0; $(BIN)/python -m studies.results run --studies=$(STUDIES) || status=$$?; \
+	$(BIN)/python -m studies.results report && exit $$status
 
 results-report: $(BIN)/activate
-	$(BIN)/python -m lth_tf.results report
+	$(BIN)/python -m studies.results report
 
 # docs/analyses.md's pictures (docs/analyze/): two seeds of the quick default with every control, one
 # seed under two data orders (rewinding to step 100), two seeds under global pruning (where the rates do not fix

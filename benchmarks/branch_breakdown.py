@@ -70,9 +70,9 @@ def instrument(timers: Timers, trainer: training.Trainer):
     training.rewind = timers.wrap("rewind and restore", training.rewind)
     checkpoints.restore_latest = timers.wrap("rewind and restore", checkpoints.restore_latest)
     rundir.save_arrays = timers.wrap("saving weights", rundir.save_arrays)
-    log = lottery.logging
-    lottery.logging = type("TimedLogging", (), {"info": staticmethod(timers.wrap("console log", log.info)),
-                                                "warning": staticmethod(log.warning)})
+    log = lottery.branch.logging  # the per-step log line
+    lottery.branch.logging = type("TimedLogging", (), {"info": staticmethod(timers.wrap("console log", log.info)),
+                                                       "warning": staticmethod(log.warning)})
 
 
 def step_seconds(train_steps, trainer, splits, steps: int, repeats: int = 3) -> list[float]:

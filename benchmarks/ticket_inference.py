@@ -35,7 +35,7 @@ from absl import app, flags
 
 import lth_tf  # noqa: F401
 from lth_tf import config as config_lib
-from lth_tf import data, export, rundir, tickets
+from lth_tf import data, export, paths, rundir, tickets
 from readme_block import provenance, write_block
 
 flags.DEFINE_string("output_dir", None, "A run with exported rounds (tickets/round_NN/).")
@@ -56,14 +56,13 @@ FLAGS = flags.FLAGS
 
 
 def exported_rounds(output_dir: str) -> list[int]:
-    folder = os.path.join(output_dir, "tickets")
-    return sorted(int(name[len("round_"):]) for name in os.listdir(folder)
-                  if name.startswith("round_") and os.path.exists(os.path.join(folder, name, "ticket.npz")))
+    return [r for r in paths.rounds_in(paths.tickets(output_dir))
+            if os.path.exists(os.path.join(paths.ticket_export(output_dir, r), "ticket.npz"))]
 
 
 def raw_test_examples(output_dir: str, count: int) -> np.ndarray:
     """The run's first `count` test examples as the signature takes them (before normalisation)."""
-    config = config_lib.from_dict(rundir.read_json(os.path.join(output_dir, "config.json")))
+    config = config_lib.from_dict(rundir.read_json(paths.config(output_dir)))
     splits = data.load(config.data)
     scale, mean, std = splits.normalisation
     x = np.resize(splits.x_test, (count, *splits.input_shape))  # repeats the test set if it is smaller
@@ -91,7 +90,7 @@ def median_latencies(serves: dict, x: tf.Tensor, blocks: int, warmup: int) -> di
 
 
 def measure_round(output_dir: str, round_index: int, x_all: np.ndarray, batch_sizes) -> dict:
-    folder = os.path.join(output_dir, "tickets", f"round_{round_index:02d}")
+    folder = paths.ticket_export(output_dir, round_index)
     serves = {form: tf.saved_model.load(os.path.join(folder, form)).signatures["serving_default"]
               for form in (export.DENSE, export.SPARSE)}
     differences = []
@@ -141,7 +140,7 @@ def op_profile(serve, x: tf.Tensor, calls: int, layers) -> dict:
 
 def profile_lines(output_dir: str, round_index: int, pct: float, x: np.ndarray) -> list[str]:
     """The split of one batch-1 call, dense against sparse, as markdown lines."""
-    folder = os.path.join(output_dir, "tickets", f"round_{round_index:02d}")
+    folder = paths.ticket_export(output_dir, round_index)
     _, masks, _ = tickets.read_ticket(os.path.join(folder, "ticket.npz"))
     layers = [name for name in masks if not name.endswith("/bias")]
     split = {form: op_profile(tf.saved_model.load(os.path.join(folder, form)).signatures["serving_default"],

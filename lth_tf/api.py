@@ -20,6 +20,8 @@ import sys
 import numpy as np
 from absl import flags
 
+from lth_tf import paths
+
 # The run directory's copy of arrays given in memory (npz, as --dataset=npz:PATH reads it).
 DATA_FILE = "data.npz"
 # Flags that are find_tickets's own arguments, not settings.
@@ -45,7 +47,7 @@ class Run:
     def config(self) -> dict:
         """config.json: every setting of the experiment, resolved."""
         from lth_tf import rundir
-        return rundir.read_json(os.path.join(self.output_dir, "config.json"))
+        return rundir.read_json(paths.config(self.output_dir))
 
     def masks(self, round_index: int, branch: str = "ticket") -> dict[str, np.ndarray]:
         """{layer (or layer/weight): 0/1 array} a branch of a round trained under."""
@@ -55,7 +57,7 @@ class Run:
     def weights(self, round_index: int, branch: str = "ticket") -> dict[str, np.ndarray]:
         """{layer/weight: array}: a branch's trained weights (masked weights exactly 0)."""
         from lth_tf import rundir
-        return rundir.load_arrays(os.path.join(self.output_dir, f"round_{round_index:02d}", branch, "weights.npz"))
+        return rundir.load_arrays(paths.weights(self.output_dir, round_index, branch))
 
     def summary(self) -> str:
         """The command line's table: accuracy of the ticket and each control per round."""

@@ -14,6 +14,26 @@ import json
 CONTROLS = ("reinit", "random_prune", "reinit_rescaled", "reinit_signed", "shuffle_layerwise")
 
 
+@dataclasses.dataclass(frozen=True)
+class PruneMethod:
+    """A way of finding masks (--prune_method), as the flags see it before TensorFlow loads."""
+    finder: str                   # "module:Class": its MaskFinder (lth_tf.lottery.masks), loaded when a run starts
+    targets: bool = True          # one sparse round per --target_density (False: iterative, over --rounds)
+    sanity_checks: bool = False   # its rounds also train the sanity-check controls and the inverted mask
+
+
+# Every way of finding masks, by --prune_method name: adding one is its MaskFinder and a line here.
+PRUNE_METHODS = {
+    "imp": PruneMethod("lth_tf.lottery.masks:MaskFinder", targets=False),  # --oneshot: lth_tf.lottery.masks.OneShot
+    "early_bird": PruneMethod("lth_tf.lottery.masks:EarlyBird"),
+    "snip": PruneMethod("lth_tf.lottery.masks:AtInit", sanity_checks=True),
+    "grasp": PruneMethod("lth_tf.lottery.masks:AtInit", sanity_checks=True),
+    "synflow": PruneMethod("lth_tf.lottery.masks:AtInit", sanity_checks=True),
+    "magnitude_init": PruneMethod("lth_tf.lottery.masks:AtInit", sanity_checks=True),
+    "random": PruneMethod("lth_tf.lottery.masks:AtInit"),  # its sanity checks would be random masks again
+}
+
+
 class ConfigError(Exception):
     """A configuration that does not make a consistent experiment."""
 
@@ -98,6 +118,36 @@ class ExperimentConfig:
     training: TrainingConfig
     pruning: PruningConfig
     lottery: LotteryConfig
+
+
+# config.json's section.field -> the flag that sets it (lth_tf.flags defines every one; a field set by a flag
+# family names its prefix, mnist1d_*). What prints a config back as flags reads this table.
+FLAG_NAMES = {
+    "data": {"dataset": "dataset", "data_dir": "data_dir", "validation_size": "validation_size",
+             "synthetic_like": "synthetic_like", "augment": "augment", "seed": "seed", "classes": "classes",
+             "mnist1d": "mnist1d_*", "fingerprint": "dataset", "normalisation": "dataset"},  # an npz file's arrays
+    "model": {"name": "model", "width": "width", "init": "init", "initializer": "initializer",
+              "output_layer": "output_layer"},
+    "training": {"optimizer": "optimizer", "learning_rate": "learning_rate", "momentum": "momentum",
+                 "weight_decay": "weight_decay", "batch_size": "batch_size", "train_steps": "train_steps",
+                 "milestones": "milestones", "lr_drop": "lr_drop", "warmup_steps": "warmup_steps",
+                 "eval_every": "eval_every", "log_every": "log_every", "seed": "data_order_seed", "xla": "xla",
+                 "mixed_precision": "mixed_precision"},
+    "pruning": {"strategy": "prune_strategy", "rate_fc": "prune_rate_fc", "rate_conv": "prune_rate_conv",
+                "rate_output": "prune_rate_output", "rate": "prune_rate", "exclude": "prune_exclude",
+                "schedule": "prune_schedule", "step": "prune_step", "biases": "prune_biases", "floor": "prune_floor",
+                "method": "prune_method", "oneshot": "oneshot", "target_density": "target_density",
+                "score_batches": "score_batches", "synflow_iterations": "synflow_iterations",
+                "early_bird_epsilon": "early_bird_epsilon"},
+    "lottery": {"rounds": "rounds", "rewind_step": "rewind_step", "controls": "controls", "seed": "seed",
+                "ticket": "ticket", "prune_from_step": "prune_from_step", "removed": "removed_weights",
+                "retrain": "retrain"},
+}
+
+
+def flag_of(section: str, key: str) -> str:
+    """The command-line flag that sets config.json's section.key (a field of a later lth_tf: its own name)."""
+    return FLAG_NAMES.get(section, {}).get(key, key)
 
 
 def upgrade(saved: dict) -> dict:

@@ -10,8 +10,10 @@ pipe, nohup, CI) it writes plain lines, a progress line at most every
 """
 import contextlib
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 
 import tqdm
@@ -165,3 +167,19 @@ class ExperimentProgress:
         if self.seconds and left > 0:
             text += f", {'~' if short else 'about '}{duration(left * sum(self.seconds) / len(self.seconds))} left"
         return text
+
+
+def stop_on_signals(announce) -> threading.Event:
+    """Ctrl-C and SIGTERM, the same for every command: the first sets the returned event (the caller
+    stops at its next safe point, after a checkpoint) and calls announce(the signal's name); a second
+    raises KeyboardInterrupt, to stop at once."""
+    stop = threading.Event()
+
+    def request(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        announce(signal.Signals(signum).name)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, request)
+    return stop

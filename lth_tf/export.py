@@ -1,61 +1,23 @@
-"""Tickets leave the run directory as files other programs read.
+"""SavedModel export of tickets: the files other programs read.
 
 tickets/round_NN/saved_model/         the trained network of round NN, wrappers stripped,
                                       signature serving_default: raw inputs -> logits, probabilities
 tickets/round_NN/saved_model_sparse/  the same network and signature, every Dense layer held and computed
                                       as its surviving weights alone (--export_format=sparse or both)
-tickets/round_NN/ticket.npz           the ticket itself: masks and rewind weights theta_k
+tickets/round_NN/ticket.npz           the ticket itself: masks and rewind weights theta_k (format: tickets.py)
 tickets/sizes.csv                     bytes of each SavedModel and of its gzip-compressed tar, the dense
                                       gzip size as a fraction of the dense round's; sparse columns once
                                       a round has a sparse SavedModel
 
-The ticket file's format is in tickets.py.
-
 The sparse form (SparseServing; plain TensorFlow loads it, nothing of lth_tf
-needed). A Dense layer's transposed kernel [out, in] is kept as `indices`
-[nnz, 2] (output unit, input unit) in row-major order, int16 where both sizes
-fit (int32 otherwise), and `values` [nnz] float32: 8 bytes a surviving weight
-against 4 a weight in the dense form, so a kernel is smaller below 50% density
-(LeNet-300-100 at 4.5% of its weights: 147,537 bytes on disk against
-1,140,372, 7.7x). The mask decides what is kept (a surviving weight that is
-exactly 0 keeps its place). Biases stay dense: under --prune_biases their
-masked entries are stored as zeros.
-
-It computes x @ kernel with TensorFlow's own kernels, the one chosen by the
-batch size in the graph. Microseconds for LeNet-300-100's fc1 at 4.4% on this
-2-core CPU (medians; the machine was shared, so trust the order, not the digits):
-
-    batch                                           1     8    16    32    256
-    dense MatMul                                  129   128   186   395   1723
-    SparseTensorDenseMatMul (COO)                  92    99   274  1166   4603
-    SparseMatrixMatMul (CSR, converted per call)  406   188   316   345    769
-    gather + segment_sum                          162   254   450   671   5203
-
-The COO product is the cheapest for a few examples but grows fast with the
-batch (one thread); the CSR product (threaded) pays a conversion per call that
-only a batch amortises. Batches of up to SMALL_BATCH examples take the COO
-product, larger ones the CSR product: one tf.cond around the whole network
-(one per layer costs more at batch 1).
-
-What that buys: benchmarks/ticket_inference.py (docs/speed.md's table). At a
-LeNet-300-100 ticket of 4.47% of its weights, 7.7x fewer bytes and faster at
-batch 256, but not at batch 1 at any density. There the call itself (about
-0.2-0.3 ms) outweighs LeNet's arithmetic, and oneDNN's fused dense product
-over fc1's 235,200 weights (about 20-35 us) beats the COO product over its
-10,344 surviving ones (about 40-70 us). Leaner graphs were tried on the
-4.47% ticket, whole loaded signatures at batch 1 against the dense export
-in the same run (one session, medians of 30 blocks, us): COO without the
-cond and with int32 indices 279 vs 249; the same with activations kept
-transposed between layers 313 vs 290; this form with int32 indices 337 vs
-285; gather + unsorted_segment_sum under XLA 395 vs 304 (XLA has no kernel
-for SparseTensorDenseMatMul or SegmentSum), and the dense network under XLA
-325 vs 304. None wins, so the form keeps int16 indices (8 bytes a weight,
-not 12).
-
-Conv layers stay dense in the sparse form (masked, their zeros stored): TensorFlow
-has no sparse convolution on the CPU, and extract_patches + the CSR product
-costs more than the convolution it replaces (Conv-2's 3x3 64->64 layer on
-28x28 at 22.9% density: 3.2 against 1.3 ms at batch 1, 129 against 15 ms at 32).
+needed) keeps a Dense layer's transposed kernel [out, in] as `indices` [nnz, 2]
+in row-major order (int16 where both sizes fit, else int32) and `values` [nnz]
+float32; the mask decides what is kept. Biases stay dense (masked entries
+stored as zeros), and so do conv layers: TensorFlow has no sparse convolution
+on the CPU. Batches of up to SMALL_BATCH examples take the COO product
+(SparseTensorDenseMatMul), larger ones the CSR product, under one tf.cond
+around the whole network. Why these choices, with the measurements behind
+them and what was tried instead: docs/speed.md, "The sparse SavedModel".
 """
 import io
 import os
@@ -65,7 +27,7 @@ import tarfile
 import numpy as np
 import tensorflow as tf
 
-from lth_tf import builders, data, pruning, rundir, tickets
+from lth_tf import builders, data, paths, pruning, rundir, tickets
 from lth_tf.config import ModelConfig, from_dict
 from lth_tf import tfmot_adapter as adapter
 
@@ -211,12 +173,12 @@ def export_forms(model_config: ModelConfig, input_shape, num_classes, normalisat
 def export_from_run(output_dir: str, round_index: int, forms) -> list[str]:
     """Makes the SavedModels `forms` that tickets/round_NN/ lacks from the run's files (its config,
     the round's ticket file and trained weights), without loading the data; returns those made."""
-    folder = os.path.join(output_dir, "tickets", f"round_{round_index:02d}")
+    folder = paths.ticket_export(output_dir, round_index)
     missing = [form for form in forms if not os.path.exists(os.path.join(folder, form))]
     if missing:
-        config = from_dict(rundir.read_json(os.path.join(output_dir, "config.json")))
+        config = from_dict(rundir.read_json(paths.config(output_dir)))
         _, masks, _ = tickets.read_ticket(os.path.join(folder, "ticket.npz"))
-        trained = rundir.load_arrays(os.path.join(output_dir, f"round_{round_index:02d}", "ticket", "weights.npz"))
+        trained = rundir.load_arrays(paths.weights(output_dir, round_index, "ticket"))
         export_forms(config.model, data.input_shape(config.data), data.num_classes(config.data),
                      data.normalisation_of(config.data), trained, masks, folder, missing)
         record_size(output_dir, round_index, 100 * pruning.density(masks), folder)

@@ -14,9 +14,9 @@ import re
 
 from absl import flags
 
-from lth_tf import data, models, rundir
-from lth_tf.config import (CONTROLS, ConfigError, DataConfig, ExperimentConfig, LotteryConfig, ModelConfig,
-                           PruningConfig, TrainingConfig)
+from lth_tf import data, models, paths, rundir
+from lth_tf.config import (CONTROLS, FLAG_NAMES, PRUNE_METHODS, ConfigError, DataConfig, ExperimentConfig,
+                           LotteryConfig, ModelConfig, PruningConfig, TrainingConfig)
 
 STEPS = re.compile(r"[0-9]+(ep)?")
 # The flags are defined here, apart from absl's global FLAGS, and added to FLAGS below (all but names a
@@ -150,7 +150,7 @@ flags.DEFINE_float("prune_step", 0.01, "Linear schedule: fraction of each layer'
                    flag_values=DEFINED)
 flags.DEFINE_bool("prune_biases", False, "Mask biases too, ranked with their layer's kernel by magnitude.",
                   flag_values=DEFINED)
-flags.DEFINE_enum("prune_method", "imp", ["imp", "early_bird", "snip", "grasp", "synflow", "magnitude_init", "random"],
+flags.DEFINE_enum("prune_method", "imp", list(PRUNE_METHODS),
                   "How the sparse rounds' masks are found: imp (iterative magnitude pruning, --rounds rounds); "
                   "snip, grasp, synflow, magnitude_init, random (pruning at initialisation: theta_k scored and "
                   "pruned to each --target_density, trained once, with the reinit, random_prune, shuffle_layerwise "
@@ -313,7 +313,7 @@ def experiment_config(f=FLAGS) -> tuple[ExperimentConfig, list[str]]:
         raise ConfigError("--removed_weights and --ticket cannot be combined: a ticket run starts from its masks")
     lottery_config = LotteryConfig(rounds, rewind, method_controls(f), f.seed, f.ticket, prune_from,
                                    check_masks_file(f.removed_weights, "removed_weights"), f.retrain)
-    model_config = ModelConfig(f.model, f.width, f.init, f.initializer, f.output_layer)
+    model_config = ModelConfig(**{key: f[flag].value for key, flag in FLAG_NAMES["model"].items()})
     return ExperimentConfig(data_cfg, model_config, training_config, pruning_config, lottery_config), warnings
 
 
@@ -325,14 +325,14 @@ SANITY_CONTROLS = ("reinit", "random_prune", "shuffle_layerwise")
 def method_controls(f=FLAGS) -> tuple:
     """--controls, and for an at-init method (but random) the sanity checks' controls."""
     chosen = controls(f)
-    if f.prune_method not in ("imp", "early_bird", "random"):
+    if PRUNE_METHODS[f.prune_method].sanity_checks:
         chosen += tuple(c for c in SANITY_CONTROLS if c not in chosen)
     return chosen
 
 
 def method_config(f, pruning_config: PruningConfig, warnings: list) -> tuple[PruningConfig, int]:
     """(the pruning config with the method's fields, the number of pruned rounds)."""
-    iterative = f.prune_method == "imp" and not f.oneshot
+    iterative = not PRUNE_METHODS[f.prune_method].targets and not f.oneshot
     try:
         targets = sorted({float(t) for t in f.target_density}, reverse=True)
     except ValueError:
@@ -377,7 +377,7 @@ def xla_setting(f=FLAGS) -> bool | str:
     """--xla or --noxla; without either, the choice of the run being resumed, or "auto" (training.use_xla)."""
     if f.xla is not None:
         return f.xla
-    saved = os.path.join(output_dir(f), "config.json")
+    saved = paths.config(output_dir(f))
     return rundir.read_json(saved)["training"].get("xla", False) if os.path.exists(saved) else "auto"
 
 

@@ -12,13 +12,12 @@ import os
 import shlex
 import signal
 import sys
-import threading
 import traceback
 
 from absl import app, flags, logging
 
 from lth_tf import console as console_lib
-from lth_tf import data, rundir, tickets
+from lth_tf import data, paths, rundir, tickets
 from lth_tf import config as config_lib
 from lth_tf import flags as lth_flags
 from lth_tf.config import ConfigError
@@ -59,7 +58,8 @@ def main(argv):
             console.say(f"lth_tf: warning: {warning}")
         progress = console_lib.ExperimentProgress(console)
         previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-        stop = install_stop_handlers(console)
+        stop = console_lib.stop_on_signals(lambda name: console.say(
+            f"lth_tf: {name}: stopping at the next step boundary after a checkpoint (again to stop at once)"))
         try:
             rows = run(lth_flags.FLAGS, stop.is_set, console, progress, checked)
             if rows is not None:
@@ -91,22 +91,6 @@ def _failure(error: BaseException, console) -> tuple[str, int]:
     return f"internal error ({type(error).__name__}: {error}); the traceback is in {where}", 1
 
 
-def install_stop_handlers(console) -> threading.Event:
-    """The first Ctrl-C (or SIGTERM) asks for a stop at the next step boundary,
-    after a checkpoint; a second one stops at once."""
-    stop = threading.Event()
-
-    def request_stop(signum, frame):
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        console.say(f"lth_tf: {signal.Signals(signum).name}: stopping at the next step boundary after a "
-                    "checkpoint (again to stop at once)")
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
-    return stop
-
-
 def preflight(f) -> tuple:
     """(config, warnings, output_dir), every check that needs no TensorFlow
     passed: the flags make an experiment, the run directory holds none other,
@@ -115,7 +99,7 @@ def preflight(f) -> tuple:
     warnings = list(warnings)
     output_dir = lth_flags.output_dir(f)
     if rundir.check_claim(output_dir, dataclasses.asdict(config)):
-        previous = config_lib.upgrade(rundir.read_json(os.path.join(output_dir, "config.json")))
+        previous = config_lib.upgrade(rundir.read_json(paths.config(output_dir)))
         added = rundir.extension(previous, json.loads(json.dumps(dataclasses.asdict(config))))
         if added:
             warnings.append(f"extending the run in {output_dir} ({added}): only what is new trains")

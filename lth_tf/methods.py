@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from lth_tf import networks, pruning
+from lth_tf import hessian, networks, pruning
 from lth_tf import tfmot_adapter as adapter
 from lth_tf.config import PruningConfig
 
@@ -74,13 +74,8 @@ def hessian_gradient(model, masks, batches, temperature: float) -> dict[str, np.
     g first, then the gradient of (dL/dw . g) with g held constant."""
     keys, variables = zip(*_masked_kernels(model, masks))
     g = [tf.constant(v) for v in gradients(model, masks, batches, temperature).values()]
-    total = [tf.zeros_like(v) for v in variables]
-    for images, labels in batches:
-        with tf.GradientTape() as outer:
-            with tf.GradientTape() as inner:
-                loss = _loss(model, images, labels, temperature)
-            z = tf.add_n([tf.reduce_sum(d * c) for d, c in zip(inner.gradient(loss, variables), g)])
-        total = [t + h for t, h in zip(total, outer.gradient(z, variables))]
+    total = hessian.vector_product(lambda images, labels: _loss(model, images, labels, temperature), variables, g,
+                                   batches)
     return {key: (t / len(batches)).numpy() for key, t in zip(keys, total)}
 
 
@@ -117,7 +112,6 @@ class Method:
     passes_per_batch: int = 1                   # forward-backward passes per scoring batch (cost accounting)
     iterations: Callable[[PruningConfig], int] = lambda config: 1
     float64_abs: bool = False                   # score a float64 copy with every variable made absolute
-    sanity_checks: bool = True                  # the run trains the shuffled, reinitialised and inverted masks
 
 
 AT_INIT = {
@@ -126,11 +120,9 @@ AT_INIT = {
     "synflow": Method(synflow, uses_data=False, iterations=lambda config: config.synflow_iterations,
                       float64_abs=True),
     "magnitude_init": Method(magnitude_init, uses_data=False),
-    "random": Method(random, uses_data=False, sanity_checks=False),  # its checks would be random masks again
+    "random": Method(random, uses_data=False),
 }
-"""Methods that prune at initialisation (at theta_k, with --rewind_step)."""
-
-METHODS = ("imp", "early_bird", *AT_INIT)
+"""Methods that prune at initialisation (at theta_k, with --rewind_step): their scoring."""
 
 
 def scoring_passes(config: PruningConfig) -> int:

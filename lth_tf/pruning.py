@@ -216,6 +216,11 @@ def dense_masks(shapes: dict[str, tuple]) -> Masks:
     return {name: np.ones(shape, np.float32) for name, shape in shapes.items()}
 
 
+def without(masks: Masks, removed: Masks) -> Masks:
+    """`masks` less the entries `removed` marks with a nonzero (--removed_weights)."""
+    return {key: (masks[key] * (removed[key] == 0)).astype(np.float32) for key in masks}
+
+
 def density(masks: Masks) -> float:
     """Fraction of prunable weights that survive."""
     total = sum(m.size for m in masks.values())

@@ -19,7 +19,7 @@ import time
 import numpy as np
 from absl import flags
 
-from lth_tf import rundir, stats
+from lth_tf import paths, rundir, stats
 from lth_tf import runs as runs_lib
 from lth_tf.runs import RunError, branches
 
@@ -28,6 +28,14 @@ flags.DEFINE_list("output_dir", [], "Run directories (more may follow as argumen
 flags.DEFINE_string("report_dir", "", "Where the report of several runs goes (default: the run itself for one).",
                     flag_values=REPORT_FLAGS)
 FIGURES = ("accuracy.png", "early_stop.png", "layer_density.png")
+
+
+def pyplot():
+    """matplotlib.pyplot, drawing to files (no display needed): every figure of lth_tf is drawn through it."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
 
 
 def series(runs, branch, column):
@@ -86,9 +94,7 @@ def dense_reference(axis, runs, column, label):
 def plot_all(runs, folder, title):
     """accuracy.png (Figures 1/3 of the paper: at the end of training and at early stop, side by side),
     early_stop.png (Figure 4 style), layer_density.png."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib import ticker
 
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
@@ -207,7 +213,7 @@ def early_bird_text(runs) -> str:
     """When each early-bird ticket was drawn, and how much of the dense training that saved."""
     lines = []
     for run in runs:
-        path = os.path.join(run["dir"], "round_00", "ticket", "early_bird", "state.json")
+        path = paths.early_bird_state(run["dir"])
         if not os.path.exists(path):
             continue
         steps, batch = run["config"]["training"]["train_steps"], run["config"]["training"]["batch_size"]
@@ -297,9 +303,7 @@ def at_targets(runs, targets) -> list[tuple[float, float, list, list]]:
 def plot_methods(groups: dict, path: str, title: str):
     """methods.png: test accuracy vs % weights remaining (every round), and vs
     training steps spent (at each target density, one marker per density)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.lines import Line2D
     figure, (left, right) = plt.subplots(1, 2, figsize=(14, 5.5), sharey=True)
     dense = [float(r["test_accuracy"]) for runs in groups.values() for run in runs for r in run["rows"]

@@ -10,6 +10,7 @@ import zipfile
 
 import numpy as np
 
+from lth_tf import paths
 from lth_tf.config import upgrade
 
 
@@ -93,7 +94,7 @@ def load_arrays(path: str) -> dict[str, np.ndarray]:
 def check_claim(output_dir: str, config: dict) -> bool:
     """True if `output_dir` holds this experiment (a resume) or one it extends (extension()), False
     if it is new or empty; RunDirError if it holds anything else. Writes nothing."""
-    path = os.path.join(output_dir, "config.json")
+    path = paths.config(output_dir)
     config = json.loads(json.dumps(config))  # tuples -> lists, as read back
     if os.path.exists(path):
         try:
@@ -135,16 +136,16 @@ def claim(output_dir: str, config: dict):
     extends (extension()) gets the new config.json; anything else is refused."""
     if check_claim(output_dir, config):
         config = json.loads(json.dumps(config))
-        if upgrade(read_json(os.path.join(output_dir, "config.json"))) != config:
-            write_json(os.path.join(output_dir, "config.json"), config)  # an extension: from now on, this run's
+        if upgrade(read_json(paths.config(output_dir))) != config:
+            write_json(paths.config(output_dir), config)  # an extension: from now on, this run's
         return
     try:
-        write_json(os.path.join(output_dir, "config.json"), json.loads(json.dumps(config)))
+        write_json(paths.config(output_dir), json.loads(json.dumps(config)))
     except OSError as error:
         raise RunDirError(f"cannot write to {output_dir}: {error.strerror}") from error
 
 
-LOCK = ".lock"
+LOCK = paths.LOCK
 
 
 @contextlib.contextmanager
@@ -219,7 +220,7 @@ def write_results(output_dir: str, rows: list[dict]):
     writer = csv.DictWriter(buffer, RESULT_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    path = os.path.join(output_dir, "results.csv")
+    path = paths.results(output_dir)
     if os.path.exists(path) and open(path, "rb").read() == buffer.getvalue().encode():
         return  # finished results are not rewritten
     atomic_write(path, buffer.getvalue().encode())
@@ -227,7 +228,7 @@ def write_results(output_dir: str, rows: list[dict]):
 
 def results_readable(output_dir: str) -> bool:
     """False if results.csv exists but is not a whole table of RESULT_COLUMNS (cut short, damaged)."""
-    path = os.path.join(output_dir, "results.csv")
+    path = paths.results(output_dir)
     if not os.path.exists(path):
         return True
     try:
@@ -241,7 +242,7 @@ def results_readable(output_dir: str) -> bool:
 
 
 def read_results(output_dir: str) -> list[dict]:
-    with open(os.path.join(output_dir, "results.csv")) as f:
+    with open(paths.results(output_dir)) as f:
         return list(csv.DictReader(f))
 
 
@@ -263,11 +264,11 @@ def write_sizes(output_dir: str, rows: list[dict]):
     for row in rows:
         gzipped = row.get("saved_model_gzip_bytes")
         writer.writerow({**row, "gzip_vs_dense_gzip": round(int(gzipped) / dense, 4) if dense and gzipped else ""})
-    atomic_write(os.path.join(output_dir, "tickets", "sizes.csv"), buffer.getvalue().encode())
+    atomic_write(paths.sizes(output_dir), buffer.getvalue().encode())
 
 
 def read_sizes(output_dir: str) -> list[dict]:
-    path = os.path.join(output_dir, "tickets", "sizes.csv")
+    path = paths.sizes(output_dir)
     if not os.path.exists(path):
         return []
     with open(path) as f:

@@ -1,13 +1,13 @@
 """Reading finished (or started) run directories: what lth_tf.report,
-lth_tf.sweep, lth_tf.results and lth_tf.analyze know of a run. No
-TensorFlow; the files are those lth_tf.lottery writes (see its docstring).
+lth_tf.sweep, lth_tf.analyze and studies.results know of a run. No
+TensorFlow; the files are those lth_tf.lottery writes, named in lth_tf.paths.
 """
 import os
 
 import numpy as np
 
-from lth_tf import pruning, rundir, tickets
-from lth_tf.config import upgrade
+from lth_tf import paths, pruning, rundir, tickets
+from lth_tf.config import flag_of, upgrade
 
 SEED_KEYS = {("data", "seed"), ("training", "seed"), ("lottery", "seed")}
 
@@ -18,29 +18,17 @@ class RunError(Exception):
 
 def load_run(output_dir: str) -> dict:
     """results.csv rows, per-round layer densities of the ticket, export sizes, config."""
-    if not os.path.exists(os.path.join(output_dir, "results.csv")):
+    if not os.path.exists(paths.results(output_dir)):
         raise RunError(f"{output_dir} has no results.csv: not a (started) lth_tf run")
     rows = rundir.read_results(output_dir)
     layers = {}
     for row in rows:
         if row["branch"] == "ticket":
-            metrics = rundir.read_json(os.path.join(output_dir, f"round_{int(row['round']):02d}", "ticket",
-                                                    "metrics.json"))
+            metrics = rundir.read_json(paths.metrics(output_dir, int(row["round"]), "ticket"))
             layers[int(row["round"])] = metrics["layer_density"]
     sizes = {int(r["round"]): r for r in rundir.read_sizes(output_dir)}
     return dict(dir=output_dir, rows=rows, layers=layers, sizes=sizes,
-                config=upgrade(rundir.read_json(os.path.join(output_dir, "config.json"))))
-
-
-def flag_name(section: str, key: str) -> str:
-    """The command-line flag that sets config.json's section.key."""
-    if (section, key) == ("training", "seed"):
-        return "data_order_seed"
-    if section in ("data", "lottery") and key == "seed":
-        return "seed"
-    if (section, key) in (("data", "fingerprint"), ("data", "normalisation")):
-        return "dataset"  # the arrays of an npz file
-    return {("model", "name"): "model"}.get((section, key), f"prune_{key}" if section == "pruning" else key)
+                config=upgrade(rundir.read_json(paths.config(output_dir))))
 
 
 def differences(a: dict, b: dict, ignore=()) -> list[str]:
@@ -53,7 +41,7 @@ def differences(a: dict, b: dict, ignore=()) -> list[str]:
             other = b.get(section, {}).get(key)
             if (section, key) not in ignore and value != other and not (same_arrays and (section, key) == (
                     "data", "dataset")):
-                found.append(f"--{flag_name(section, key)} ({value} vs {other})")
+                found.append(f"--{flag_of(section, key)} ({value} vs {other})")
     return list(dict.fromkeys(found))
 
 
@@ -87,7 +75,7 @@ def arrays(run: dict, relative: str, missing: str) -> dict[str, np.ndarray]:
 def masks(run: dict, round_index: int, branch: str = "ticket") -> dict[str, np.ndarray]:
     """The masks a branch of a round trained under (round 0 of a dense start: all ones)."""
     if branch != "ticket":
-        return arrays(run, f"round_{round_index:02d}/{branch}/masks.npz",
+        return arrays(run, paths.branch_masks("", round_index, branch),
                       f"its round {round_index} has no {branch} branch with masks of its own "
                       f"(--controls=...,{branch} and --rounds={round_index} or more)")
     if round_index == 0:
@@ -101,27 +89,25 @@ def masks(run: dict, round_index: int, branch: str = "ticket") -> dict[str, np.n
         dense = {key: np.ones_like(theta_0[pruning.variable_of(key)]) for key in run["layers"].get(0, {})}
         removed = run["config"]["lottery"]["removed"]
         if removed:  # a run with weights removed for good starts without them
-            gone = rundir.load_arrays(removed)
-            return {key: (dense[key] * (gone[key] == 0)).astype(np.float32) for key in dense}
+            return pruning.without(dense, rundir.load_arrays(removed))
         return dense
-    return arrays(run, f"round_{round_index:02d}/masks.npz",
+    return arrays(run, paths.round_masks("", round_index),
                   f"the run stopped before round {round_index} (--rounds={round_index} or more, run to the end)")
 
 
 def rewind_weights(run: dict, round_index: int) -> dict[str, np.ndarray]:
     """The ticket's initialisation: theta_0 in round 0, theta_k (the rewind point) after."""
-    name = "theta_0.npz" if round_index == 0 else "theta_k.npz"
-    return arrays(run, f"init/{name}", "the run never trained its dense round")
+    return arrays(run, paths.rewound("", round_index), "the run never trained its dense round")
 
 
 def start_weights(run: dict, round_index: int) -> dict[str, np.ndarray]:
     """The weights a round's ticket trained from (before its masks), as lottery.branch_start made
-    them: the rewind weights under weight rewinding; under --retrain=lr_rewind or finetune the
-    previous round's trained ticket (one-shot: the dense round's)."""
+    them (paths.ticket_start)."""
     config = run["config"]
-    if round_index == 0 or config["lottery"].get("retrain", "rewind") == "rewind":
-        return rewind_weights(run, round_index)
-    return final_weights(run, 0 if config["pruning"].get("oneshot") else round_index - 1)
+    relative = paths.ticket_start("", round_index, config["lottery"].get("retrain", "rewind"),
+                                  config["pruning"].get("oneshot", False))
+    return arrays(run, relative, "the run never trained its dense round" if "init" in relative else
+                  f"the round before {round_index} did not finish training (rerun the experiment to finish it)")
 
 
 def check_iterative(run: dict, analysis: str, why: str):
@@ -133,6 +119,6 @@ def check_iterative(run: dict, analysis: str, why: str):
 
 
 def final_weights(run: dict, round_index: int, branch: str = "ticket") -> dict[str, np.ndarray]:
-    return arrays(run, f"round_{round_index:02d}/{branch}/weights.npz",
+    return arrays(run, paths.weights("", round_index, branch),
                   f"round {round_index} {branch} did not finish training (rerun the experiment to finish it)")
 

@@ -21,7 +21,7 @@ import tensorflow as tf
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.custom_scalar import summary as custom_scalar_summary
 
-from lth_tf import pruning
+from lth_tf import paths, pruning
 
 LOTTERY_RUN = "lottery"
 
@@ -31,7 +31,7 @@ def lottery_run(output_dir: str) -> str:
 
 
 def branch_run(output_dir: str, round_index: int, branch: str) -> str:
-    return os.path.join(output_dir, "tensorboard", f"round_{round_index:02d}_{branch}")
+    return paths.tensorboard_branch(output_dir, round_index, branch)
 
 
 def branch_writer(output_dir, round_index, branch):

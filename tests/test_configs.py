@@ -1,4 +1,5 @@
-"""Every preset parses and runs a couple of steps on synthetic data."""
+"""Every preset parses and runs a couple of steps on synthetic data; every config field has its flag."""
+import dataclasses
 import glob
 import os
 
@@ -64,3 +65,26 @@ def test_config_trains_three_steps_on_synthetic_data(path, tmp_path):
         metrics = rundir.read_json(str(tmp_path / f"round_{int(row['round']):02d}" / row["branch"] / "metrics.json"))
         assert metrics["history"][-1]["step"] == 3
     flags.FLAGS.unparse_flags()
+
+
+def test_every_config_field_names_a_flag_that_exists():
+    """config.FLAG_NAMES is what a refused rerun or mixed sweep prints (runs.differences): each of its flags
+    must be one a user can type, and every field of config.json must have one."""
+    from lth_tf import config, runs
+    for section in dataclasses.fields(config.ExperimentConfig):
+        for field in dataclasses.fields(section.type if not isinstance(section.type, str) else
+                                        getattr(config, section.type)):
+            flag = config.flag_of(section.name, field.name)
+            assert field.name in config.FLAG_NAMES[section.name], (section.name, field.name)
+            assert flag.rstrip("*") in lth_flags.DEFINED or any(
+                name.startswith(flag.rstrip("*")) for name in lth_flags.DEFINED), (section.name, field.name, flag)
+    # the seven the old naming rule got wrong
+    a = {"data": {"mnist1d": {}}, "lottery": {"removed": ""},
+         "pruning": {"oneshot": False, "target_density": [0.5], "score_batches": 1, "synflow_iterations": 100,
+                     "early_bird_epsilon": 0.1}}
+    b = {"data": {"mnist1d": {"seed": 1}}, "lottery": {"removed": "m.npz"},
+         "pruning": {"oneshot": True, "target_density": [0.2], "score_batches": 2, "synflow_iterations": 10,
+                     "early_bird_epsilon": 0.2}}
+    assert [d.split(" ")[0] for d in runs.differences(a, b)] == [
+        "--mnist1d_*", "--removed_weights", "--oneshot", "--target_density", "--score_batches",
+        "--synflow_iterations", "--early_bird_epsilon"]

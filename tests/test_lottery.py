@@ -252,7 +252,7 @@ def test_a_finished_run_extended_by_rounds_and_a_control_trains_only_what_is_new
     def recorded(experiment, round_index, branch, masks, options):
         trained.append((round_index, branch))
         return real(experiment, round_index, branch, masks, options)
-    monkeypatch.setattr(lottery, "run_branch", recorded)
+    monkeypatch.setattr(lottery.branch, "run_branch", recorded)
     _, rows = run_tiny(mnist1d, tmp_path, rounds=3, controls=("reinit", "random_prune"))
     assert trained == [(1, "random_prune"), (2, "random_prune"), (3, "ticket"), (3, "reinit"), (3, "random_prune")]
     assert [(r["round"], r["branch"]) for r in rows] == [(0, "ticket")] + [

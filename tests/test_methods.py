@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from conftest import check_every_step, tiny_config
 
-from lth_tf import early_bird, lottery, methods, networks, pruning, rundir, training
+from lth_tf import early_bird, lottery, methods, networks, paths, pruning, rundir, training
 from lth_tf import tfmot_adapter as adapter
 from lth_tf.config import PruningConfig
 
@@ -312,7 +312,7 @@ def test_an_early_bird_run_trains_the_drawn_ticket_and_counts_the_steps_to_the_d
     config = method_config(train_steps=400, rounds=1, controls=(), method="early_bird", target_density=(0.3,),
                            early_bird_epsilon=0.09, training_changes=dict(batch_size=100, eval_every=50))
     experiment, rows = run(config, mnist1d, tmp_path)
-    folder = lottery.early_bird_folder(experiment)
+    folder = paths.early_bird(experiment.output_dir)
     state = early_bird.read_state(folder)
     distances = {int(e): d for e, d in state["0.3"]["distances"].items()}
     assert sorted(distances) == list(range(2, 12))  # 35 steps an epoch: epochs 1..11, each against the one before

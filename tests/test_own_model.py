@@ -122,7 +122,7 @@ def test_every_branch_starts_from_theta_k_under_its_masks_bit_for_bit(own_run):
 def test_calling_again_resumes_and_trains_nothing(own_run, arrays, monkeypatch):
     run, _ = own_run
     before = open(os.path.join(run.output_dir, "results.csv")).read()
-    monkeypatch.setattr(lottery, "run_branch", lambda *a, **k: pytest.fail("a finished branch was trained again"))
+    monkeypatch.setattr(lottery.branch, "run_branch", lambda *a, **k: pytest.fail("a finished branch was trained again"))
     again = lth_tf.find_tickets(user_models.small_cnn, data=arrays, output_dir=run.output_dir, **SETTINGS)
     assert open(os.path.join(again.output_dir, "results.csv")).read() == before
     with pytest.raises(lth_tf.Error, match="another config .*fingerprint"):

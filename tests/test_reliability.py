@@ -147,7 +147,7 @@ def diverge_in(branch_to_fail, run_branch):
 
 
 def test_nan_in_a_control_is_recorded_and_skipped_with_on_nan_skip(mnist1d, tmp_path, monkeypatch):
-    monkeypatch.setattr(lottery, "run_branch", diverge_in("reinit", lottery.run_branch))
+    monkeypatch.setattr(lottery.branch, "run_branch", diverge_in("reinit", lottery.run_branch))
     experiment = lottery.prepare(tiny_config(rounds=2), mnist1d, training.make_strategy("default"), str(tmp_path))
     rows = lottery.run(experiment, lottery.RunOptions(on_nan="skip"))
     status = {(r["round"], r["branch"]): r["status"] for r in rows}
@@ -157,7 +157,7 @@ def test_nan_in_a_control_is_recorded_and_skipped_with_on_nan_skip(mnist1d, tmp_
 
 
 def test_nan_stops_the_run_naming_round_and_step_and_keeps_finished_rounds(mnist1d, tmp_path, monkeypatch):
-    monkeypatch.setattr(lottery, "run_branch", diverge_in("ticket", lottery.run_branch))
+    monkeypatch.setattr(lottery.branch, "run_branch", diverge_in("ticket", lottery.run_branch))
     experiment = lottery.prepare(tiny_config(rounds=2), mnist1d, training.make_strategy("default"), str(tmp_path))
     with pytest.raises(lottery.Failed, match="round 1 ticket: training loss is nan at step 17"):
         lottery.run(experiment, lottery.RunOptions(on_nan="skip"))  # a diverged ticket stops even with skip

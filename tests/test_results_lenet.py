@@ -3,7 +3,7 @@ per-seed differences and tests on hand-made runs whose answers are worked out
 by hand, and the paper's figures drawn from them."""
 import numpy as np
 
-from lth_tf import results
+from studies import results
 
 PCTS = {0: 100.0, 1: 51.3, 2: 21.1, 3: 7.0, 4: 3.6}
 DENSE = (0.880, 0.890, 0.900)

@@ -16,8 +16,10 @@ import time
 import numpy as np
 import pytest
 
-from lth_tf import main, results, rundir, studies, sweep
+import studies
 from lth_tf import flags as lth_flags
+from lth_tf import main, rundir, sweep
+from studies import results
 
 TINY = ["--model=mlp_32_16", "--optimizer=sgd", "--learning_rate=0.05", "--batch_size=50", "--train_steps=30",
         "--eval_every=10", "--log_every=10", "--rounds=1", "--controls=reinit", "--export=none",
@@ -253,7 +255,7 @@ def test_the_local_pool_splits_the_cores_between_its_experiments(monkeypatch, tm
 def test_a_sweep_refuses_other_settings_and_never_averages_runs_of_other_settings(tmp_path):
     """One seed at 30 steps and lr 0.05, then two seeds at 90 steps and lr 0.5 on the same sweep_dir: refused
     in one line, nothing run (also for a sweep.json from before settings were recorded); and a run of other
-    settings put in the sweep by hand is not averaged by the sweep's tables or lth_tf.results."""
+    settings put in the sweep by hand is not averaged by the sweep's tables or studies.results."""
     sweep_dir = tmp_path / "sweep"
     assert run_sweep("--seeds=0", f"--sweep_dir={sweep_dir}", "--parallel=1", *TINY).returncode == 0
     other = [a for a in TINY if not a.startswith(("--train_steps", "--learning_rate"))] + [

@@ -43,13 +43,12 @@ TensorFlow; those that train go through lth_tf's training loop (and removal
 through the IMP driver, whose runs its searches are).
 """
 import os
-import signal
 import sys
-import threading
 import time
 
 from absl import flags
 
+from lth_tf import console
 from lth_tf import runs as runs_lib
 from lth_tf.analyze import layers, movement, overlap
 
@@ -150,21 +149,6 @@ SUBCOMMANDS = {
 TRAINING = ("removal", "instability", "landscape", "transfer", "infoplane")
 
 
-def stop_on_signals() -> threading.Event:
-    """The first Ctrl-C (or SIGTERM) stops training at the next step boundary, after a checkpoint."""
-    stop = threading.Event()
-
-    def request(signum, frame):
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        sys.stderr.write("lth_tf.analyze: stopping at the next step boundary after a checkpoint (again to stop "
-                         "at once)\n")
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, request)
-    return stop
-
-
 def cli(argv=None) -> int:
     argv = list(sys.argv if argv is None else argv)
     ANALYZE_FLAGS.unparse_flags()
@@ -195,7 +179,9 @@ def cli(argv=None) -> int:
             if ANALYZE_FLAGS.deterministic:
                 from lth_tf import training
                 training.make_deterministic()
-            should_stop = stop_on_signals().is_set
+            should_stop = console.stop_on_signals(lambda name: sys.stderr.write(
+                f"lth_tf.analyze: {name}: stopping at the next step boundary after a checkpoint (again to stop "
+                "at once)\n")).is_set
         written = SUBCOMMANDS[name](runs, folder, ANALYZE_FLAGS, should_stop)
     except (flags.Error, runs_lib.RunError) as error:
         sys.stderr.write(f"lth_tf.analyze: error: {str(error).replace('ERROR:: ', '')}\n")

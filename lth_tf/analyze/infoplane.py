@@ -28,7 +28,7 @@ import os
 
 import numpy as np
 
-from lth_tf import models, pruning, report, rundir
+from lth_tf import models, paths, pruning, report, rundir
 from lth_tf import runs as runs_lib
 from lth_tf.analyze import retrain
 
@@ -134,7 +134,7 @@ def analyze(run: dict, folder: str, rounds: list[int], branches: list[str], snap
     rows = []
     for round_index, branch in chosen:
         weights, masks, start = retrain.branch_start(run, opened, round_index, branch)
-        piece = os.path.join(out, f"round_{round_index:02d}", branch)
+        piece = os.path.join(out, paths.round_folder(round_index), branch)
         steps = snapshot_steps(start, end, snapshots)
         saved = os.path.join(piece, "activations")
 
@@ -143,7 +143,7 @@ def analyze(run: dict, folder: str, rounds: list[int], branches: list[str], snap
             outputs = probe.predict(x, batch_size=1000, verbose=0)
             rundir.save_arrays(path, {f"T{i}": a.astype(np.float16) for i, a in enumerate(outputs, start=1)})
 
-        if not os.path.exists(os.path.join(piece, "metrics.json")) and not os.path.exists(
+        if not os.path.exists(os.path.join(piece, paths.METRICS)) and not os.path.exists(
                 os.path.join(saved, f"step_{start:07d}.npz")):
             from lth_tf import training
             training.rewind(opened.trainer, weights, masks, start)
@@ -194,9 +194,7 @@ def section(rows, layer_names, estimator, bins, variance, n) -> str:
 
 
 def plot(rows, layer_names, path, estimator, bins, variance, n) -> str:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = report.pyplot()
     from matplotlib.colors import LogNorm
     networks = list(dict.fromkeys((r["round"], r["branch"]) for r in rows))
     figure, axes = plt.subplots(len(layer_names), len(networks), figsize=(3.4 * len(networks) + 1.2,

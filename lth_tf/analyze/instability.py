@@ -24,7 +24,7 @@ import os
 
 import numpy as np
 
-from lth_tf import report, rundir, runs as runs_lib
+from lth_tf import paths, report, rundir, runs as runs_lib
 from lth_tf.analyze import retrain
 
 STABLE = 0.02  # the paper's threshold on the error barrier
@@ -92,7 +92,7 @@ def theta_k(opened, run, k: int, out: str, progress, should_stop) -> dict:
     metrics = retrain.train_piece(opened.trainer, opened.splits, runs_lib.start_weights(run, 0),
                                   runs_lib.masks(run, 0), 0, k, folder, should_stop)
     progress.piece_done(f"theta_k at step {k}", metrics)
-    return rundir.load_arrays(os.path.join(folder, "weights.npz"))
+    return rundir.load_arrays(os.path.join(folder, paths.WEIGHTS))
 
 
 def check(run, rounds, rewind_steps, opened_steps=None):
@@ -124,14 +124,14 @@ def analyze(run, folder, rounds, rewind_steps, pairs=1, alphas=30, path="pairs",
             masks = runs_lib.masks(run, round_index)
             pct = _pct(run, round_index)
             for pair in range(pairs):
-                where = os.path.join(out, f"round_{round_index:02d}", f"k_{k}", f"pair_{pair}")
+                where = os.path.join(out, paths.round_folder(round_index), f"k_{k}", f"pair_{pair}")
                 ends = []
                 for copy in ("a", "b"):
                     trainer = retrain.with_data_order(opened.trainer, retrain.data_seed(pair, ord(copy)))
                     metrics = retrain.train_piece(trainer, opened.splits, start, masks, k, end,
                                                   os.path.join(where, f"copy_{copy}"), should_stop)
                     progress.piece_done(f"round {round_index} k={k} pair {pair} copy {copy}", metrics)
-                    ends.append(rundir.load_arrays(os.path.join(where, f"copy_{copy}", "weights.npz")))
+                    ends.append(rundir.load_arrays(os.path.join(where, f"copy_{copy}", paths.WEIGHTS)))
                 result_path = os.path.join(where, "path.json")
                 if not os.path.exists(result_path):
                     rundir.write_json(result_path, evaluate_path(opened, *ends, masks, alphas))
@@ -188,9 +188,7 @@ def section(barriers) -> str:
 
 
 def plot(points, barriers, path) -> str:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = report.pyplot()
     rows = summarise(barriers)
     steps = sorted({r["rewind_step"] for r in rows})
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
@@ -224,9 +222,7 @@ def plot(points, barriers, path) -> str:
 
 def _init_paths(run, opened, folder, rounds, alphas) -> list[str]:
     """--path=init: error along each round's starting weights -> trained weights."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = report.pyplot()
     rows = []
     figure, axis = plt.subplots(figsize=(6.5, 4.5))
     for n, round_index in enumerate(rounds):

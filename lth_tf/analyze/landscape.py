@@ -32,7 +32,7 @@ import time
 
 import numpy as np
 
-from lth_tf import pruning, report, rundir, runs as runs_lib
+from lth_tf import paths, pruning, report, rundir, runs as runs_lib
 from lth_tf.console import duration
 from lth_tf.runs import RunError
 
@@ -69,7 +69,7 @@ def grid_axis(resolution: int, span: float) -> np.ndarray:
 def evaluate_round(opened, run: dict, round_index: int, resolution: int, span: float, examples: int) -> dict:
     """The round's line, plane, rises and Hessian eigenvalue (arrays for round_NN.npz)."""
     import tensorflow as tf
-    from lth_tf import training
+    from lth_tf import hessian, training
     from lth_tf import tfmot_adapter as adapter
     theta, masks = runs_lib.final_weights(run, round_index), runs_lib.masks(run, round_index)
     training.rewind(opened.trainer, theta, masks, 0)
@@ -114,19 +114,13 @@ def evaluate_round(opened, run: dict, round_index: int, resolution: int, span: f
     masks_t = [tf.constant(masks[k], tf.float32) for k in masks if not pruning.is_bias(k)]
     train, n = sets[0], float(sum(int(y.shape[0]) for _, y in sets[0]))
 
+    def train_loss(x, y):  # the batch's share of the mean training loss
+        logits = model(x, training=False)
+        return tf.reduce_sum(tf.keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)) / n
+
     @tf.function
     def hvp(vector):  # H·v of the training loss over the kernels, restricted to the mask
-        total = [tf.zeros_like(v) for v in vector]
-        for x, y in train:
-            with tf.GradientTape() as outer:
-                with tf.GradientTape() as inner:
-                    logits = model(x, training=False)
-                    loss = tf.reduce_sum(tf.keras.losses.sparse_categorical_crossentropy(
-                        y, logits, from_logits=True)) / n
-                grads = inner.gradient(loss, variables)
-                dot = tf.add_n([tf.reduce_sum(g * v) for g, v in zip(grads, vector)])
-            total = [t + h * m for t, h, m in zip(total, outer.gradient(dot, variables), masks_t)]
-        return total
+        return [h * m for h, m in zip(hessian.vector_product(train_loss, variables, vector, train), masks_t)]
 
     vector = [tf.constant(rng.standard_normal(m.shape).astype(np.float32)) * m for m in masks_t]
     eigenvalue = 0.0
@@ -154,7 +148,7 @@ def analyze(run: dict, folder: str, rounds: list[int], resolution: int = 25, spa
     settings = np.array([resolution, span, examples, HESSIAN_ITERATIONS], np.float64)
     results, opened, spent, computed = {}, None, 0.0, 0
     for done, r in enumerate(rounds, start=1):
-        path, started = os.path.join(folder, "landscape", f"round_{r:02d}.npz"), time.time()
+        path, started = os.path.join(folder, "landscape", f"{paths.round_folder(r)}.npz"), time.time()
         saved = rundir.load_arrays(path) if os.path.exists(path) else None
         if saved is not None and np.array_equal(saved["settings"], settings):
             results[r], how = saved, "done before"
@@ -181,24 +175,22 @@ def analyze(run: dict, folder: str, rounds: list[int], resolution: int = 25, spa
         summary.append(dict(round=r, weights_remaining_pct=pct[r], train_loss_centre=float(res["centre"][0]),
                             test_loss_centre=float(res["centre"][2]), rise_train=float(res["rise"][0]),
                             rise_test=float(res["rise"][1]), hessian_top=float(res["hessian_top"])))
-    paths = [os.path.join(folder, name) for name in ("landscape.csv", "landscape_summary.csv", "landscape.png")]
-    for path, columns, table in ((paths[0], COLUMNS, rows), (paths[1], SUMMARY, summary)):
+    written = [os.path.join(folder, name) for name in ("landscape.csv", "landscape_summary.csv", "landscape.png")]
+    for path, columns, table in ((written[0], COLUMNS, rows), (written[1], SUMMARY, summary)):
         rundir.write_csv(path, table, columns, significant=6)
-    plot(results, pct, paths[2], run["config"]["model"]["name"])
+    plot(results, pct, written[2], run["config"]["model"]["name"])
     report.write_section(folder, "landscape", section(summary, span, examples))
-    return paths
+    return written
 
 
 def plot(results: dict, pct: dict, path: str, model: str):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib import ticker
+    plt = report.pyplot()
+    from matplotlib import colors, ticker
     n = len(results)
     planes = [res["plane"][..., 0] for res in results.values()]
     low, high = min(p.min() for p in planes), max(p.max() for p in planes)
     # Log-spaced levels when the loss is positive: the bowl's floor, where the rounds differ, gets its share.
-    norm = matplotlib.colors.LogNorm(low, high) if low > 0 else matplotlib.colors.Normalize(low, high)
+    norm = colors.LogNorm(low, high) if low > 0 else colors.Normalize(low, high)
     levels = np.geomspace(low, high, 30) if low > 0 else np.linspace(low, high, 30)
     figure = plt.figure(figsize=(4.3 * n + 1.5, 13))
     grid = figure.add_gridspec(3, n + 1, width_ratios=[1] * n + [0.05], height_ratios=[1, 1, 0.9], hspace=0.35)

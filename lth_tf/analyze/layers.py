@@ -57,9 +57,7 @@ def table(runs) -> list[dict]:
 
 
 def plot(rows, path, title):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = report.pyplot()
     layers = list(dict.fromkeys(r["layer"] for r in sorted(rows, key=lambda r: r["depth"])))
     rounds = sorted({r["round"] for r in rows})
     colours = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(rounds)))

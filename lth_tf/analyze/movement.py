@@ -78,9 +78,7 @@ def rounds_with_next(runs) -> list[int]:
 
 
 def plot(arrays: dict, path: str, title: str, bins: int):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = report.pyplot()
     figure, axes = plt.subplots(2, len(arrays), figsize=(3.2 * len(arrays) + 1, 6), squeeze=False)
     for column, (layer, parts) in enumerate(arrays.items()):
         for row, (what, xlabel) in enumerate((("movement", "|θ_final − θ_start|"), ("start", "|θ_start|"))):

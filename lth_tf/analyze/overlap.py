@@ -96,9 +96,7 @@ def mean_by(rows, *keys) -> dict:
 
 
 def plot(runs, rows, path, title):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = report.pyplot()
     means = mean_by(rows, "branch", "layer", "round")
     layers = list(dict.fromkeys(r["layer"] for r in rows))
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))

@@ -24,7 +24,7 @@ import os
 import numpy as np
 
 from lth_tf import config as config_lib
-from lth_tf import pruning, report, rundir, runs as runs_lib
+from lth_tf import paths, pruning, report, rundir, runs as runs_lib
 from lth_tf.analyze import retrain
 
 COLUMNS = ("ticket", "weights_remaining_pct", "removed_pct", "search_rounds", "ticket_test_accuracy",
@@ -107,7 +107,7 @@ def check(run, target_round, n_tickets):
 def analyze(run: dict, folder: str, target_round: int, n_tickets: int, should_stop=lambda: False) -> list[str]:
     check(run, target_round, n_tickets)
     from lth_tf import tfmot_adapter as adapter
-    out = os.path.join(folder, f"removal_round_{target_round:02d}")
+    out = os.path.join(folder, f"removal_{paths.round_folder(target_round)}")
     os.makedirs(out, exist_ok=True)
     base = config_lib.from_dict(run["config"])
     opened = retrain.open_run(run)
@@ -175,9 +175,7 @@ def write(rows, folder, target_round) -> list[str]:
 
 
 def plot(rows, path, target_round):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = report.pyplot()
     j = [r["ticket"] for r in rows]
     figure, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4.5))
     left.plot(j, [r["ticket_test_accuracy"] for r in rows], "o-", label="ticket j (found with tickets 1..j-1 removed)")

@@ -9,17 +9,13 @@ read back, never trained again. TensorFlow loads on the first call here.
 """
 import dataclasses
 import os
-import time
 
 import numpy as np
 
 from lth_tf import config as config_lib
-from lth_tf import rundir
+from lth_tf import paths, rundir
 from lth_tf import runs as runs_lib
 from lth_tf.console import duration
-
-CHECKPOINT_SECONDS = 30.0  # epoch-end checkpoints once the last is this old, as the driver does
-
 
 @dataclasses.dataclass
 class Opened:
@@ -49,12 +45,7 @@ def open_config(config: config_lib.ExperimentConfig, strategy=None) -> Opened:
 def branch_start(run: dict, opened: Opened, round_index: int, branch: str):
     """(weights, masks, first step) the run's branch trained from, as its driver made them."""
     from lth_tf import lottery
-    initial = runs_lib.masks(run, 0)
-    dense = {key: np.ones_like(mask) for key, mask in initial.items()}
-    removed = opened.config.lottery.removed
-    allowed = lottery.available_masks(removed, dense) if removed else dense
-    experiment = lottery.Experiment(opened.config, opened.splits, opened.trainer, run["dir"],
-                                    runs_lib.start_weights(run, 0), initial, allowed)
+    experiment = lottery.reopen(opened.config, opened.splits, opened.trainer, run["dir"])
     return lottery.branch_start(experiment, round_index, branch, runs_lib.masks(run, round_index))
 
 
@@ -70,34 +61,20 @@ def data_seed(*parts: int) -> int:
 
 def train_piece(trainer, splits, state, masks, start: int, end: int, folder: str,
                 should_stop=lambda: False, at_steps=(), on_step=lambda step: None) -> dict:
-    """Trains state x masks from step `start` to `end` into folder/weights.npz; returns its
-    metrics (final and early-stop evaluation, history, seconds, trained=whether it trained now).
-    on_step(step) hears of every step in at_steps that this call trains through."""
-    from lth_tf import checkpoints, training
-    from lth_tf import tfmot_adapter as adapter
-    done = os.path.join(folder, "metrics.json")
+    """Trains state x masks from step `start` to `end` into folder/weights.npz (lottery.train_branch, as
+    the driver trains a branch); returns its metrics (final and early-stop evaluation, history, seconds,
+    trained=whether it trained now). on_step(step) hears of every step in at_steps that this call trains
+    through."""
+    from lth_tf import checkpoints, lottery, training
+    done = os.path.join(folder, paths.METRICS)
     if os.path.exists(done):
         return dict(rundir.read_json(done), trained=False)
-    checkpoint_dir = os.path.join(folder, "checkpoints")
-    training.rewind(trainer, state, masks, start)
-    resumed = checkpoints.restore_latest(trainer, checkpoint_dir)
-    history, spent, step = (resumed["history"], resumed["seconds"], resumed["step"]) if resumed else ([], 0.0, start)
-    started = last = time.time()
-
-    def on_checkpoint(at, records, due):
-        nonlocal last
-        if due or time.time() - last >= CHECKPOINT_SECONDS:
-            checkpoints.save(trainer, checkpoint_dir, at, records, spent + time.time() - started)
-            last = time.time()
-
-    hooks = training.Hooks(on_checkpoint=on_checkpoint, should_stop=should_stop, at_steps=tuple(at_steps),
-                           on_step=on_step)
-    history = training.train(trainer, splits, step, end, hooks, history)
-    rundir.save_arrays(os.path.join(folder, "weights.npz"), adapter.get_state(trainer.model))
-    metrics = dict(final=history[-1], early_stop=training.early_stop(history), history=history,
-                   seconds=spent + time.time() - started, start=start, end=end, data_order_seed=trainer.config.seed)
+    hooks = training.Hooks(should_stop=should_stop, at_steps=tuple(at_steps), on_step=on_step)
+    history, seconds, _ = lottery.train_branch(trainer, splits, state, masks, start, end, folder, hooks)
+    metrics = dict(final=history[-1], early_stop=training.early_stop(history), history=history, seconds=seconds,
+                   start=start, end=end, data_order_seed=trainer.config.seed)
     rundir.write_json(done, metrics)
-    checkpoints.clear(checkpoint_dir)
+    checkpoints.clear(os.path.join(folder, "checkpoints"))
     return dict(metrics, trained=True)
 
 

@@ -35,7 +35,7 @@ import textwrap
 import numpy as np
 
 from lth_tf import config as config_lib
-from lth_tf import data, pruning, report, rundir
+from lth_tf import data, paths, pruning, report, rundir
 from lth_tf import runs as runs_lib
 from lth_tf.analyze import retrain
 
@@ -81,7 +81,7 @@ def describe(source: dict, target: dict) -> str:
                 said += [f"mnist1d_{arg}={_text(v)}" for arg, v in sorted(value.items()) if (before or {}).get(arg) != v]
                 said += [f"mnist1d_{arg}=default" for arg in sorted(set(before or {}) - set(value))]
             elif value != before:
-                said.append(f"{runs_lib.flag_name(section, key)}={_text(value)}")
+                said.append(f"{config_lib.flag_of(section, key)}={_text(value)}")
     return " ".join(f"--{s}" for s in dict.fromkeys(said)) or "the source task itself"
 
 
@@ -188,7 +188,7 @@ def analyze(run: dict, folder: str, target_spec: str, rounds: list[int], should_
         for branch in TRAINED:
             weights, masks = piece_start(branch, theta_a, masks_a, fresh, dense_b,
                                          branch_seeds(target.lottery.seed, round_index), output)
-            piece = os.path.join(out, f"round_{round_index:02d}", branch)
+            piece = os.path.join(out, paths.round_folder(round_index), branch)
             metrics = retrain.train_piece(experiment.trainer, splits, weights, masks, start, end, piece, should_stop)
             progress.piece_done(f"round {round_index} {branch}", metrics)
             rows.append(dict(target=label, target_id=target_id, round=round_index, branch=branch,
@@ -271,9 +271,7 @@ def task_text(config: dict) -> str:
 
 
 def plot(rows, path, source_dir, task_a) -> str:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = report.pyplot()
     from matplotlib import ticker
     targets = _targets(rows)
     figure, axes = plt.subplots(1, len(targets), figsize=(6.2 * len(targets), 4.6), squeeze=False)

@@ -20,7 +20,6 @@ from their checkpoints. No TensorFlow in this process.
 import concurrent.futures
 import os
 import platform
-import signal
 import subprocess
 import sys
 import threading
@@ -30,7 +29,7 @@ import numpy as np
 from absl import flags
 
 from lth_tf import console as console_lib
-from lth_tf import data, rundir
+from lth_tf import data, paths, rundir
 from lth_tf import runs as runs_lib
 from lth_tf.config import ConfigError, upgrade
 from lth_tf.sweep import plan, pools, tables
@@ -141,7 +140,7 @@ def check_settings(sweep_dir: str, state: dict, checked: list):
         point = plan.point_name(experiment["point"])
         if point not in recorded and tables.is_finished(experiment, state):
             recorded[point] = plan.settings(upgrade(rundir.read_json(
-                os.path.join(experiment["output_dir"], "config.json"))))
+                paths.config(experiment["output_dir"]))))
     for experiment, _, config in checked:
         if not config:  # flags that make no experiment: that experiment fails alone
             continue
@@ -222,9 +221,7 @@ def progress_line(pending: list[dict], total: int) -> str:
     running = []
     for experiment in pending:
         if os.path.exists(os.path.join(experiment["output_dir"], rundir.LOCK)):
-            rounds = [int(name[len("round_"):]) for name in os.listdir(experiment["output_dir"])
-                      if name.startswith("round_") and name[len("round_"):].isdigit()]
-            running.append((max(rounds, default=0), experiment))
+            running.append((max(paths.rounds_in(experiment["output_dir"]), default=0), experiment))
     if not running:
         return ""
     at, slowest = min(running, key=lambda item: (item[0] / max(item[1].get("rounds", 0), 1), item[1]["name"]))
@@ -255,7 +252,9 @@ def cli(argv=None, should_stop=None) -> int:
             pool_factory = lambda: pools.RayPool(f.ray_address, f.cpus_per_run, f.gpus_per_run, f.parallel)  # noqa: E731
         else:
             pool_factory = lambda: pools.LocalPool(parallel)  # noqa: E731
-        stop = should_stop or _stop_on_signals()
+        stop = should_stop or console_lib.stop_on_signals(lambda name: sys.stderr.write(
+            f"lth_tf.sweep: {name}: stopping the running experiments at their next checkpoint; rerun the same "
+            "command to resume\n")).is_set
         state = run_sweep(os.path.abspath(f.sweep_dir), grid, seeds, base_argv, pool_factory,
                           say=lambda line: print(line, file=sys.stderr, flush=True), should_stop=stop)
     except KeyboardInterrupt:
@@ -284,16 +283,3 @@ def summarize(state, sweep_dir) -> int:
     return 1 if counts["failed"] else 0
 
 
-def _stop_on_signals():
-    """Ctrl-C / SIGTERM: running experiments checkpoint and stop, no new ones start."""
-    stop = threading.Event()
-
-    def request(signum, frame):
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        sys.stderr.write(f"lth_tf.sweep: {signal.Signals(signum).name}: stopping the running experiments at "
-                         "their next checkpoint; rerun the same command to resume\n")
-    signal.signal(signal.SIGINT, request)
-    signal.signal(signal.SIGTERM, request)
-    return stop.is_set

@@ -6,7 +6,7 @@ import os
 import numpy as np
 
 from lth_tf import console as console_lib
-from lth_tf import report, rundir
+from lth_tf import paths, report, rundir
 from lth_tf import runs as runs_lib
 from lth_tf.sweep.plan import grid_points, point_name
 
@@ -20,7 +20,7 @@ def grid_text(grid_json) -> str:
 def is_finished(experiment, state) -> bool:
     record = state["experiments"].get(experiment["name"], {})
     return record.get("status") == "finished" and os.path.exists(
-        os.path.join(experiment["output_dir"], "results.csv"))
+        paths.results(experiment["output_dir"]))
 
 
 SWEEP_COLUMNS = ("round", "branch", "weights_remaining_pct") + tuple(

@@ -1,6 +1,10 @@
-"""The studies behind RESULTS.md: each one or more replicate sweeps
-(lth_tf.sweep) under --results_dir/<study>[/<variant>]; lth_tf.results runs
-them and turns their outputs into RESULTS.md.
+"""The studies behind RESULTS.md: this repository's own research with lth_tf,
+kept beside the library rather than in it (nothing in lth_tf imports this
+package, and it is not installed with lth_tf; it runs from a checkout).
+
+Each study is one or more replicate sweeps (lth_tf.sweep) under
+--results_dir/<study>[/<variant>]; studies.results runs them and turns their
+outputs into RESULTS.md (`make results`).
 """
 import dataclasses
 import os
@@ -82,7 +86,7 @@ def run(names, results_dir, parallel=0) -> int:
     worst = 0
     for name in names:
         for variant, extra, _ in STUDIES[name].variants:
-            print(f"lth_tf.results: {name}{' ' + variant if variant else ''}: {STUDIES[name].title}", file=sys.stderr,
+            print(f"studies.results: {name}{' ' + variant if variant else ''}: {STUDIES[name].title}", file=sys.stderr,
                   flush=True)
             argv = ["lth_tf.sweep", *STUDIES[name].argv, *extra,
                     f"--sweep_dir={sweep_dir(results_dir, name, variant)}"]

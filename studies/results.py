@@ -1,8 +1,8 @@
-"""RESULTS.md: the studies (lth_tf/studies.py) run as sweeps, and the report
+"""RESULTS.md: the studies (studies/__init__.py) run as sweeps, and the report
 that turns their sweep directories into RESULTS.md and docs/results/.
 
-    python -m lth_tf.results run [--studies=quick,mnist1d_paper] [--results_dir=runs/results] [--parallel=N]
-    python -m lth_tf.results report [--results_dir=runs/results] [--out=.]
+    python -m studies.results run [--studies=quick,mnist1d_paper] [--results_dir=runs/results] [--parallel=N]
+    python -m studies.results report [--results_dir=runs/results] [--out=.]
 
 `make results` runs both; `run` resumes an interrupted study (each sweep
 does), `report` only reads sweep directories already on disk, every study's.
@@ -17,7 +17,8 @@ import sys
 import numpy as np
 from absl import flags
 
-from lth_tf import report, rundir, stats, studies
+import studies
+from lth_tf import paths, report, rundir, stats
 from lth_tf import runs as runs_lib
 from lth_tf.console import duration
 from lth_tf.sweep import plan, tables
@@ -56,7 +57,7 @@ def load_sweep(sweep_dir: str) -> dict:
     """sweep.json and its finished runs (lth_tf.report's form), each row with its best test accuracy."""
     path = os.path.join(sweep_dir, "sweep.json")
     if not os.path.exists(path):
-        raise MissingSweep(f"{sweep_dir} holds no sweep: run `python -m lth_tf.results run` first")
+        raise MissingSweep(f"{sweep_dir} holds no sweep: run `python -m studies.results run` first")
     state = rundir.read_json(path)
     if state["grid"]:
         raise MissingSweep(f"{sweep_dir} is a grid sweep; a study is one grid point over seeds")
@@ -67,8 +68,7 @@ def load_sweep(sweep_dir: str) -> dict:
         run_dir = os.path.join(sweep_dir, plan.point_name(record["point"]), f"seed_{record['seed']}")
         run = runs_lib.load_run(run_dir)
         for row in run["rows"]:
-            metrics = rundir.read_json(os.path.join(run_dir, f"round_{int(row['round']):02d}", row["branch"],
-                                                    "metrics.json"))
+            metrics = rundir.read_json(paths.metrics(run_dir, int(row["round"]), row["branch"]))
             row["best_test_accuracy"] = max(entry["test_accuracy"] for entry in metrics["history"])
             row["test_history"] = [(entry["step"], entry["test_accuracy"]) for entry in metrics["history"]]
         runs.append(run)
@@ -100,13 +100,6 @@ def cell(vals, scale=100.0, digits=1) -> str:
 
 # --- figures --------------------------------------------------------------------------------------------------
 
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
 def _dense_line(axis, runs, column="test_accuracy"):
     dense = values(runs, 0, "ticket", column)
     axis.axhline(np.mean(dense), color="gray", linestyle=":", label="dense network (round 0)")
@@ -115,7 +108,7 @@ def _dense_line(axis, runs, column="test_accuracy"):
 def study_figure(runs, path, title):
     """Frankle & Carbin's Figures 1 and 4 on one row: the early-stop iteration, the test accuracy there and at the
     end of training, against % weights remaining; the ticket solid, the controls dashed, min-max bands."""
-    plt = _pyplot()
+    plt = report.pyplot()
     figure, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     for index, branch in enumerate(runs_lib.branches(runs)):  # the ticket first: C0, solid
         for axis, column in zip(axes, ("early_stop_step", "early_stop_test_accuracy", "test_accuracy")):
@@ -145,7 +138,7 @@ CURVE_TITLES = {"ticket": "winning tickets (rewound to their initialisation)",
 def curves_figure(runs, path, title, densities=(51.3, 21.1, 7.0, 3.6), controls=("reinit",)):
     """Frankle & Carbin's Figure 3: test accuracy against training iteration for the dense network and the
     rounds nearest `densities`% of the weights, the ticket's panel beside each control's, on one scale."""
-    plt = _pyplot()
+    plt = report.pyplot()
     panels = ["ticket", *[c for c in controls if c in runs_lib.branches(runs)]]
     rounds = [0] + list(dict.fromkeys(nearest_round(runs, pct) for pct in densities))
     figure, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.8), sharey=True, squeeze=False)
@@ -185,7 +178,7 @@ def curves_figure(runs, path, title, densities=(51.3, 21.1, 7.0, 3.6), controls=
 def mnist1d_figure(paper, variants, path):
     """Left: the notebook's setup, final and best accuracy, with the published points.
     Right: ticket minus random-mask accuracy for every variant."""
-    plt = _pyplot()
+    plt = report.pyplot()
     figure, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
     runs = paper["runs"]
     for branch, name in (("ticket", "ticket"), ("random_prune", "random mask")):
@@ -529,9 +522,10 @@ def protocol_time(loaded) -> str:
     """Each seed's whole protocol: its branches' training time (results.csv), summed."""
     per_run = [sum(float(row["seconds"]) for row in run["rows"]) for run in loaded["runs"]]
     trainings = sorted({len(run["rows"]) for run in loaded["runs"]})
-    return (f"One seed's whole protocol ({' to '.join(map(str, trainings))} trainings) took {cell([t / 60 for t in per_run], 1, 0)} "
-            "minutes of training time (its branches' own times, summed; the sweep runs experiments side by side, "
-            "each on its share of the cores).")
+    minutes = cell([t / 60 for t in per_run], 1, 0)
+    return (f"One seed's whole protocol ({' to '.join(map(str, trainings))} trainings) took {minutes} minutes of "
+            "training time (its branches' own times, summed; the sweep runs experiments side by side, each on its "
+            "share of the cores).")
 
 
 # --- RESULTS.md ------------------------------------------------------------------------------------------------
@@ -553,10 +547,10 @@ def write(names, results_dir: str, out: str) -> int:
         except MissingSweep as missing:
             text += [f"No results yet: {missing}.", ""]
         except runs_lib.RunError as mixed:  # a sweep directory holding runs of other settings
-            print(f"lth_tf.results: {name} not published: {mixed}", file=sys.stderr)
+            print(f"studies.results: {name} not published: {mixed}", file=sys.stderr)
             text += [f"Not published: {mixed}.", ""]
     rundir.atomic_write(os.path.join(out, "RESULTS.md"), "\n".join(text).encode())
-    print(f"lth_tf.results: wrote {os.path.join(out, 'RESULTS.md')} and {figures}")
+    print(f"studies.results: wrote {os.path.join(out, 'RESULTS.md')} and {figures}")
     return 0
 
 
@@ -647,7 +641,7 @@ def cli(argv=None) -> int:
             raise ValueError("give one command: run or report")
         names = studies.selected(STUDY_FLAGS.studies)
     except (flags.Error, ValueError) as error:
-        sys.stderr.write(f"lth_tf.results: error: {error}\n")
+        sys.stderr.write(f"studies.results: error: {error}\n")
         return 2
     if rest == ["run"]:
         return studies.run(names, STUDY_FLAGS.results_dir, STUDY_FLAGS.parallel)
