@@ -200,3 +200,11 @@ def test_kind_densities_reach_the_target_above_and_below_one_rounds_density(targ
     r = np.log(densities["fc1"]) / np.log(0.8)
     assert densities["output"] == pytest.approx(0.9 ** r, rel=1e-9)
     assert (1000 * densities["fc1"] + 100 * densities["output"]) / 1100 == pytest.approx(target, rel=1e-9)
+
+
+def test_without_drops_the_removed_entries_and_keeps_float32():
+    masks = {"fc1/kernel": np.array([[1, 1], [0, 1]], np.float32), "fc1/bias": np.array([1, 1], np.float32)}
+    removed = {"fc1/kernel": np.array([[0, 2], [1, 0]], np.int8), "fc1/bias": np.array([0, 0], np.int8)}
+    kept = pruning.without(masks, removed)
+    assert kept["fc1/kernel"].tolist() == [[1, 0], [0, 1]] and kept["fc1/bias"].tolist() == [1, 1]
+    assert all(mask.dtype == np.float32 for mask in kept.values())
