@@ -206,7 +206,7 @@ def server_answers(monkeypatch):
     """The download servers answer (the mock makes no download; this is the check before one)."""
     import requests
     monkeypatch.setattr(requests, "head", lambda *args, **kwargs: None)
-    caches = (data.tfds_sets.tfds_arrays, data.tfds_sets.tfds_facts, data._tfds_statistics)
+    caches = (data.tfds_sets.tfds_arrays, data.tfds_sets.tfds_facts, data._statistics)
     for cache in caches:  # the mock's sets are not the real ones
         cache.cache_clear()
     yield

@@ -1,9 +1,10 @@
 """Dataset sources: in-memory, normalised numpy arrays with a validation split.
 
 --dataset names a built-in set (mnist1d, fashion_mnist, mnist, cifar10,
-synthetic), `npz:PATH` (a researcher's arrays x_train, y_train, x_test,
-y_test, read without unpickling) or `tfds:NAME[/CONFIG][:TRAIN,TEST]` (any
-tensorflow-datasets classification set with an image and a label feature).
+synthetic) or a prefixed source of SOURCES: `npz:PATH` (a researcher's arrays
+x_train, y_train, x_test, y_test, read without unpickling) or
+`tfds:NAME[/CONFIG][:TRAIN,TEST]` (any tensorflow-datasets classification set
+with an image and a label feature).
 Every source returns `Splits`. Nothing here imports TensorFlow except the
 tensorflow-datasets source, when it is used: flags are checked against the
 datasets' facts (shapes, training-set sizes) before TensorFlow loads. The
@@ -17,6 +18,7 @@ refused like any other change of config.
 """
 import dataclasses
 import functools
+from typing import Callable
 
 import numpy as np
 
@@ -44,7 +46,35 @@ TRAIN_SIZES = {"mnist": 60000, "fashion_mnist": 60000, "cifar10": 50000, "mnist1
 # Training examples per class of the standard sets (tensorflow-datasets' copies; load() checks them).
 CLASS_COUNTS = {"mnist": (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949),
                 "fashion_mnist": (6000,) * 10, "cifar10": (5000,) * 10}
-DATASETS = ("mnist1d", "fashion_mnist", "mnist", "cifar10", "synthetic")  # built in; also npz:PATH, tfds:NAME
+DATASETS = ("mnist1d", "fashion_mnist", "mnist", "cifar10", "synthetic")  # built in; also the SOURCES below
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """A --dataset=PREFIX:... source of arrays. facts(dataset, data_dir): what the flags are checked against
+    before TensorFlow loads, {"input_shape", "num_classes", "train_labels"} (and, where the data may change
+    under one name, "fingerprint" and "normalisation"); arrays(dataset, data_dir): the raw (x_train,
+    y_train, x_test, y_test); constants(dataset): the built-in set whose normalisation constants fit its
+    raw examples, or "" to normalise by its own training split's statistics."""
+    form: str                    # how --dataset names it, for error messages
+    facts: Callable[[str, str], dict]
+    arrays: Callable[[str, str], tuple]
+    constants: Callable[[str], str] = lambda dataset: ""
+
+
+# Every prefixed source, by prefix: adding one is a module of lth_tf/data/ with its facts and arrays, and a line.
+SOURCES = {
+    "npz": Source("npz:PATH", lambda dataset, data_dir: npz_facts(dataset[4:]),
+                  lambda dataset, data_dir: npz_arrays(dataset[4:])),
+    "tfds": Source("tfds:NAME[/CONFIG][:TRAIN_SPLIT,TEST_SPLIT]", tfds_facts, tfds_arrays,
+                   lambda dataset: tfds_name(dataset) if tfds_name(dataset) in STATS else ""),
+}
+
+
+def source_of(dataset: str) -> Source | None:
+    """The prefixed source `dataset` names (npz:..., tfds:...), None for a built-in set."""
+    prefix, colon, _ = dataset.partition(":")
+    return SOURCES.get(prefix) if colon else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,10 +107,8 @@ def load(config: DataConfig) -> Splits:
         arrays = synthetic(config.synthetic_like, config.seed, config.validation_size + SYNTHETIC_TRAIN,
                             num_classes(config))
         source = "synthetic"
-    elif name.startswith("npz:"):
-        arrays, source = npz_arrays(name[4:]), name[4:]
-    elif name.startswith("tfds:"):
-        arrays, source = tfds_arrays(name, config.data_dir), "tensorflow-datasets"
+    elif source_of(name):
+        arrays, source = source_of(name).arrays(name, config.data_dir), name
     else:
         arrays, source = load_images(name, config.data_dir)
     x, y, x_test, y_test = arrays if name == "synthetic" else _of_classes(arrays, config.classes,
@@ -88,7 +116,8 @@ def load(config: DataConfig) -> Splits:
     expected = train_examples(config)
     if len(x) != expected:
         raise DataError(f"{name} from {source} has {len(x)} training examples, expected {expected}")
-    like = config.synthetic_like if name == "synthetic" else tfds_name(name) if name.startswith("tfds:") else name
+    source_kind = source_of(name)
+    like = config.synthetic_like if name == "synthetic" else source_kind.constants(name) if source_kind else name
     scale, mean, std = normalisation = normalisation_of(config)
     x, x_test = ((a.astype(np.float32) * scale - mean) / std for a in (x, x_test))
     # The validation split is a fixed subset, independent of the experiment's seed.
@@ -105,11 +134,14 @@ def num_classes(config: DataConfig) -> int:
 
 def source_classes(config: DataConfig) -> int:
     """Classes of the whole set (before --classes picks some)."""
-    if config.dataset.startswith("npz:"):
-        return npz_facts(config.dataset[4:])["num_classes"]
-    if config.dataset.startswith("tfds:"):
-        return tfds_facts(config.dataset, config.data_dir)["num_classes"]
+    if source_of(config.dataset):
+        return facts(config)["num_classes"]
     return NUM_CLASSES
+
+
+def facts(config: DataConfig) -> dict:
+    """A prefixed source's facts (Source.facts)."""
+    return source_of(config.dataset).facts(config.dataset, config.data_dir)
 
 
 def _of_classes(arrays, classes: tuple, total: int = NUM_CLASSES):
@@ -125,15 +157,15 @@ def _of_classes(arrays, classes: tuple, total: int = NUM_CLASSES):
 
 def is_known(name: str) -> bool:
     """Whether --dataset=name is a form this module reads (not whether the data exist)."""
-    return name in DATASETS or (name.startswith(("npz:", "tfds:")) and len(name.split(":")[1]) > 0)
+    return name in DATASETS or (source_of(name) is not None and len(name.split(":")[1]) > 0)
 
 
 def check(config: DataConfig):
     """The dataset flags, checked without loading anything but an npz file's
     arrays or a tensorflow-datasets set's description; DataError if wrong."""
     if not is_known(config.dataset):
-        raise DataError(f"unknown dataset {config.dataset!r}; valid: {', '.join(DATASETS)}, npz:PATH or "
-                        "tfds:NAME[/CONFIG][:TRAIN_SPLIT,TEST_SPLIT]")
+        raise DataError(f"unknown dataset {config.dataset!r}; valid: {', '.join(DATASETS)}, "
+                        + " or ".join(source.form for source in SOURCES.values()))
     if config.dataset == "synthetic" and config.synthetic_like not in SHAPES:
         raise DataError(f"--synthetic_like={config.synthetic_like!r}; valid: {', '.join(SHAPES)}")
     classes, total = config.classes, source_classes(config)
@@ -154,9 +186,8 @@ def train_examples(config: DataConfig) -> int:
     The synthetic set is as large as its validation split needs."""
     if config.dataset == "synthetic":
         return config.validation_size + SYNTHETIC_TRAIN
-    if config.dataset.startswith(("npz:", "tfds:")):
-        labels = (npz_facts(config.dataset[4:]) if config.dataset.startswith("npz:")
-                  else tfds_facts(config.dataset, config.data_dir))["train_labels"]
+    if source_of(config.dataset):
+        labels = facts(config)["train_labels"]
         return int(np.isin(labels, config.classes).sum()) if config.classes else len(labels)
     if config.dataset == "mnist1d" and (config.mnist1d or config.classes):
         y = mnist1d(mnist1d_key(config.mnist1d))[1]  # generated once per process and kept
@@ -176,10 +207,8 @@ def steps_per_epoch(splits: Splits, batch_size: int) -> int:
 
 
 def input_shape(config: DataConfig) -> tuple:
-    if config.dataset.startswith("npz:"):
-        return npz_facts(config.dataset[4:])["input_shape"]
-    if config.dataset.startswith("tfds:"):
-        return tfds_facts(config.dataset, config.data_dir)["input_shape"]
+    if source_of(config.dataset):
+        return facts(config)["input_shape"]
     if config.dataset == "mnist1d" and "final_seq_length" in config.mnist1d:
         return (config.mnist1d["final_seq_length"],)
     return SHAPES[config.synthetic_like if config.dataset == "synthetic" else config.dataset]
@@ -200,18 +229,21 @@ def complete(config: DataConfig) -> DataConfig:
     file's fingerprint, and the normalisation of a set without known constants (computed on its
     training split, validation examples included). Reads an npz file, or loads a tensorflow-datasets
     set without known constants; the built-in sets are returned as they are."""
-    name = config.dataset
-    if name.startswith("npz:"):
-        facts = npz_facts(name[4:])
-        return dataclasses.replace(config, fingerprint=facts["fingerprint"], normalisation=facts["normalisation"])
-    if name.startswith("tfds:") and tfds_name(name) not in STATS:
-        return dataclasses.replace(config, normalisation=_tfds_statistics(name, config.data_dir))
+    source = source_of(config.dataset)
+    if source is None:
+        return config
+    found = facts(config)
+    if "fingerprint" in found:
+        config = dataclasses.replace(config, fingerprint=found["fingerprint"])
+    if not source.constants(config.dataset):
+        config = dataclasses.replace(config, normalisation=found.get("normalisation") or _statistics(
+            config.dataset, config.data_dir))
     return config
 
 
 @functools.lru_cache(maxsize=2)
-def _tfds_statistics(dataset: str, data_dir: str) -> dict:
-    return channel_statistics(tfds_arrays(dataset, data_dir)[0])
+def _statistics(dataset: str, data_dir: str) -> dict:
+    return channel_statistics(source_of(dataset).arrays(dataset, data_dir)[0])
 
 
 def normalisation_of(config: DataConfig) -> tuple:
@@ -219,8 +251,8 @@ def normalisation_of(config: DataConfig) -> tuple:
     if config.normalisation:
         stats = config.normalisation
         return np.float32(1.0), np.array(stats["mean"], np.float32), np.array(stats["std"], np.float32)
-    if config.dataset.startswith("tfds:"):
-        return raw_normalisation(tfds_name(config.dataset))
+    if source_of(config.dataset):
+        return raw_normalisation(source_of(config.dataset).constants(config.dataset))
     return raw_normalisation(config.synthetic_like if config.dataset == "synthetic" else config.dataset)
 
 
