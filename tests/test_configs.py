@@ -53,10 +53,11 @@ def test_config_takes_the_smoke_flags_last_flag_wins(path):
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
 def test_config_trains_three_steps_on_synthetic_data(path, tmp_path):
     dataset = parse(f"--flagfile={path}").dataset
-    # A smaller validation split and batch, and no export, only to keep the suite quick (VGG-19 takes 100 s
-    # with its own); the test above checks that the config as it is takes the smoke flags.
+    # A smaller validation split and batch, no export and no TensorBoard (its weight histograms of VGG-19's
+    # 20M weights cost a quarter of the run), only to keep the suite quick; the test above checks that the
+    # config as it is takes the smoke flags, and test_summaries what TensorBoard gets.
     f = parse(f"--flagfile={path}", *SMOKE, f"--synthetic_like={dataset}", "--validation_size=50", "--batch_size=16",
-              "--export=none", f"--output_dir={tmp_path}")
+              "--export=none", "--notensorboard", f"--output_dir={tmp_path}")
     main.run(f)
     rows = rundir.read_results(str(tmp_path))
     assert [r["branch"] for r in rows] == ["ticket", "ticket", *lth_flags.controls(f)]
