@@ -9,9 +9,10 @@ ExperimentConfig.
 import dataclasses
 import json
 
-# Control names, in the order that seeds them (lottery.control_seed): append only,
+# Control names (lth_tf.controls.CONTROLS holds their functions), in the order that seeds them
+# (lottery.control_seed): append only,
 # or runs made before would resume with other control weights.
-CONTROLS = ("reinit", "random_prune", "reinit_rescaled", "reinit_signed", "shuffle_layerwise")
+CONTROL_NAMES = ("reinit", "random_prune", "reinit_rescaled", "reinit_signed", "shuffle_layerwise")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,7 +9,7 @@ of the positions a control may place weights at (None: all; a run with
 outside the masks they come with; variables without a mask (unpruned biases,
 BatchNorm) come from theta_k, or from fresh(seed) for the reinit family.
 Nothing here knows about TensorFlow. Adding a control: a function here, its
-name appended to config.CONTROLS (the order seeds the controls).
+name appended to config.CONTROL_NAMES (the order seeds the controls).
 """
 from typing import Callable
 

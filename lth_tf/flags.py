@@ -15,7 +15,7 @@ import re
 from absl import flags
 
 from lth_tf import data, models, paths, rundir
-from lth_tf.config import (CONTROLS, FLAG_NAMES, PRUNE_METHODS, ConfigError, DataConfig, ExperimentConfig,
+from lth_tf.config import (CONTROL_NAMES, FLAG_NAMES, PRUNE_METHODS, ConfigError, DataConfig, ExperimentConfig,
                            LotteryConfig, ModelConfig, PruningConfig, TrainingConfig)
 
 STEPS = re.compile(r"[0-9]+(ep)?")
@@ -207,8 +207,8 @@ flags.register_validator("model", models.is_known, message=f"unknown model; vali
 flags.register_validator("dataset", data.is_known, message=f"unknown dataset; valid: {', '.join(data.DATASETS)}, "
                          "npz:PATH or tfds:NAME[/CONFIG][:TRAIN_SPLIT,TEST_SPLIT]", flag_values=DEFINED)
 flags.register_validator("controls", lambda items: items == ["none"] or (
-    set(items) <= set(CONTROLS) and len(set(items)) == len(items)),
-                         message=f"must be none, or any of {', '.join(CONTROLS)}, each once", flag_values=DEFINED)
+    set(items) <= set(CONTROL_NAMES) and len(set(items)) == len(items)),
+                         message=f"must be none, or any of {', '.join(CONTROL_NAMES)}, each once", flag_values=DEFINED)
 
 def register(flag_values: flags.FlagValues):
     """Adds lth_tf's flags to `flag_values` (absl's FLAGS: the command line's), skipping names it has."""

@@ -35,9 +35,9 @@ def ticket():
 
 
 def test_the_registry_holds_the_configs_controls_and_keeps_the_old_seeds():
-    assert tuple(controls.CONTROLS) == config_lib.CONTROLS
-    # control seeds come from the position in CONTROLS: runs made before must resume with the same ones
-    assert config_lib.CONTROLS[:2] == ("reinit", "random_prune")
+    assert tuple(controls.CONTROLS) == config_lib.CONTROL_NAMES
+    # control seeds come from the position in config.CONTROL_NAMES: runs made before must resume with the same ones
+    assert config_lib.CONTROL_NAMES[:2] == ("reinit", "random_prune")
     assert [lottery.control_seed(0, 1, "reinit"), lottery.control_seed(0, 1, "random_prune"),
             lottery.control_seed(0, 3, "reinit")] == [901243215, 3884055042, 3679268941]  # as lth_tf made them before
 
@@ -91,10 +91,10 @@ def test_random_prune_keeps_counts_and_theta_k_under_its_mask(ticket):
 
 
 def test_every_control_trains_in_the_driver_and_saves_its_own_masks(mnist1d, tmp_path):
-    experiment, rows = run_tiny(mnist1d, tmp_path, rounds=1, controls=config_lib.CONTROLS)
-    assert [r["branch"] for r in rows if r["round"] == 1] == ["ticket", *config_lib.CONTROLS]
+    experiment, rows = run_tiny(mnist1d, tmp_path, rounds=1, controls=config_lib.CONTROL_NAMES)
+    assert [r["branch"] for r in rows if r["round"] == 1] == ["ticket", *config_lib.CONTROL_NAMES]
     ticket_masks = lottery.round_masks(experiment, 1)
-    for branch in config_lib.CONTROLS:
+    for branch in config_lib.CONTROL_NAMES:
         weights = rundir.load_arrays(tmp_path / "round_01" / branch / "weights.npz")
         own = tmp_path / "round_01" / branch / "masks.npz"
         masks = rundir.load_arrays(own) if own.exists() else ticket_masks

@@ -12,7 +12,7 @@ from absl import logging
 from lth_tf import builders, networks, paths, pruning, rundir, tickets, training
 from lth_tf import data as data_lib
 from lth_tf import tfmot_adapter as adapter
-from lth_tf.config import CONTROLS, ConfigError, ExperimentConfig
+from lth_tf.config import CONTROL_NAMES, ConfigError, ExperimentConfig
 
 
 @dataclasses.dataclass
@@ -61,7 +61,7 @@ def build_plain(config: ExperimentConfig, splits):
 
 
 def control_seed(seed: int, round_index: int, branch: str) -> int:
-    return int(np.random.SeedSequence([seed, round_index, CONTROLS.index(branch) + 1]).generate_state(1)[0])
+    return int(np.random.SeedSequence([seed, round_index, CONTROL_NAMES.index(branch) + 1]).generate_state(1)[0])
 
 
 def prepare(config: ExperimentConfig, splits, strategy, output_dir: str) -> Experiment:
