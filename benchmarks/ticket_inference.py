@@ -57,7 +57,7 @@ FLAGS = flags.FLAGS
 
 def exported_rounds(output_dir: str) -> list[int]:
     return [r for r in paths.rounds_in(paths.tickets(output_dir))
-            if os.path.exists(os.path.join(paths.ticket_export(output_dir, r), "ticket.npz"))]
+            if os.path.exists(paths.ticket_file(output_dir, r))]
 
 
 def raw_test_examples(output_dir: str, count: int) -> np.ndarray:
@@ -141,7 +141,7 @@ def op_profile(serve, x: tf.Tensor, calls: int, layers) -> dict:
 def profile_lines(output_dir: str, round_index: int, pct: float, x: np.ndarray) -> list[str]:
     """The split of one batch-1 call, dense against sparse, as markdown lines."""
     folder = paths.ticket_export(output_dir, round_index)
-    _, masks, _ = tickets.read_ticket(os.path.join(folder, "ticket.npz"))
+    _, masks, _ = tickets.read_ticket(paths.ticket_file(output_dir, round_index))
     layers = [name for name in masks if not name.endswith("/bias")]
     split = {form: op_profile(tf.saved_model.load(os.path.join(folder, form)).signatures["serving_default"],
                               tf.constant(x[:1]), FLAGS.profile_calls, layers)

@@ -177,7 +177,7 @@ def export_from_run(output_dir: str, round_index: int, forms) -> list[str]:
     missing = [form for form in forms if not os.path.exists(os.path.join(folder, form))]
     if missing:
         config = from_dict(rundir.read_json(paths.config(output_dir)))
-        _, masks, _ = tickets.read_ticket(os.path.join(folder, "ticket.npz"))
+        _, masks, _ = tickets.read_ticket(paths.ticket_file(output_dir, round_index))
         trained = rundir.load_arrays(paths.weights(output_dir, round_index, "ticket"))
         export_forms(config.model, data.input_shape(config.data), data.num_classes(config.data),
                      data.normalisation_of(config.data), trained, masks, folder, missing)

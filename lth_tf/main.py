@@ -140,7 +140,7 @@ def run(f, should_stop=lambda: False, console=None, progress=None, checked=None)
     with rundir.locked(output_dir):
         experiment = lottery.prepare(config, splits, strategy, output_dir)  # the last checks, then the claim
         if console:
-            console.attach(os.path.join(output_dir, "log.txt"))
+            console.attach(paths.log(output_dir))
         rows = lottery.run(experiment, options)
     return rows if chief else None
 

@@ -11,7 +11,7 @@ analyze, export, results, the Python API, benchmarks).
     round_NN/<branch>/checkpoints/                        while it trains
     round_NN/ticket/prune_from.npz                        the weights the next round prunes (--prune_from_step)
     round_00/ticket/early_bird/                           the early-bird detector's state and drawn masks
-    tickets/round_NN/  tickets/sizes.csv                  exported tickets and their sizes
+    tickets/round_NN/ticket.npz  tickets/round_NN/saved_model*/  tickets/sizes.csv   exported tickets, their sizes
     tensorboard/round_NN_<branch>/                        a branch's TensorBoard events
 
 An analysis keeps its own outputs under analyze/<name>/, in folders named
@@ -131,6 +131,11 @@ def tickets(run: str) -> str:
 
 def ticket_export(run: str, round_index: int) -> str:
     return os.path.join(tickets(run), round_folder(round_index))
+
+
+def ticket_file(run: str, round_index: int) -> str:
+    """The exported ticket itself: masks and rewind weights (lth_tf.tickets' format)."""
+    return os.path.join(ticket_export(run, round_index), "ticket.npz")
 
 
 def sizes(run: str) -> str:

@@ -107,7 +107,7 @@ def start_weights(run: dict, round_index: int) -> dict[str, np.ndarray]:
     relative = paths.ticket_start("", round_index, config["lottery"].get("retrain", "rewind"),
                                   config["pruning"].get("oneshot", False))
     return arrays(run, relative, "the run never trained its dense round" if "init" in relative else
-                  f"the round before {round_index} did not finish training (rerun the experiment to finish it)")
+                  "the round it comes from did not finish training (rerun the experiment to finish it)")
 
 
 def check_iterative(run: dict, analysis: str, why: str):

@@ -27,7 +27,7 @@ LOTTERY_RUN = "lottery"
 
 
 def lottery_run(output_dir: str) -> str:
-    return os.path.join(output_dir, "tensorboard", LOTTERY_RUN)
+    return os.path.join(paths.tensorboard(output_dir), LOTTERY_RUN)
 
 
 def branch_run(output_dir: str, round_index: int, branch: str) -> str:

@@ -12,10 +12,9 @@ from lth_tf import checkpoints, controls, paths, pruning, rundir, summaries, tra
 from lth_tf import data as data_lib
 from lth_tf import tfmot_adapter as adapter
 from lth_tf.lottery import masks as masks_lib
-from lth_tf.lottery.setup import (Experiment, RunOptions, control_seed, drop_if_damaged, initial_state, load_or_save,
-                                  tell)
+from lth_tf.lottery.setup import (CHECKPOINT_SECONDS, Experiment, RunOptions, control_seed, drop_if_damaged,
+                                  initial_state, load_or_save, tell)
 
-CHECKPOINT_SECONDS = 30.0  # epoch-end checkpoints once the last is this old (RunOptions.epoch_checkpoint_seconds)
 
 
 def branch_start(experiment: Experiment, round_index: int, branch: str, masks):
@@ -100,9 +99,10 @@ def train_branch(trainer, splits, state, masks, start: int, end: int, folder: st
             rundir.save_arrays(path, adapter.get_state(trainer.model))
             step = at
     history = training.train(trainer, splits, step, end, hooks, history)
+    seconds = spent + time.time() - started
     final_state = adapter.get_state(trainer.model)
     rundir.save_arrays(os.path.join(folder, paths.WEIGHTS), final_state)
-    return history, spent + time.time() - started, final_state
+    return history, seconds, final_state
 
 
 def run_branch(experiment: Experiment, round_index: int, branch: str, masks, options: RunOptions) -> dict:

@@ -119,7 +119,7 @@ def export_round(experiment: Experiment, round_index: int, masks, export_format:
     config, splits = experiment.config, experiment.splits
     theta_k = rundir.load_arrays(paths.theta_k(run))
     density = pruning.density(masks)
-    tickets.write_ticket(os.path.join(folder, "ticket.npz"), masks, theta_k, dict(
+    tickets.write_ticket(paths.ticket_file(run, round_index), masks, theta_k, dict(
         model=config.model.name, width=config.model.width, input_shape=list(splits.input_shape),
         num_classes=splits.num_classes, dataset=splits.name, round=round_index, density=density,
         rewind_step=config.lottery.rewind_step, source=os.path.abspath(run)))

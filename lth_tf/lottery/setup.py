@@ -29,6 +29,9 @@ class Experiment:
         return os.path.join(self.output_dir, *parts)
 
 
+CHECKPOINT_SECONDS = 30.0  # epoch-end checkpoints once the last is this old
+
+
 @dataclasses.dataclass(frozen=True)
 class RunOptions:
     """How to run an experiment, as opposed to what it is: none of this
@@ -40,7 +43,7 @@ class RunOptions:
     on_nan: str = "stop"            # stop | skip (a diverged control; the next branch goes on)
     # Epoch-end checkpoints once the last is this old. Several workers must all
     # make the same choice (saving can be a collective op): they use 0.
-    epoch_checkpoint_seconds: float = 30.0
+    epoch_checkpoint_seconds: float = CHECKPOINT_SECONDS
     should_stop: Callable[[], bool] = lambda: False
     progress: Any = None            # a console.ExperimentProgress (or one like it: analyze.retrain.BranchLines),
                                     # told of every step logged and branch done, and given lines to show (note)

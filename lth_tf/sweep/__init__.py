@@ -183,7 +183,7 @@ def _run_all(todo, pool, record, say, should_stop):
                     if stopping and _log_size(experiment) == logged[experiment["name"]]:
                         record(experiment, status="not started")  # cancelled in the cluster's queue
                         continue
-                log = os.path.join(experiment["output_dir"], "log.txt")
+                log = paths.log(experiment["output_dir"])
                 log = log if os.path.exists(log) else experiment["console_log"]
                 outcome = "finished" if status == 0 else ("interrupted" if status in (130, -15) else "failed")
                 record(experiment, status=outcome, reason=reason, log=log, seconds=round(seconds, 1))
