@@ -322,7 +322,7 @@ def test_a_second_ctrl_c_stops_the_sweep_at_once_in_one_line(tmp_path):
     while time.time() < deadline and not (sweep_dir / "seed_0" / "round_00").exists():
         time.sleep(0.2)  # the experiment is training
     process.send_signal(signal.SIGINT)
-    time.sleep(0.3)
+    time.sleep(0.05)  # the second before the sweep's loop (every 0.5 s) has passed the first on to the experiment
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 130 and "Traceback" not in err, err[-3000:]

@@ -198,7 +198,9 @@ def _run_all(todo, pool, record, say, should_stop):
                 if line and line != shown:
                     say(line)
                 shown, shown_at = line, time.time()
-    except KeyboardInterrupt:  # a second Ctrl-C: the experiments are stopped as the pool closes
+    except KeyboardInterrupt:  # a second Ctrl-C: the running experiments are told to stop (also when it came
+        # before the first one's stop reached them) and the pool closes as they do
+        pool.stop({future for future in futures if not future.done()})
         for future in futures:
             if not future.done():
                 record(futures[future], status="interrupted", reason="stopped at once")
