@@ -80,8 +80,8 @@ def _survivors(masks: Masks, keys) -> int:
 
 
 def _floor(floors, keys) -> int:
-    """The fewest survivors `keys` may keep: their summed floor (none: 0)."""
-    return sum(floors.get(layer, 0) for layer in {layer_of(k) for k in keys}) if floors else 0
+    """The fewest survivors `keys` may keep: their layers' summed floors (no floors: 0)."""
+    return sum(floors[layer] for layer in {layer_of(k) for k in keys}) if floors else 0
 
 
 def prune_layerwise(weights: Masks, masks: Masks, rates: dict[str, float], floors=None) -> Masks:

@@ -481,3 +481,27 @@ def test_pruning_at_init_leaves_an_excluded_layer_dense(network):
     new, _ = methods.prune_at_init("snip", state, masks, methods.Scoring(build, batches, config, 3), 0.1)
     assert new["output"].all()
     assert new["fc1"].sum() + new["fc2"].sum() == round(0.1 * (masks["fc1"].size + masks["fc2"].size))
+
+
+def test_an_iterative_method_rescores_on_its_schedule_and_returns_the_first_pass_scores(monkeypatch):
+    passes = []
+    def recording(model, masks, scoring):
+        scores = methods.synflow(model, masks, scoring)
+        passes.append((masks, scores))
+        return scores
+    monkeypatch.setitem(methods.AT_INIT, "synflow", dataclasses.replace(methods.AT_INIT["synflow"], score=recording))
+    scoring = methods.Scoring(lambda: two_layer_net(HAND), [], PruningConfig(strategy="global", synflow_iterations=2), 0)
+    state = {k: np.asarray(v, np.float32) for k, v in HAND.items()}
+    new, first = methods.prune_at_init("synflow", state, MASKS, scoring, 0.25)
+    assert len(passes) == 2  # one scoring pass per iteration
+    (masks_1, scores_1), (masks_2, scores_2) = passes
+    assert all(np.array_equal(masks_1[k], MASKS[k]) for k in MASKS)
+    # 10 weights: 0.25^(1/2) keeps 5 after the first pass, 0.25^(2/2) keeps 3 (2.5, rounded half up) after the second
+    halfway = pruning.keep_highest(scores_1, MASKS, 0.5, "global")
+    assert sum(int(m.sum()) for m in masks_2.values()) == 5
+    assert all(np.array_equal(masks_2[k], halfway[k]) for k in MASKS)
+    final = pruning.keep_highest(scores_2, masks_2, 0.25, "global")
+    assert sum(int(m.sum()) for m in new.values()) == 3
+    assert all(np.array_equal(new[k], final[k]) for k in MASKS)
+    assert all(np.array_equal(first[k], scores_1[k]) for k in MASKS)
+    assert not all(np.allclose(scores_1[k], scores_2[k]) for k in MASKS)  # so the two passes can be told apart

@@ -208,3 +208,51 @@ def test_without_drops_the_removed_entries_and_keeps_float32():
     kept = pruning.without(masks, removed)
     assert kept["fc1/kernel"].tolist() == [[1, 0], [0, 1]] and kept["fc1/bias"].tolist() == [1, 1]
     assert all(mask.dtype == np.float32 for mask in kept.values())
+
+
+def test_one_rate_for_every_layer_keeps_the_target_in_each():
+    scores, masks = random_layers()
+    new = pruning.keep_highest(scores, masks, 0.25, "layerwise")  # no rates: the same density everywhere
+    assert {k: int(m.sum()) for k, m in new.items()} == {"fc1": 320, "fc2": 128, "output": 40}
+    for name, mask in new.items():
+        assert scores[name][mask > 0].min() >= scores[name][mask == 0].max()
+
+
+def test_a_layer_already_below_the_target_keeps_all_its_survivors():
+    scores, masks = random_layers()
+    masks = dict(masks, output=np.zeros((16, 10), np.float32))
+    masks["output"][0, :5] = 1
+    new = pruning.keep_highest(scores, masks, 0.25, "layerwise")
+    assert np.array_equal(new["output"], masks["output"])
+    assert int(new["fc1"].sum()) == 320
+
+
+def test_an_unknown_strategy_is_named_in_the_error():
+    weights, masks = random_layers()
+    with pytest.raises(ValueError, match="unknown pruning strategy 'ring'; valid: layerwise, global"):
+        pruning.keep_highest(weights, masks, 0.5, "ring")
+    with pytest.raises(ValueError, match="unknown pruning strategy 'ring'; valid: layerwise, global"):
+        pruning.prune(PruningConfig(strategy="ring"), weights, masks, {}, 1)
+
+
+def test_without_floors_a_layer_can_be_pruned_to_nothing():
+    weights, masks = random_layers()
+    new = pruning.prune_layerwise(weights, masks, {"fc1": 0.2, "fc2": 0.2, "output": 1.0})
+    assert new["output"].sum() == 0 and new["fc1"].sum() == 1024
+
+
+def test_dense_masks_are_float32_ones():
+    masks = pruning.dense_masks({"fc1": (3, 2), "output": (2,)})
+    assert all(m.dtype == np.float32 and m.shape == s and np.all(m == 1)
+               for m, s in zip(masks.values(), [(3, 2), (2,)]))
+
+
+def test_layer_densities_are_each_layers_kept_fraction():
+    masks = {"fc1": np.array([[1, 0], [0, 0]], np.float32), "output": np.array([1, 1, 0, 1, 0], np.float32)}
+    assert pruning.layer_densities(masks) == pytest.approx({"fc1": 0.25, "output": 0.6}, rel=1e-6)
+
+
+def test_layer_rates_follow_each_layers_kind_and_excluded_layers_keep_everything():
+    config = PruningConfig(rate_fc=0.2, rate_conv=0.15, rate_output=0.1, exclude=("conv2",))
+    kinds = {"conv1": "conv", "conv2": "conv", "fc1": "fc", "output": "output"}
+    assert pruning.layer_rates(config, kinds) == {"conv1": 0.15, "conv2": 0.0, "fc1": 0.2, "output": 0.1}

@@ -310,3 +310,23 @@ def test_the_progress_line_names_the_slowest_running_experiment(tmp_path):
     assert sweep.progress_line(pending, 8) == "lth_tf.sweep: 5 of 8 done, 2 running; slowest: b__seed_0 at round 0 of 4"
     assert sweep.progress_line(pending[2:], 8) == ""
 
+
+def test_a_second_ctrl_c_stops_the_sweep_at_once_in_one_line(tmp_path):
+    """The first Ctrl-C asks the experiments to checkpoint and stop; a second, before they have, stops the
+    sweep at once: one line, exit 130, no traceback, the experiment recorded as interrupted."""
+    sweep_dir = tmp_path / "twice"
+    process = subprocess.Popen([sys.executable, "-m", "lth_tf.sweep", "--seeds=0", f"--sweep_dir={sweep_dir}",
+                                "--parallel=1", *TINY, "--train_steps=100000", "--eval_every=1000"],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (sweep_dir / "seed_0" / "round_00").exists():
+        time.sleep(0.2)  # the experiment is training
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.05)  # the second before the sweep's loop (every 0.5 s) has passed the first on to the experiment
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and "Traceback" not in err, err[-3000:]
+    assert [line for line in err.splitlines() if "stopped at once" in line] == [
+        "lth_tf.sweep: stopped at once; rerun the same command to resume (each experiment from its last checkpoint)"]
+    record, = json.loads((sweep_dir / "sweep.json").read_text())["experiments"].values()
+    assert (record["status"], record["reason"]) == ("interrupted", "stopped at once")
