@@ -4,10 +4,12 @@ tickets/round_NN/saved_model/         the trained network of round NN, wrappers 
                                       signature serving_default: raw inputs -> logits, probabilities
 tickets/round_NN/saved_model_sparse/  the same network and signature, every Dense layer held and computed
                                       as its surviving weights alone (--export_format=sparse or both)
+tickets/round_NN/model.tflite         the same network and signature as a TFLite flatbuffer, float32, its
+                                      sparse fully-connected layers computed sparse (--export_format=tflite;
+                                      lth_tf/tflite.py says what TFLite keeps sparse)
 tickets/round_NN/ticket.npz           the ticket itself: masks and rewind weights theta_k (format: tickets.py)
-tickets/sizes.csv                     bytes of each SavedModel and of its gzip-compressed tar, the dense
-                                      gzip size as a fraction of the dense round's; sparse columns once
-                                      a round has a sparse SavedModel
+tickets/sizes.csv                     bytes of each exported form and of its gzip-compressed tar; a form's
+                                      columns once a round has it
 
 The sparse form (SparseServing; plain TensorFlow loads it, nothing of lth_tf
 needed) keeps a Dense layer's transposed kernel [out, in] as `indices` [nnz, 2]
@@ -27,13 +29,18 @@ import tarfile
 import numpy as np
 import tensorflow as tf
 
-from lth_tf import builders, data, paths, pruning, rundir, tickets
+from lth_tf import builders, data, paths, pruning, rundir, tflite, tickets
 from lth_tf.config import ModelConfig, from_dict
 from lth_tf import tfmot_adapter as adapter
 
-# --export_format: the SavedModel folders a round's tickets/round_NN/ gets.
-DENSE, SPARSE = "saved_model", "saved_model_sparse"
-FORMATS = {"dense": (DENSE,), "sparse": (SPARSE,), "both": (DENSE, SPARSE)}
+# --export_format: the forms (SavedModel folders, a TFLite file) a round's tickets/round_NN/ gets.
+DENSE, SPARSE, TFLITE = "saved_model", "saved_model_sparse", "model.tflite"
+FORMATS = {"dense": (DENSE,), "sparse": (SPARSE,), "tflite": (TFLITE,), "both": (DENSE, SPARSE)}
+
+
+def forms(export_format: str) -> tuple:
+    """The forms of an --export_format: one of FORMATS' names, or several, comma-separated."""
+    return tuple(dict.fromkeys(form for name in export_format.split(",") for form in FORMATS[name.strip()]))
 SMALL_BATCH = 16  # largest batch the COO product serves (see the table above)
 
 
@@ -158,20 +165,33 @@ def export_sparse_saved_model(model, masks, input_shape, normalisation, path: st
     _save(SparseServing(model, masks, tuple(input_shape), normalisation), path)
 
 
+def export_tflite(model, input_shape, normalisation, path: str):
+    """The TFLite form of the stripped `model` (tflite.convert), written to a temporary file, then renamed
+    into place; tflite.ConversionError if a layer cannot be converted."""
+    content = tflite.convert(Serving(model, tuple(input_shape), normalisation))
+    with open(path + ".tmp", "wb") as f:
+        f.write(content)
+    os.replace(path + ".tmp", path)
+
+
 def export_forms(model_config: ModelConfig, input_shape, num_classes, normalisation, state, masks, folder: str,
                  forms):
-    """Writes the SavedModels `forms` (DENSE, SPARSE) of the network holding `state` under `masks` into `folder`."""
+    """Writes the forms `forms` (DENSE, SPARSE, TFLITE) of the network holding `state` under `masks` into
+    `folder`, the TFLite file last: a network TFLite cannot convert (tflite.ConversionError) keeps the others."""
     model = build_stripped(model_config, input_shape, num_classes, state, masks)
-    for form in forms:
+    for form in sorted(forms, key=lambda form: form == TFLITE):
         path = os.path.join(folder, form)
         if form == DENSE:
             export_saved_model(model, input_shape, normalisation, path)
-        else:
+        elif form == SPARSE:
             export_sparse_saved_model(model, masks, input_shape, normalisation, path)
+        else:
+            os.makedirs(folder, exist_ok=True)
+            export_tflite(model, input_shape, normalisation, path)
 
 
 def export_from_run(output_dir: str, round_index: int, forms) -> list[str]:
-    """Makes the SavedModels `forms` that tickets/round_NN/ lacks from the run's files (its config,
+    """Makes the forms `forms` that tickets/round_NN/ lacks from the run's files (its config,
     the round's ticket file and trained weights), without loading the data; returns those made."""
     folder = paths.ticket_export(output_dir, round_index)
     missing = [form for form in forms if not os.path.exists(os.path.join(folder, form))]
@@ -186,8 +206,9 @@ def export_from_run(output_dir: str, round_index: int, forms) -> list[str]:
 
 
 def directory_sizes(path: str) -> tuple[int, int]:
-    """(bytes of the files under path, bytes of a gzip-compressed tar of them)."""
-    raw = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+    """(bytes of the files under path, a folder or a file; bytes of a gzip-compressed tar of them)."""
+    raw = (os.path.getsize(path) if os.path.isfile(path)
+           else sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files))
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         tar.add(path, arcname=os.path.basename(path))
@@ -195,18 +216,19 @@ def directory_sizes(path: str) -> tuple[int, int]:
 
 
 SIZE_KEYS = {DENSE: ("saved_model_bytes", "saved_model_gzip_bytes"),
-             SPARSE: ("saved_model_sparse_bytes", "saved_model_sparse_gzip_bytes")}
+             SPARSE: ("saved_model_sparse_bytes", "saved_model_sparse_gzip_bytes"),
+             TFLITE: ("tflite_bytes", "tflite_gzip_bytes")}
 
 
 def size_recorded(output_dir: str, round_index: int, folder: str) -> bool:
-    """Whether tickets/sizes.csv has the round's row with the sizes of every SavedModel in `folder`."""
+    """Whether tickets/sizes.csv has the round's row with the sizes of every exported form in `folder`."""
     row = next((r for r in rundir.read_sizes(output_dir) if int(r["round"]) == round_index), None)
     return row is not None and all(row.get(SIZE_KEYS[form][0]) for form in SIZE_KEYS
                                    if os.path.exists(os.path.join(folder, form)))
 
 
 def record_size(output_dir: str, round_index: int, weights_remaining_pct: float, folder: str) -> dict:
-    """Measures the SavedModels in a round's `folder` and (re)writes its row of tickets/sizes.csv;
+    """Measures the exported forms in a round's `folder` and (re)writes its row of tickets/sizes.csv;
     returns that row."""
     row = dict(round=round_index, weights_remaining_pct=round(weights_remaining_pct, 4))
     for form, keys in SIZE_KEYS.items():

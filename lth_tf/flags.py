@@ -99,10 +99,12 @@ flags.DEFINE_string("prune_floor", "", "A masks file (e.g. a round's masks.npz):
 flags.DEFINE_enum("export", "last", ["all", "last", "none"],
                   "Rounds exported as SavedModel + ticket file under tickets/: all, last (and the dense round), none.",
                   flag_values=DEFINED)
-flags.DEFINE_enum("export_format", "dense", ["dense", "sparse", "both"],
-                  "Form of the exported SavedModels: dense (tickets/round_NN/saved_model/), sparse (saved_model_sparse/: "
-                  "each Dense layer stored and computed as its surviving weights alone, same signature), or both.",
-                  flag_values=DEFINED)
+EXPORT_FORMATS = ("dense", "sparse", "tflite", "both")  # export.FORMATS' names
+flags.DEFINE_string("export_format", "dense",
+                    "Forms of an exported round, one or several comma-separated: dense (tickets/round_NN/saved_model/), "
+                    "sparse (saved_model_sparse/: each Dense layer stored and computed as its surviving weights alone, "
+                    "same signature), tflite (model.tflite: the same signature for TFLite, its sparse fully-connected "
+                    "layers computed sparse); both = dense,sparse.", flag_values=DEFINED)
 flags.DEFINE_bool("tensorboard", True, "Write TensorBoard summaries under <output_dir>/tensorboard.",
                   flag_values=DEFINED)
 
@@ -203,6 +205,9 @@ flags.register_validator("prune_from_step", lambda text: text == "end" or STEPS.
                          message="must be end, a number of steps or '<n>ep'", flag_values=DEFINED)
 flags.register_validator("milestones", lambda items: all(STEPS.fullmatch(i) for i in items),
                          message="must be steps or '<n>ep', comma-separated", flag_values=DEFINED)
+flags.register_validator("export_format", lambda text: all(f.strip() in EXPORT_FORMATS for f in text.split(",")),
+                         message=f"unknown form; valid: {', '.join(EXPORT_FORMATS)}, or several comma-separated",
+                         flag_values=DEFINED)
 flags.register_validator("model", models.is_known, message=f"unknown model; valid: {models.VALID}", flag_values=DEFINED)
 flags.register_validator("dataset", data.is_known, message=f"unknown dataset; valid: {', '.join(data.DATASETS)}, "
                          "npz:PATH or tfds:NAME[/CONFIG][:TRAIN_SPLIT,TEST_SPLIT]", flag_values=DEFINED)

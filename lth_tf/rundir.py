@@ -249,17 +249,19 @@ def read_results(output_dir: str) -> list[dict]:
 SIZE_COLUMNS = ("round", "weights_remaining_pct", "saved_model_bytes", "saved_model_gzip_bytes",
                 "gzip_vs_dense_gzip")
 SPARSE_SIZE_COLUMNS = ("saved_model_sparse_bytes", "saved_model_sparse_gzip_bytes")  # once a round has one
+TFLITE_SIZE_COLUMNS = ("tflite_bytes", "tflite_gzip_bytes")  # once a round has a TFLite file
 
 
 def write_sizes(output_dir: str, rows: list[dict]):
     """tickets/sizes.csv, with each gzip size as a fraction of round 0's (of the dense SavedModels),
-    and the sparse SavedModels' sizes as columns once one was exported (empty for rounds without)."""
+    and the sparse SavedModels' and TFLite files' sizes as columns once one was exported (empty for rounds
+    without)."""
     dense = next((int(r["saved_model_gzip_bytes"]) for r in rows
                   if int(r["round"]) == 0 and r.get("saved_model_gzip_bytes")), None)
-    sparse = any(r.get(SPARSE_SIZE_COLUMNS[0]) for r in rows)
+    columns = SIZE_COLUMNS + tuple(column for optional in (SPARSE_SIZE_COLUMNS, TFLITE_SIZE_COLUMNS)
+                                   if any(r.get(optional[0]) for r in rows) for column in optional)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, SIZE_COLUMNS + (SPARSE_SIZE_COLUMNS if sparse else ()), extrasaction="ignore",
-                            lineterminator="\n")
+    writer = csv.DictWriter(buffer, columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
         gzipped = row.get("saved_model_gzip_bytes")

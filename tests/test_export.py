@@ -340,5 +340,5 @@ def test_a_bad_export_format_is_one_line(tmp_path):
                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert result.returncode == 2
     line, = result.stderr.splitlines()
-    assert line.startswith("lth_tf: error: ") and "--export_format=csr" in line and "dense|sparse|both" in line
+    assert line.startswith("lth_tf: error: ") and "--export_format=csr" in line and "dense, sparse, tflite, both" in line
     assert not os.path.exists(tmp_path / "run")

@@ -102,3 +102,11 @@ def with_a_prunable_custom_layer(input_shape, num_classes):
 
 
 NOT_A_FUNCTION = 3
+
+
+def svd_mlp(input_shape, num_classes):
+    """An MLP with a layer TFLite cannot convert (a singular value decomposition), named 'svd'."""
+    inputs = tf.keras.Input(input_shape)
+    x = L.Dense(16, activation="relu")(L.Flatten()(inputs))
+    x = L.Lambda(lambda h: tf.linalg.svd(tf.reshape(h, [-1, 4, 4]), compute_uv=False), name="svd")(x)
+    return tf.keras.Model(inputs, L.Dense(num_classes)(x))

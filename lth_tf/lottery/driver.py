@@ -8,7 +8,7 @@ import time
 import numpy as np
 from absl import logging
 
-from lth_tf import checkpoints, export, paths, pruning, rundir, summaries, tickets, training
+from lth_tf import checkpoints, export, paths, pruning, rundir, summaries, tflite, tickets, training
 from lth_tf.lottery import branch as branch_lib
 from lth_tf.lottery import masks as masks_lib
 from lth_tf.lottery.setup import Experiment, Failed, RunOptions, drop_if_damaged, tell
@@ -36,7 +36,7 @@ def run(experiment: Experiment, options: RunOptions = RunOptions()) -> list[dict
                 raise Failed(f"round {round_index} {branch}: {metrics['error']} ({why}); "
                              f"finished rounds are in {experiment.output_dir}")
         if round_index in exported:
-            export_round(experiment, round_index, masks, options.export_format)
+            export_round(experiment, round_index, masks, options)
     return rows
 
 
@@ -102,14 +102,14 @@ def record(experiment: Experiment, rows: list[dict], trained: bool, options: Run
         summaries.write_lottery_run(experiment.output_dir, rows, dataclasses.asdict(experiment.config))
 
 
-def export_round(experiment: Experiment, round_index: int, masks, export_format: str = "dense"):
-    """tickets/round_NN/: the trained ticket as SavedModels (dense, sparse or both: export.FORMATS), the
-    ticket file (masks + theta_k), and its row of tickets/sizes.csv. What exists is kept (a run exported
-    dense gets the sparse form added when asked for it); a kill between a SavedModel and its row leaves
-    only the row to write."""
+def export_round(experiment: Experiment, round_index: int, masks, options: RunOptions):
+    """tickets/round_NN/: the trained ticket in the forms --export_format asks for (export.forms: SavedModels,
+    TFLite), the ticket file (masks + theta_k), and its row of tickets/sizes.csv. What exists is kept (a run
+    exported dense gets the sparse form added when asked for it); a kill between a form and its row leaves
+    only the row to write; a network TFLite cannot convert is said in one line, its other forms kept."""
     run = experiment.output_dir
     folder = paths.ticket_export(run, round_index)
-    missing = [form for form in export.FORMATS[export_format] if not os.path.exists(os.path.join(folder, form))]
+    missing = [form for form in export.forms(options.export_format) if not os.path.exists(os.path.join(folder, form))]
     if not missing:
         if not export.size_recorded(run, round_index, folder):
             export.record_size(run, round_index, 100 * pruning.density(masks), folder)
@@ -124,8 +124,11 @@ def export_round(experiment: Experiment, round_index: int, masks, export_format:
         num_classes=splits.num_classes, dataset=splits.name, round=round_index, density=density,
         rewind_step=config.lottery.rewind_step, source=os.path.abspath(run)))
     trained = rundir.load_arrays(paths.weights(run, round_index, "ticket"))
-    export.export_forms(config.model, splits.input_shape, splits.num_classes, splits.normalisation, trained, masks,
-                        folder, missing)
+    try:
+        export.export_forms(config.model, splits.input_shape, splits.num_classes, splits.normalisation, trained,
+                            masks, folder, missing)
+    except tflite.ConversionError as error:
+        tell(options.progress, f"round {round_index}: no TFLite file: {error}")
     sizes = export.record_size(run, round_index, 100 * density, folder)
     logging.info("round %d exported to %s (%s) in %.1fs", round_index, folder,
                  ", ".join(f"{form}: {sizes[keys[0]]} bytes, {sizes[keys[1]]} gzipped"

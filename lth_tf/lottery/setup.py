@@ -37,7 +37,7 @@ class RunOptions:
     """How to run an experiment, as opposed to what it is: none of this
     changes a result, so none of it is in config.json."""
     export: str = "last"            # rounds exported: all | last (and the dense one) | none
-    export_format: str = "dense"    # SavedModels of an exported round: dense | sparse | both (export.FORMATS)
+    export_format: str = "dense"    # forms of an exported round: dense, sparse, tflite, both or a list (export.forms)
     tensorboard: bool = True
     checkpoint_every: int = 0       # steps; checkpoints come at epoch ends too
     on_nan: str = "stop"            # stop | skip (a diverged control; the next branch goes on)
