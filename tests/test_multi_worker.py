@@ -15,7 +15,8 @@ from lth_tf import rundir
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--model=mlp_32_16", "--optimizer=sgd", "--learning_rate=0.05", "--batch_size=50", "--train_steps=60",
         "--eval_every=10", "--log_every=10", "--rounds=2", "--rewind_step=5", "--controls=reinit",
-        "--export=none", "--checkpoint_every=10"]
+        "--export=none"]
+KILLED = ["--checkpoint_every=10"]  # the kill test's workers checkpoint often, to be killed between two
 
 
 def free_ports(count):
@@ -34,12 +35,12 @@ def cli(args, env=None):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def start_workers(output_dir):
+def start_workers(output_dir, extra=()):
     workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
     processes = []
     for index in range(2):
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        processes.append(cli([*TINY, "--strategy=multi_worker", f"--output_dir={output_dir}"],
+        processes.append(cli([*TINY, *extra, "--strategy=multi_worker", f"--output_dir={output_dir}"],
                              {**os.environ, "TF_CONFIG": json.dumps(tf_config)}))
     return processes
 
@@ -89,7 +90,7 @@ def test_killed_workers_restart_and_resume_past_a_damaged_checkpoint(single, tmp
     """Both workers killed mid-branch; worker 1's newest checkpoint then damaged. On restart
     both agree on an older checkpoint and resume there, instead of worker 1 going back alone
     into a collective the chief never joins (the old code crashed there with a collective error)."""
-    processes = start_workers(tmp_path / "multi")
+    processes = start_workers(tmp_path / "multi", KILLED)
     wait_for_log(tmp_path / "multi", "round 1 ticket       step     30/60", processes[0])
     for process in processes:
         process.kill()
@@ -106,7 +107,7 @@ def test_killed_workers_restart_and_resume_past_a_damaged_checkpoint(single, tmp
     common = set(checkpoint_steps(folders["multi"])) & set(checkpoint_steps(folders["multi.worker-1"]))
     older = max(step for step in common if step < damaged)  # two are kept; both were written by step 30
     logged_before = {name: len(read_log(tmp_path / name)) for name in folders}
-    finish(start_workers(tmp_path / "multi"), timeout=300)
+    finish(start_workers(tmp_path / "multi", KILLED), timeout=300)
     logs = {name: read_log(tmp_path / name)[since:] for name, since in logged_before.items()}
     assert f"ckpt-{damaged}.json is unreadable" in logs["multi.worker-1"]
     for log in logs.values():
