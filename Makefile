@@ -53,8 +53,9 @@ determinism: $(BIN)/activate
 TICKET_INFERENCE := runs/ticket_inference_lenet
 ticket-inference: $(BIN)/activate $(FASHION_MNIST)
 	$(BIN)/python -m lth_tf.main --flagfile=configs/lenet_fashion_mnist.flags --train_steps=1000 --eval_every=500 \
-	  --controls=none --export=all --export_format=both --output_dir=$(TICKET_INFERENCE)
-	$(BIN)/python benchmarks/ticket_inference.py --output_dir=$(TICKET_INFERENCE) --readme=docs/speed.md
+	  --controls=none --export=all --export_format=dense,sparse,tflite --output_dir=$(TICKET_INFERENCE)
+	$(BIN)/python benchmarks/ticket_inference.py --output_dir=$(TICKET_INFERENCE) --readme=docs/speed.md \
+	  --summary=README.md
 
 # RESULTS.md: `make results` runs the studies' sweeps (resumable; STUDIES=quick,mnist1d_paper for a
 # subset), then rebuilds RESULTS.md and docs/results/ from every study's sweep on disk, even after a failure.

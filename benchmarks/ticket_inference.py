@@ -1,26 +1,31 @@
-"""Exported tickets on disk and at inference: the dense SavedModel against the sparse one.
+"""Exported tickets on disk and at inference: the dense SavedModel, the sparse one and TFLite.
 
     python benchmarks/ticket_inference.py --output_dir=RUN [--batch_sizes=1,256] [--blocks=40] [--readme=docs/speed.md]
 
 RUN is a finished lth_tf run whose rounds were exported (`--export=all
---export_format=both`; a round exported dense only gets its sparse form made
+--export_format=dense,sparse,tflite`; a round lacking a form gets it made
 here from the run's files). For every exported round it prints % weights
-remaining, bytes on disk of both SavedModels (raw and gzip, and dense/sparse),
-and the median latency of one serving_default call at each batch size, dense
-against sparse, each loaded with tf.saved_model.load. Then the density from
-which the sparse export is faster at each batch size and from which it is
-smaller. Then where one batch-1 call's time goes, dense against sparse, in the
-densest round at or below --profile_pct % weights (TensorFlow's profiler over
---profile_calls calls; the profiler adds its own cost, so read the split, not
-the totals). --readme writes the table (the --readme_rounds rows), the
-densities and the split into the file's <!-- ticket_inference --> block.
-`make ticket-inference` makes RUN (LeNet-300-100 on Fashion-MNIST, 20
-rounds) and runs this.
+remaining, bytes on disk (the two SavedModels, the dense TFLite file the
+converter makes by default and lth_tf's model.tflite), and the median
+latency of one call at each batch size of five forms: the two SavedModels
+loaded with tf.saved_model.load; the dense TFLite file under LiteRT's
+default XNNPACK delegate and under its builtin kernels; model.tflite under
+the builtin kernels. Then from which density each sparse form wins. Then
+where one batch-1 call's time goes in the densest round at or below
+--profile_pct % weights: the SavedModels under TensorFlow's profiler
+(--profile_calls calls; the profiler adds its own cost, so read the split,
+not the totals), and each fully-connected layer of the TFLite files run
+alone (LiteRT has no per-op profiler in Python), with the kernel that ran
+it. --readme writes the tables (the --readme_rounds rows), the densities and
+the splits into the file's <!-- ticket_inference --> block. `make
+ticket-inference` makes RUN (LeNet-300-100 on Fashion-MNIST, 20 rounds) and
+runs this.
 
 Latency: warm-up calls first, then blocks of calls (about 10 ms each), the
-two forms alternating block by block so that a busy spell of the machine hits
-both alike; the median block's mean call is reported. The inputs are the run's
-own test examples (raw, as the signature takes them).
+forms alternating block by block so that a busy spell of the machine hits
+all alike; the median block's mean call is reported. The inputs are the
+run's own test examples (raw, as the signature takes them). LiteRT runs one
+thread, as TensorFlow's calls on this 2-core machine mostly do.
 """
 import collections
 import glob
@@ -32,6 +37,9 @@ import time
 import numpy as np
 import tensorflow as tf
 from absl import app, flags
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
+from flatbuffers import Builder as flatbuffers_builder
+from tensorflow.lite.python import schema_py_generated as schema
 
 import lth_tf  # noqa: F401
 from lth_tf import config as config_lib
@@ -50,6 +58,8 @@ flags.DEFINE_float("profile_pct", 5.0, "Profile batch-1 calls in the densest rou
 flags.DEFINE_integer("profile_calls", 200, "Calls per form under the profiler.", lower_bound=1)
 flags.DEFINE_string("readme", "", "Also write the results into this file, between its <!-- ticket_inference --> "
                     "and <!-- /ticket_inference --> lines.")
+flags.DEFINE_string("summary", "", "Also write the densities from which each form wins into this file, between "
+                    "its <!-- ticket_inference_summary --> lines.")
 flags.DEFINE_list("readme_rounds", ["0", "4", "10", "12", "14", "17", "20"], "The rounds in --readme's table.")
 flags.mark_flag_as_required("output_dir")
 FLAGS = flags.FLAGS
@@ -69,38 +79,67 @@ def raw_test_examples(output_dir: str, count: int) -> np.ndarray:
     return ((x * std + mean) / scale).astype(np.float32)
 
 
-def median_latencies(serves: dict, x: tf.Tensor, blocks: int, warmup: int) -> dict:
-    """Median seconds of one call of each signature on `x`: the mean call of each timed block of calls,
-    the forms alternating block by block (a block of calls is steadier than one call on a busy machine)."""
-    for serve in serves.values():
+FORMS = {"sm_dense": "dense SavedModel", "sm_sparse": "sparse SavedModel", "tfl_xnnpack": "dense TFLite, XNNPACK",
+         "tfl_dense": "dense TFLite, builtin kernels", "tfl_sparse": "model.tflite, builtin kernels"}
+
+
+def median_latencies(calls: dict, blocks: int, warmup: int) -> dict:
+    """Median seconds of each zero-argument call: the mean call of each timed block of calls, the forms
+    alternating block by block (a block of calls is steadier than one call on a busy machine)."""
+    for call in calls.values():
         for _ in range(warmup):
-            serve(inputs=x)
+            call()
     start = time.perf_counter()
-    for serve in serves.values():
-        serve(inputs=x)["logits"].numpy()
-    calls = max(1, round(FLAGS.block_seconds / ((time.perf_counter() - start) / len(serves))))
-    seconds = {form: [] for form in serves}
+    for call in calls.values():
+        call()
+    per_block = max(1, round(FLAGS.block_seconds / ((time.perf_counter() - start) / len(calls))))
+    seconds = {form: [] for form in calls}
     for _ in range(blocks):
-        for form, serve in serves.items():
+        for form, call in calls.items():
             start = time.perf_counter()
-            for _ in range(calls):
-                serve(inputs=x)["logits"].numpy()
-            seconds[form].append((time.perf_counter() - start) / calls)
+            for _ in range(per_block):
+                call()
+            seconds[form].append((time.perf_counter() - start) / per_block)
     return {form: float(np.median(s)) for form, s in seconds.items()}
+
+
+def litert(content: bytes, builtin: bool):
+    """The signature of a TFLite flatbuffer under LiteRT, one thread: (inputs) -> logits."""
+    resolver = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES if builtin else OpResolverType.AUTO
+    runner = Interpreter(model_content=content, num_threads=1, experimental_op_resolver_type=resolver
+                         ).get_signature_runner("serving_default")
+    return lambda x: runner(inputs=x)["logits"]
+
+
+def dense_tflite(folder: str) -> bytes:
+    """The TFLite file TensorFlow's converter makes of the dense SavedModel by default."""
+    return tf.lite.TFLiteConverter.from_saved_model(os.path.join(folder, export.DENSE)).convert()
 
 
 def measure_round(output_dir: str, round_index: int, x_all: np.ndarray, batch_sizes) -> dict:
     folder = paths.ticket_export(output_dir, round_index)
-    serves = {form: tf.saved_model.load(os.path.join(folder, form)).signatures["serving_default"]
-              for form in (export.DENSE, export.SPARSE)}
+    saved = {form: tf.saved_model.load(os.path.join(folder, name)).signatures["serving_default"]
+             for form, name in (("sm_dense", export.DENSE), ("sm_sparse", export.SPARSE))}
+    dense_file = dense_tflite(folder)
+    with open(os.path.join(folder, export.TFLITE), "rb") as f:
+        sparse_file = f.read()
+    serves = {form: (lambda x, serve=serve: serve(inputs=tf.constant(x))["logits"].numpy())
+              for form, serve in saved.items()}
+    serves.update(tfl_xnnpack=litert(dense_file, False), tfl_dense=litert(dense_file, True),
+                  tfl_sparse=litert(sparse_file, True))
     differences = []
-    for x in (x_all[:1], x_all):  # the sparse form's small-batch and large-batch products
-        dense, sparse = (serve(inputs=tf.constant(x))["logits"].numpy() for serve in serves.values())
-        differences.append(np.max(np.abs(dense - sparse)))
-    result = dict(max_logit_difference=float(max(differences)))
+    for x in (x_all[:1], x_all):  # the sparse SavedModel's small-batch and large-batch products
+        reference = serves["sm_dense"](x)
+        differences += [np.max(np.abs(serves[form](x) - reference)) for form in serves if form != "sm_dense"]
+    result = dict(max_logit_difference=float(max(differences)), tflite_dense_bytes=len(dense_file),
+                  tflite_bytes=len(sparse_file))
     for batch in batch_sizes:
-        medians = median_latencies(serves, tf.constant(x_all[:batch]), FLAGS.blocks, FLAGS.warmup)
-        result[batch] = (medians[export.DENSE], medians[export.SPARSE])
+        x = x_all[:batch]
+        prepared = {"sm_dense": tf.constant(x), "sm_sparse": tf.constant(x)}
+        calls = {form: (lambda s=saved[form], t=prepared[form]: s(inputs=t)["logits"].numpy()) for form in saved}
+        calls.update({form: (lambda serve=serves[form]: serve(x)) for form in ("tfl_xnnpack", "tfl_dense",
+                                                                                  "tfl_sparse")})
+        result[batch] = median_latencies(calls, FLAGS.blocks, FLAGS.warmup)
     return result
 
 
@@ -158,6 +197,73 @@ def profile_lines(output_dir: str, round_index: int, pct: float, x: np.ndarray) 
     return lines
 
 
+def layers_alone(content: bytes) -> list[dict]:
+    """Each fully-connected layer of a TFLite flatbuffer as a flatbuffer of that op alone (with the DENSIFY
+    op that expands its weight, if any): its name, the kernel LiteRT's builtin resolver runs it with, and
+    the fraction of its weight's entries the file stores."""
+    def code(model, op):
+        return max(model.operatorCodes[op.opcodeIndex].builtinCode,
+                   model.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode)
+    found = []
+    count = sum(code(m, op) == schema.BuiltinOperator.FULLY_CONNECTED
+                for m in [schema.ModelT.InitFromPackedBuf(bytearray(content), 0)] for op in m.subgraphs[0].operators)
+    for index in range(count):
+        model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
+        graph = model.subgraphs[0]
+        op = [op for op in graph.operators if code(model, op) == schema.BuiltinOperator.FULLY_CONNECTED][index]
+        densify = next((o for o in graph.operators if code(model, o) == schema.BuiltinOperator.DENSIFY
+                        and o.outputs[0] == op.inputs[1]), None)
+        weight = graph.tensors[densify.inputs[0] if densify else op.inputs[1]]
+        stored = len(model.buffers[weight.buffer].data) // 4 / np.prod(weight.shape)
+        if weight.sparsity is None:
+            kernel = "dense"
+        elif densify:
+            kernel = "dense (weight stored as CSR, expanded at load)"
+        else:
+            blocks = len(weight.sparsity.traversalOrder) > 2
+            kernel = f"sparse weight, {'1x4 blocks' if blocks else 'random CSR'}"
+        graph.operators = [o for o in (densify, op) if o is not None]
+        graph.inputs, graph.outputs, model.signatureDefs = [op.inputs[0]], [op.outputs[0]], []
+        builder = flatbuffers_builder(len(content))
+        builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+        name = graph.tensors[op.outputs[0]].name.decode().split(";")[0]
+        found.append(dict(name=name, kernel=kernel, stored=stored, content=bytes(builder.Output()),
+                          shape=tuple(weight.shape)))
+    return found
+
+
+def invoke_alone(content: bytes):
+    """A zero-argument call running a one-op flatbuffer (builtin kernels, one thread) on a fixed input."""
+    interpreter = Interpreter(model_content=content, num_threads=1,
+                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter.allocate_tensors()
+    detail = interpreter.get_input_details()[0]
+    interpreter.set_tensor(detail["index"], np.random.default_rng(0).standard_normal(detail["shape"]).astype(
+        np.float32))
+    return interpreter.invoke
+
+
+def tflite_layer_lines(output_dir: str, round_index: int, pct: float) -> list[str]:
+    """Each fully-connected layer of the round's TFLite files run alone at batch 1, dense file against
+    model.tflite, as markdown lines."""
+    folder = paths.ticket_export(output_dir, round_index)
+    with open(os.path.join(folder, export.TFLITE), "rb") as f:
+        sparse = layers_alone(f.read())
+    dense = layers_alone(dense_tflite(folder))
+    calls = {}
+    for i, (d, s) in enumerate(zip(dense, sparse)):
+        calls[("dense", i)], calls[("sparse", i)] = invoke_alone(d["content"]), invoke_alone(s["content"])
+    seconds = median_latencies(calls, FLAGS.blocks, FLAGS.warmup)
+    lines = [f"Each fully-connected layer of round {round_index} ({pct:.2f}% weights) run alone at batch 1 "
+             "(LiteRT, builtin kernels, one thread; µs per call):", "",
+             "| layer [out, in] | entries stored | kernel in model.tflite | dense file | model.tflite |",
+             "| --- | --- | --- | --- | --- |"]
+    for i, s in enumerate(sparse):
+        lines.append(f"| {s['name']} {list(s['shape'])} | {100 * s['stored']:.2f}% | {s['kernel']} | "
+                     f"{seconds[('dense', i)] * 1e6:.1f} | {seconds[('sparse', i)] * 1e6:.1f} |")
+    return lines
+
+
 def density_from(rows, wins) -> str:
     """The highest % weights remaining from which the sparse form wins in that round and every sparser one."""
     from_pct = None
@@ -175,51 +281,76 @@ def main(argv):
     print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU core(s); {output_dir}")
     rounds = exported_rounds(output_dir)
     for round_index in rounds:
-        made = export.export_from_run(output_dir, round_index, export.FORMATS["both"])
+        made = export.export_from_run(output_dir, round_index, export.forms("dense,sparse,tflite"))
         if made:
             print(f"round {round_index}: made {', '.join(made)} from the run's files")
     sizes = {int(r["round"]): r for r in rundir.read_sizes(output_dir)}
     x_all = raw_test_examples(output_dir, max(batch_sizes))
-    header = (f"{'round':>5} {'% weights':>9} {'dense B':>9} {'sparse B':>9} {'ratio':>6} {'dense gz':>9} "
-              f"{'sparse gz':>9} {'ratio':>6}" + "".join(f" {f'b{b} dense ms':>12} {f'b{b} sparse ms':>13} {'speedup':>7}"
-                                                          for b in batch_sizes))
-    print(header)
+    print(f"{'round':>5} {'% weights':>9} {'SM dense B':>10} {'SM sparse B':>11} {'TFL dense B':>11} "
+          f"{'TFL B':>9}" + "".join(f"  batch {b} µs: " + " / ".join(FORMS) for b in batch_sizes))
     rows = []
     for round_index in rounds:
         size = sizes[round_index]
-        dense, sparse = int(size["saved_model_bytes"]), int(size["saved_model_sparse_bytes"])
-        dense_gz, sparse_gz = int(size["saved_model_gzip_bytes"]), int(size["saved_model_sparse_gzip_bytes"])
         timing = measure_round(output_dir, round_index, x_all, batch_sizes)
-        row = dict(round=round_index, pct=float(size["weights_remaining_pct"]), dense=dense, sparse=sparse)
+        row = dict(round=round_index, pct=float(size["weights_remaining_pct"]), sm_dense=int(size["saved_model_bytes"]),
+                   sm_sparse=int(size["saved_model_sparse_bytes"]), tfl_dense=timing["tflite_dense_bytes"],
+                   tfl_sparse=timing["tflite_bytes"])
         row.update(timing)
         rows.append(row)
-        line = (f"{round_index:>5} {row['pct']:>9.2f} {dense:>9} {sparse:>9} {dense / sparse:>6.2f} {dense_gz:>9} "
-                f"{sparse_gz:>9} {dense_gz / sparse_gz:>6.2f}")
+        line = (f"{round_index:>5} {row['pct']:>9.2f} {row['sm_dense']:>10} {row['sm_sparse']:>11} "
+                f"{row['tfl_dense']:>11} {row['tfl_sparse']:>9}")
         for b in batch_sizes:
-            d, s = timing[b]
-            line += f" {d * 1e3:>12.3f} {s * 1e3:>13.3f} {d / s:>7.2f}"
+            line += "  " + " / ".join(f"{timing[b][form] * 1e6:.1f}" for form in FORMS)
         print(line + f"   (max |logit difference| {timing['max_logit_difference']:.1e})", flush=True)
-    findings = [f"The sparse export is smaller on disk {density_from(rows, lambda r: r['sparse'] < r['dense'])}."]
-    for b in batch_sizes:
-        findings.append(f"It is faster at batch {b} {density_from(rows, lambda r, b=b: r[b][1] < r[b][0])}.")
+    findings = findings_of(rows, batch_sizes)
     print("\n".join(findings))
     profiled = [r for r in rows if r["pct"] <= FLAGS.profile_pct]
-    split = (profile_lines(output_dir, profiled[0]["round"], profiled[0]["pct"], x_all)
-             if FLAGS.profile_pct and profiled else [])
+    split = []
+    if FLAGS.profile_pct and profiled:
+        split = (profile_lines(output_dir, profiled[0]["round"], profiled[0]["pct"], x_all) + [""]
+                 + tflite_layer_lines(output_dir, profiled[0]["round"], profiled[0]["pct"]))
     print("\n" + "\n".join(split))
     if FLAGS.readme:
-        table = ["| % weights | dense bytes | sparse bytes | smaller by | "
-                 + " | ".join(f"batch {b}: dense / sparse ms" for b in batch_sizes) + " |",
-                 "| --- " * (4 + len(batch_sizes)) + "|"]
-        for row in rows:
-            if str(row["round"]) in FLAGS.readme_rounds:
-                table.append(f"| {row['pct']:.2f} | {row['dense']:,} | {row['sparse']:,} | "
-                             f"{row['dense'] / row['sparse']:.2f}× | "
-                             + " | ".join(f"{row[b][0] * 1e3:.3f} / {row[b][1] * 1e3:.3f}" for b in batch_sizes)
-                             + " |")
+        shown = [row for row in rows if str(row["round"]) in FLAGS.readme_rounds]
+        table = ["| % weights | bytes: " + " / ".join(("SavedModel dense", "sparse", "TFLite dense", "model.tflite"))
+                 + " | " + " | ".join(f"batch {b}, µs: SavedModel dense / sparse / TFLite dense (XNNPACK) / "
+                                     "dense (builtin) / model.tflite" for b in batch_sizes) + " |",
+                 "| --- " * (2 + len(batch_sizes)) + "|"]
+        for row in shown:
+            table.append(f"| {row['pct']:.2f} | " + " / ".join(f"{row[k]:,}" for k in ("sm_dense", "sm_sparse",
+                                                                                       "tfl_dense", "tfl_sparse"))
+                         + " | " + " | ".join(" / ".join(f"{row[b][form] * 1e6:.1f}" for form in FORMS)
+                                              for b in batch_sizes) + " |")
         write_block(FLAGS.readme, "ticket_inference", [
-            f"{provenance()}; {output_dir}, median latency of the loaded signature over {FLAGS.blocks} "
-            f"blocks per form, the forms alternating:", "", *table, "", " ".join(findings), "", *split])
+            f"{provenance()}; {output_dir}, median latency of one call over {FLAGS.blocks} blocks per form, the "
+            "forms alternating:", "", *table, "", *findings, "", *split])
+    if FLAGS.summary:
+        write_block(FLAGS.summary, "ticket_inference_summary", [
+            f"{provenance()}; LeNet-300-100 on Fashion-MNIST, {output_dir}, `make ticket-inference`:", "", *findings])
+
+
+def findings_of(rows, batch_sizes) -> list[str]:
+    """From which density each sparse form wins, and the ratios at 5% of the weights (the densest round
+    at or below it)."""
+    def fastest_dense_tflite(row, b):
+        return min(row[b]["tfl_xnnpack"], row[b]["tfl_dense"])
+    lines = [f"- The sparse SavedModel is smaller than the dense one "
+             f"{density_from(rows, lambda r: r['sm_sparse'] < r['sm_dense'])}; model.tflite is smaller than the "
+             f"dense TFLite file {density_from(rows, lambda r: r['tfl_sparse'] < r['tfl_dense'])}."]
+    for b in batch_sizes:
+        lines.append(f"- At batch {b} the sparse SavedModel is faster than the dense one "
+                     f"{density_from(rows, lambda r, b=b: r[b]['sm_sparse'] < r[b]['sm_dense'])}; model.tflite is "
+                     "faster than the dense TFLite file (the faster of XNNPACK and builtin kernels) "
+                     f"{density_from(rows, lambda r, b=b: r[b]['tfl_sparse'] < fastest_dense_tflite(r, b))}.")
+    at_5 = [r for r in rows if r["pct"] <= 5.0]
+    if at_5:
+        r = at_5[0]
+        lines.append(f"- At {r['pct']:.2f}% of the weights model.tflite is {r['sm_dense'] / r['tfl_sparse']:.1f}× "
+                     "smaller than the dense SavedModel; at batch 1 it is "
+                     f"{r[1]['sm_dense'] / r[1]['tfl_sparse']:.1f}× faster than the dense SavedModel and "
+                     f"{fastest_dense_tflite(r, 1) / r[1]['tfl_sparse']:.2f}× faster than the dense TFLite file."
+                     if 1 in batch_sizes else "")
+    return lines
 
 
 if __name__ == "__main__":
