@@ -241,7 +241,7 @@ def layers_alone(content: bytes) -> list[dict]:
         builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
         name = graph.tensors[op.outputs[0]].name.decode().split(";")[0]
         found.append(dict(name=name, kernel=kernel, stored=stored, content=bytes(builder.Output()),
-                          shape=tuple(weight.shape)))
+                          shape=[int(d) for d in weight.shape]))
     return found
 
 
@@ -272,7 +272,7 @@ def tflite_layer_lines(output_dir: str, round_index: int, pct: float) -> list[st
              "| layer [out, in] | entries stored | kernel in model.tflite | dense file | model.tflite |",
              "| --- | --- | --- | --- | --- |"]
     for i, s in enumerate(sparse):
-        lines.append(f"| {s['name']} {list(s['shape'])} | {100 * s['stored']:.2f}% | {s['kernel']} | "
+        lines.append(f"| {s['name']} {s['shape']} | {100 * s['stored']:.2f}% | {s['kernel']} | "
                      f"{seconds[('dense', i)] * 1e6:.1f} | {seconds[('sparse', i)] * 1e6:.1f} |")
     return lines
 
