@@ -37,11 +37,12 @@ from lth_tf import tfmot_adapter as adapter
 DENSE, SPARSE, TFLITE = "saved_model", "saved_model_sparse", "model.tflite"
 FORMATS = {"dense": (DENSE,), "sparse": (SPARSE,), "tflite": (TFLITE,), "both": (DENSE, SPARSE)}
 
+SMALL_BATCH = 16  # largest batch the COO product serves (see the table above)
+
 
 def forms(export_format: str) -> tuple:
     """The forms of an --export_format: one of FORMATS' names, or several, comma-separated."""
     return tuple(dict.fromkeys(form for name in export_format.split(",") for form in FORMATS[name.strip()]))
-SMALL_BATCH = 16  # largest batch the COO product serves (see the table above)
 
 
 def build_stripped(model_config: ModelConfig, input_shape, num_classes, state, masks) -> tf.keras.Model:

@@ -87,8 +87,12 @@ def sparse_kernels(content: bytes, plain) -> bytes:
         dense_model = dense_model or schema.ModelT.InitFromPackedBuf(bytearray(plain()), 0)
         plain_graph, plain_op = _fully_connected(dense_model)[index]
         plain_weight = plain_graph.tensors[plain_op.inputs[1]]
-        values = np.frombuffer(bytes(dense_model.buffers[plain_weight.buffer].data), np.float32).reshape(
-            tensor.shape)
+        values = np.frombuffer(bytes(dense_model.buffers[plain_weight.buffer].data), np.float32)
+        stored = len(model.buffers[tensor.buffer].data) // 4  # the converter's float32s: kept ones (random CSR)
+        if list(plain_weight.shape) != list(tensor.shape) or (
+                len(tensor.sparsity.traversalOrder) == 2 and stored != np.count_nonzero(values)):
+            raise ValueError(f"fully-connected op {index}: the plain conversion's weight does not match")
+        values = values.reshape(tensor.shape)
         form = cheapest(values)
         if form == "dense":
             if weight not in densified:  # the converter's 1x4 blocks, where dense computes faster
