@@ -5,8 +5,8 @@
 RUN is a finished lth_tf run whose rounds were exported (`--export=all
 --export_format=dense,sparse,tflite`; a round lacking a form gets it made
 here from the run's files). For every exported round it prints % weights
-remaining, bytes on disk (the two SavedModels, the dense TFLite file the
-converter makes by default and lth_tf's model.tflite), and the median
+remaining, bytes on disk (the two SavedModels, model.tflite and the same
+file with every weight dense: "the dense TFLite file"), and the median
 latency of one call at each batch size of five forms: the two SavedModels
 loaded with tf.saved_model.load; the dense TFLite file under LiteRT's
 default XNNPACK delegate and under its builtin kernels; model.tflite under
@@ -124,16 +124,17 @@ def litert(content: bytes, builtin: bool):
     return serve
 
 
-def dense_tflite(folder: str) -> bytes:
-    """The TFLite file TensorFlow's converter makes of the dense SavedModel by default."""
-    return tf.lite.TFLiteConverter.from_saved_model(os.path.join(folder, export.DENSE)).convert()
+def dense_tflite(output_dir: str, round_index: int) -> bytes:
+    """model.tflite with every weight stored and computed dense (export.tflite_form's sparse=False): the same
+    network and graph, the normalisation folded alike, so that the two differ in their sparsity alone."""
+    return export.tflite_form(*export.stripped_from_run(output_dir, round_index), sparse=False)
 
 
 def measure_round(output_dir: str, round_index: int, x_all: np.ndarray, batch_sizes) -> dict:
     folder = paths.ticket_export(output_dir, round_index)
     saved = {form: tf.saved_model.load(os.path.join(folder, name)).signatures["serving_default"]
              for form, name in (("sm_dense", export.DENSE), ("sm_sparse", export.SPARSE))}
-    dense_file = dense_tflite(folder)
+    dense_file = dense_tflite(output_dir, round_index)
     with open(os.path.join(folder, export.TFLITE), "rb") as f:
         sparse_file = f.read()
     serves = {form: (lambda x, serve=serve: serve(inputs=tf.constant(x))["logits"].numpy())
@@ -262,7 +263,7 @@ def tflite_layer_lines(output_dir: str, round_index: int, pct: float) -> list[st
     folder = paths.ticket_export(output_dir, round_index)
     with open(os.path.join(folder, export.TFLITE), "rb") as f:
         sparse = layers_alone(f.read())
-    dense = layers_alone(dense_tflite(folder))
+    dense = layers_alone(dense_tflite(output_dir, round_index))
     calls = {}
     for i, (d, s) in enumerate(zip(dense, sparse)):
         calls[("dense", i)], calls[("sparse", i)] = invoke_alone(d["content"]), invoke_alone(s["content"])

@@ -57,19 +57,46 @@ def build_stripped(model_config: ModelConfig, input_shape, num_classes, state, m
 
 class Serving(tf.Module):
     """Raw examples in (pixels 0..255, or MNIST-1D as generated); logits and
-    probabilities out. Normalisation is part of the graph."""
+    probabilities out. Normalisation is part of the graph (None: the model
+    holds it already, see folded())."""
 
     def __init__(self, model, input_shape, normalisation):
         super().__init__()
         self.model = model
-        scale, mean, std = normalisation
-        self.scale, self.mean, self.std = (tf.constant(v, tf.float32) for v in (scale, mean, std))
+        self.normalisation = normalisation and tuple(tf.constant(v, tf.float32) for v in normalisation)
         self.serve = tf.function(self._serve, input_signature=[
             tf.TensorSpec([None, *input_shape], tf.float32, name="inputs")])
 
     def _serve(self, inputs):
-        logits = self.model((inputs * self.scale - self.mean) / self.std, training=False)
+        if self.normalisation:
+            scale, mean, std = self.normalisation
+            inputs = (inputs * scale - mean) / std
+        logits = self.model(inputs, training=False)
         return {"logits": logits, "probabilities": tf.nn.softmax(logits)}
+
+
+def folded(model, input_shape, normalisation):
+    """(model, normalisation) for a TFLite file: where the inputs reach only a Flatten and it only a Dense
+    layer with a bias, a copy of the model whose Dense layer takes the raw inputs, the normalisation folded
+    into its kernel (x s/sd, row by row: its zeros stay zeros) and bias (- mean/sd . kernel), and None;
+    else the two as they are. Exact up to float rounding, and three elementwise ops fewer per call."""
+    layers = [layer for layer in model.layers if not isinstance(layer, tf.keras.layers.InputLayer)]
+    def consumers(tensor):
+        return [layer for layer in layers if any(t is tensor for t in tf.nest.flatten(layer.input))]
+    if (len(model.inputs) != 1 or not layers or not isinstance(layers[0], tf.keras.layers.Flatten)
+            or consumers(model.inputs[0]) != [layers[0]]):
+        return model, normalisation
+    dense = consumers(layers[0].output)
+    if len(dense) != 1 or type(dense[0]) is not tf.keras.layers.Dense or not dense[0].use_bias:
+        return model, normalisation
+    copy = tf.keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    layer = copy.get_layer(dense[0].name)
+    scale, mean, std = (np.broadcast_to(np.asarray(v, np.float32), input_shape).reshape(-1) for v in normalisation)
+    kernel = layer.kernel.numpy()
+    layer.kernel.assign(kernel * (scale / std)[:, None])
+    layer.bias.assign(layer.bias.numpy() - (mean / std) @ kernel)
+    return copy, None
 
 
 def export_saved_model(model, input_shape, normalisation, path: str):
@@ -166,10 +193,16 @@ def export_sparse_saved_model(model, masks, input_shape, normalisation, path: st
     _save(SparseServing(model, masks, tuple(input_shape), normalisation), path)
 
 
+def tflite_form(model, input_shape, normalisation, sparse: bool = True) -> bytes:
+    """The TFLite flatbuffer of the stripped `model` (tflite.convert; sparse=False: every weight dense), the
+    normalisation folded in where folded() can; tflite.ConversionError if a layer cannot be converted."""
+    model, normalisation = folded(model, tuple(input_shape), normalisation)
+    return tflite.convert(Serving(model, tuple(input_shape), normalisation), sparse)
+
+
 def export_tflite(model, input_shape, normalisation, path: str):
-    """The TFLite form of the stripped `model` (tflite.convert), written to a temporary file, then renamed
-    into place; tflite.ConversionError if a layer cannot be converted."""
-    content = tflite.convert(Serving(model, tuple(input_shape), normalisation))
+    """tflite_form(), written to a temporary file, then renamed into place."""
+    content = tflite_form(model, input_shape, normalisation)
     with open(path + ".tmp", "wb") as f:
         f.write(content)
     os.replace(path + ".tmp", path)
@@ -204,6 +237,16 @@ def export_from_run(output_dir: str, round_index: int, forms) -> list[str]:
                      data.normalisation_of(config.data), trained, masks, folder, missing)
         record_size(output_dir, round_index, 100 * pruning.density(masks), folder)
     return missing
+
+
+def stripped_from_run(output_dir: str, round_index: int):
+    """(stripped model, input shape, normalisation) of a round's exported ticket, from the run's files."""
+    config = from_dict(rundir.read_json(paths.config(output_dir)))
+    _, masks, _ = tickets.read_ticket(paths.ticket_file(output_dir, round_index))
+    trained = rundir.load_arrays(paths.weights(output_dir, round_index, "ticket"))
+    input_shape = data.input_shape(config.data)
+    return (build_stripped(config.model, input_shape, data.num_classes(config.data), trained, masks), input_shape,
+            data.normalisation_of(config.data))
 
 
 def directory_sizes(path: str) -> tuple[int, int]:

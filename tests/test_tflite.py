@@ -186,3 +186,25 @@ def test_a_layer_tflite_cannot_convert_is_one_line_naming_it_and_the_other_expor
         assert sorted(os.listdir(folder)) == ["saved_model", "ticket.npz"]
     assert [row["branch"] for row in run.results] == ["ticket", "ticket"]
     assert all(row["saved_model_bytes"] and not row.get("tflite_bytes") for row in rundir.read_sizes(run.output_dir))
+
+
+def test_the_normalisation_is_folded_into_a_first_dense_layer_and_keeps_its_zeros():
+    inputs = tf.keras.Input((4, 4, 1))
+    hidden = tf.keras.layers.Dense(8, "relu", name="fc1")(tf.keras.layers.Flatten()(inputs))
+    model = tf.keras.Model(inputs, tf.keras.layers.Dense(3, name="output")(hidden))
+    rng = np.random.default_rng(0)
+    kernel = rng.standard_normal((16, 8)).astype(np.float32)
+    kernel[rng.random((16, 8)) < 0.9] = 0
+    model.get_layer("fc1").kernel.assign(kernel)
+    model.get_layer("fc1").bias.assign(rng.standard_normal(8).astype(np.float32))
+    normalisation = (1 / 255, 0.286, 0.353)
+    copy, none = export.folded(model, (4, 4, 1), normalisation)
+    assert none is None and np.array_equal(copy.get_layer("fc1").kernel.numpy() != 0, kernel != 0)
+    content = export.tflite_form(model, (4, 4, 1), normalisation)
+    ops = {op["op_name"] for op in Interpreter(model_content=content)._get_ops_details()}
+    assert not ops & {"MUL", "SUB", "DIV"}
+    raw = rng.uniform(0, 255, (5, 4, 4, 1)).astype(np.float32)
+    expected = model((raw / 255 - 0.286) / 0.353).numpy()
+    np.testing.assert_allclose(litert(content)(inputs=raw)["logits"], expected, rtol=1e-5, atol=1e-5)
+    conv = user_models.small_cnn((8, 8, 1), 4)  # its inputs reach a convolution: nothing folded
+    assert export.folded(conv, (8, 8, 1), normalisation) == (conv, normalisation)
