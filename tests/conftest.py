@@ -3,6 +3,7 @@ logical devices once per session (for the mirrored-strategy tests) and the
 tiny experiments the tests inspect are run once per session."""
 import dataclasses
 import gzip
+import shutil
 import os
 import time
 
@@ -104,3 +105,14 @@ def wait_for_log(output_dir, marker, process, since=0, timeout=300):
         if process.poll() is not None or time.time() > deadline:
             pytest.fail(f"never logged {marker!r}")
         time.sleep(0.02)
+
+
+def resumed_copy(tiny_run, folder, export_format):
+    """A copy of the tiny run (exported dense) in `folder`, resumed with --export_format=`export_format`:
+    nothing trains, its exported rounds get the forms they lack."""
+    experiment, _ = tiny_run
+    copy = folder / "run"
+    shutil.copytree(experiment.output_dir, copy)
+    again = lottery.prepare(experiment.config, experiment.splits, experiment.trainer.strategy, str(copy))
+    lottery.run(again, lottery.RunOptions(export_format=export_format, tensorboard=False))
+    return again

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from absl import flags
 
-from conftest import tiny_config
+from conftest import resumed_copy, tiny_config
 from lth_tf import data, export, lottery, main, networks, pruning, rundir, tickets, training
 from lth_tf import tfmot_adapter as adapter
 from lth_tf.config import ConfigError, DataConfig, LotteryConfig, ModelConfig
@@ -203,14 +203,8 @@ PLAIN_TF_SPARSE_EQUALS_DENSE = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def sparse_resumed(tiny_run, tmp_path_factory):
-    """A copy of the tiny run (exported dense) resumed with --export_format=both: nothing trains, its
-    exported rounds get their sparse SavedModels."""
-    experiment, _ = tiny_run
-    copy = tmp_path_factory.mktemp("sparse_resumed") / "run"
-    shutil.copytree(experiment.output_dir, copy)
-    again = lottery.prepare(experiment.config, experiment.splits, experiment.trainer.strategy, str(copy))
-    lottery.run(again, lottery.RunOptions(export_format="both", tensorboard=False))
-    return again
+    """The tiny run resumed with --export_format=both: its exported rounds get their sparse SavedModels."""
+    return resumed_copy(tiny_run, tmp_path_factory.mktemp("sparse_resumed"), "both")
 
 
 def files_under(folder):

@@ -4,7 +4,6 @@ fully-connected layers computed sparse, and a layer TFLite cannot convert
 said in one line with the other exports kept."""
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -16,8 +15,9 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 from tensorflow.lite.python import schema_py_generated as schema
 
 import lth_tf
+from conftest import resumed_copy
 import user_models
-from lth_tf import export, lottery, rundir, tflite
+from lth_tf import export, rundir, tflite
 
 # LiteRT alone: lth_tf and TensorFlow cannot be imported. Runs the file on the inputs of an .npy file, at
 # batch 1 for the first examples, then all at once, and saves the logits and probabilities beside them.
@@ -45,14 +45,8 @@ def litert(content: bytes):
 
 @pytest.fixture(scope="module")
 def tflite_resumed(tiny_run, tmp_path_factory):
-    """A copy of the tiny run (exported dense) resumed with --export_format=dense,tflite: nothing trains,
-    its exported rounds get their TFLite files."""
-    experiment, _ = tiny_run
-    copy = tmp_path_factory.mktemp("tflite_resumed") / "run"
-    shutil.copytree(experiment.output_dir, copy)
-    again = lottery.prepare(experiment.config, experiment.splits, experiment.trainer.strategy, str(copy))
-    lottery.run(again, lottery.RunOptions(export_format="dense,tflite", tensorboard=False))
-    return again
+    """The tiny run resumed with --export_format=dense,tflite: its exported rounds get their TFLite files."""
+    return resumed_copy(tiny_run, tmp_path_factory.mktemp("tflite_resumed"), "dense,tflite")
 
 
 def test_a_resume_asking_for_tflite_adds_the_file_to_rounds_exported_before(tiny_run, tflite_resumed):
