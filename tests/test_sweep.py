@@ -111,6 +111,15 @@ def test_sweep_csv_aggregates_each_grid_point_over_its_seeds(local_sweep):
     assert "## prune_rate_fc=0.5" in summary and "| prune_rate_fc=1.5__seed_0 | failed |" in summary
 
 
+def test_sweep_json_names_the_commit_of_the_code_that_ran_it(local_sweep):
+    sweep_dir, _ = local_sweep
+    head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, check=True,
+                          cwd=pathlib.Path(sweep.__file__).parent).stdout.strip()
+    changed = subprocess.run(["git", "status", "--porcelain", "--", "lth_tf"], capture_output=True, text=True,
+                             check=True, cwd=pathlib.Path(sweep.__file__).parents[2]).stdout.strip()
+    assert json.loads((sweep_dir / "sweep.json").read_text())["code"] == [head + ("+changes" if changed else "")]
+
+
 @pytest.fixture(scope="module")
 def resumed_sweep(tmp_path_factory):
     """Two seeds, the sweep SIGKILLed during the second, then rerun:

@@ -6,7 +6,8 @@ ordinary lth_tf run in its own directory, on a local pool or a Ray cluster.
         [--parallel=N | --ray_address=auto] [experiment flags ...]
 
     SWEEP_DIR/sweep.json                 the grid and each point's settings (a rerun with another grid, or other
-                                     settings than the seeds, is refused) and each experiment's status
+                                     settings than the seeds, is refused), each experiment's status, and
+                                     the lth_tf code (commit) of every command that ran experiments
     SWEEP_DIR/POINT/seed_S/              the run of one grid point and seed (POINT is absent without --grid)
     SWEEP_DIR/POINT/report.md, *.png     lth_tf.report over the point's finished seeds (mean, min-max band)
     SWEEP_DIR/sweep.csv, sweep.md        one row per grid point x round x branch: mean, std, min, max, n
@@ -122,6 +123,9 @@ def _run_sweep(sweep_dir, grid, seeds, base_argv, pool_factory, say, should_stop
         f"seed(s)): {finished} already finished, {len(todo)} to run")
     if todo:
         state["machine"] = f"{os.cpu_count()} CPU cores ({platform.machine()}){_gpus()}"
+        code = code_version()
+        if code not in state.setdefault("code", []):
+            state["code"].append(code)
         started = time.time()
         _run_all(todo, pool, record, say, should_stop)
         with lock:  # the sweep's wall time, summed over the commands that ran it
@@ -129,6 +133,23 @@ def _run_sweep(sweep_dir, grid, seeds, base_argv, pool_factory, say, should_stop
             rundir.write_json(os.path.join(sweep_dir, "sweep.json"), state)
     tables.write_outputs(sweep_dir, grid, planned, state)
     return state
+
+
+def code_version() -> str:
+    """The commit of the lth_tf checkout this is (with "+changes" if lth_tf/ differs from it), else the
+    installed package's version: what sweep.json says produced its runs."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        def git(*args):
+            return subprocess.run(["git", "-C", package, *args], capture_output=True, text=True, timeout=30,
+                                  check=True).stdout.strip()
+        return git("rev-parse", "--short=12", "HEAD") + ("+changes" if git("status", "--porcelain", "--", ".") else "")
+    except (OSError, subprocess.SubprocessError):
+        from importlib import metadata
+        try:
+            return f"lth_tf {metadata.version('lth_tf')}"
+        except metadata.PackageNotFoundError:
+            return "unknown"
 
 
 def check_settings(sweep_dir: str, state: dict, checked: list):
