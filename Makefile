@@ -58,7 +58,8 @@ ticket-inference: $(BIN)/activate $(FASHION_MNIST)
 	  --summary=README.md
 
 # RESULTS.md: `make results` runs the studies' sweeps (resumable; STUDIES=quick,mnist1d_paper for a
-# subset), then rebuilds RESULTS.md and docs/results/ from every study's sweep on disk, even after a failure.
+# subset), then rebuilds RESULTS.md and docs/results/ from the records in docs/results/records/, to which it first
+# adds the finished seeds of every study's sweep on disk (docs/sweeps.md), even after a failure.
 results: $(BIN)/activate $(FASHION_MNIST)
 	status=0; $(BIN)/python -m studies.results run --studies=$(STUDIES) || status=$$?; \
 	$(BIN)/python -m studies.results report && exit $$status

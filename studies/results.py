@@ -1,13 +1,15 @@
 """RESULTS.md: the studies (studies/__init__.py) run as sweeps, and the report
-that turns their sweep directories into RESULTS.md and docs/results/.
+that turns their records (studies.records, fed by the sweep directories on
+disk) into RESULTS.md and docs/results/.
 
     python -m studies.results run [--studies=quick,mnist1d_paper] [--results_dir=runs/results] [--parallel=N]
     python -m studies.results report [--results_dir=runs/results] [--out=.]
 
 `make results` runs both; `run` resumes an interrupted study (each sweep
-does), `report` only reads sweep directories already on disk, every study's.
-Every number comes from the runs on disk, except the published MNIST-1D
-numbers they are compared with, quoted in PUBLISHED with their source.
+does); `report` adds the finished seeds of every study's sweep directory to
+its record under OUT/docs/results/records/, then writes everything from the
+records. Every number comes from runs, except the published MNIST-1D and
+LeNet numbers they are compared with, quoted with their source.
 """
 import csv
 import io
@@ -18,10 +20,11 @@ import numpy as np
 from absl import flags
 
 import studies
-from lth_tf import paths, report, rundir, stats
+from lth_tf import report, rundir, stats
 from lth_tf import runs as runs_lib
 from lth_tf.console import duration
-from lth_tf.sweep import plan, tables
+from lth_tf.sweep import tables
+from studies import records
 
 # The MNIST-1D notebook's printed output (cell 18; "#80" is linspace(0, 1, 100)[79] = 79.8% pruned, our
 # round 79 of --prune_step=1/99), test accuracy in % as (last evaluation, best of the 16 evaluations).
@@ -53,31 +56,23 @@ class MissingSweep(Exception):
 
 # --- reading --------------------------------------------------------------------------------------------------
 
-def load_sweep(sweep_dir: str) -> dict:
-    """sweep.json and its finished runs (lth_tf.report's form), each row with its best test accuracy."""
-    path = os.path.join(sweep_dir, "sweep.json")
-    if not os.path.exists(path):
-        raise MissingSweep(f"{sweep_dir} holds no sweep: run `python -m studies.results run` first")
-    state = rundir.read_json(path)
-    if state["grid"]:
-        raise MissingSweep(f"{sweep_dir} is a grid sweep; a study is one grid point over seeds")
-    runs, seeds = [], []
-    for record in state["experiments"].values():
-        if record.get("status") != "finished":
-            continue
-        run_dir = os.path.join(sweep_dir, plan.point_name(record["point"]), f"seed_{record['seed']}")
-        run = runs_lib.load_run(run_dir)
-        for row in run["rows"]:
-            metrics = rundir.read_json(paths.metrics(run_dir, int(row["round"]), row["branch"]))
-            row["best_test_accuracy"] = max(entry["test_accuracy"] for entry in metrics["history"])
-            row["test_history"] = [(entry["step"], entry["test_accuracy"]) for entry in metrics["history"]]
-        runs.append(run)
-        seeds.append(record["seed"])
-    if not runs:
-        raise MissingSweep(f"{sweep_dir} has no finished experiment yet")
-    runs_lib.check_replicates(runs)  # never a mean over runs of other settings
-    order = np.argsort(seeds, kind="stable")
-    return dict(state=state, runs=[runs[i] for i in order], seeds=[seeds[i] for i in order], dir=sweep_dir)
+def load_study(name: str, variant: str, results_dir: str, records_dir: str) -> dict:
+    """The study's record (studies.records) with the finished seeds of its sweep on disk added, written back;
+    in the form the report reads (runs in seed order, seeds, sources). MissingSweep if neither has a seed."""
+    what = f"{name}{' ' + variant if variant else ''}"
+    extra = next(flags for v, flags, _ in studies.STUDIES[name].variants if v == variant)
+    settings = records.study_settings([*studies.STUDIES[name].argv, *extra])
+    record_path = records.path(records_dir, name, variant)
+    old = records.read(record_path)
+    new = records.from_sweep(studies.sweep_dir(results_dir, name, variant), KEEP_HISTORY.get(name, lambda _: set()))
+    record = records.merge(old, new, settings, what)
+    if record is None:
+        raise MissingSweep(f"no finished seed in its sweep directory or its record "
+                           f"(docs/results/records/{os.path.basename(record_path)}): run "
+                           f"`python -m studies.results run --studies={name}` first")
+    if record != old:
+        records.write(record_path, record)
+    return records.loaded(record)
 
 
 def values(runs, round_index, branch, column) -> list[float]:
@@ -135,7 +130,20 @@ CURVE_TITLES = {"ticket": "winning tickets (rewound to their initialisation)",
                 "random_prune": "random_prune control (random masks of the tickets' layer sizes)"}
 
 
-def curves_figure(runs, path, title, densities=(51.3, 21.1, 7.0, 3.6), controls=("reinit",)):
+CURVE_DENSITIES = (51.3, 21.1, 7.0, 3.6)  # Figure 3's % weights remaining
+CURVE_CONTROLS = ("reinit",)
+
+
+def curve_branches(rows) -> set:
+    """The (round, branch) pairs of one run whose test histories curves_figure draws: what a record keeps."""
+    rounds = {0} | {nearest_round([dict(rows=rows)], pct) for pct in CURVE_DENSITIES}
+    return {(r, branch) for r in rounds for branch in ("ticket", *CURVE_CONTROLS)}
+
+
+KEEP_HISTORY = {"lenet_fashion_mnist": curve_branches}
+
+
+def curves_figure(runs, path, title, densities=CURVE_DENSITIES, controls=CURVE_CONTROLS):
     """Frankle & Carbin's Figure 3: test accuracy against training iteration for the dense network and the
     rounds nearest `densities`% of the weights, the ticket's panel beside each control's, on one scale."""
     plt = report.pyplot()
@@ -235,30 +243,32 @@ def command(name, variant_argv, sweep_dir) -> str:
 
 
 def timing(loaded) -> str:
-    """What ran, on what, in how long; a sweep still running says so."""
-    state, n = loaded["state"], len(loaded["runs"])
-    # the branches' own training time (results.csv), which survives restarts; wall time is the sweep's
+    """Which code made each seed, on what, when, in how long."""
     seconds = sum(float(row["seconds"]) for run in loaded["runs"] for row in run["rows"])
-    done = f"{n} experiment{'s' * (n > 1)} (seed{'s' * (n > 1)} {', '.join(map(str, loaded['seeds']))})"
-    machine = state.get("machine", "this project's machine")
-    if len(state["experiments"]) > n or "wall_seconds" not in state:
-        return (f"{done} finished so far on {machine}, {duration(seconds)} of training time; the sweep is "
-                "still running, and this section shows its finished seeds only")
-    return (f"Ran {done} on {machine}: {duration(state['wall_seconds'])} of wall time "
-            f"({duration(seconds)} of training time, summed over branches)")
+    parts = []
+    for source in loaded["sources"]:
+        seeds = source["seeds"]
+        wall = (f"{duration(source['wall_seconds'])} of wall time" if source["wall_seconds"] is not None
+                else "wall time not known (not all of its sweep's seeds are here)")
+        parts.append(f"seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))} by lth_tf "
+                     f"{', '.join(source['code']) or '(code not recorded)'} on {source['machine']}, finished "
+                     f"{source['finished']}: {wall}")
+    n = len(loaded["runs"])
+    return (f"{n} experiment{'s' * (n > 1)}: " + "; ".join(parts)
+            + f". {duration(seconds)} of training time in all (summed over branches)")
 
 
-def total_time(names, results_dir: str) -> str:
-    """The wall time of every study's sweeps on disk, summed: what `make results` costs, run one after another."""
+def total_time(names, records_dir: str) -> str:
+    """The wall time of the sweeps behind the records, summed: what `make results` costs, run one after another."""
     seconds, sweeps = 0.0, 0
     for name in names:
         for variant, _, _ in studies.STUDIES[name].variants:
-            path = os.path.join(studies.sweep_dir(results_dir, name, variant), "sweep.json")
-            if os.path.exists(path):
-                seconds += rundir.read_json(path).get("wall_seconds", 0.0)
-                sweeps += 1
+            for source in (records.read(records.path(records_dir, name, variant)) or {}).get("sources", []):
+                if source["wall_seconds"] is not None:
+                    seconds += source["wall_seconds"]
+                    sweeps += 1
     return (f"The {sweeps} sweep{'s' * (sweeps != 1)} below took {duration(seconds)} of wall time in all on this "
-            "machine (each sweep's own time, summed; `make results` runs them one after another).")
+            "project's machine (each sweep's own time, summed; `make results` runs them one after another).")
 
 
 def study_table(runs) -> str:
@@ -538,7 +548,9 @@ def write(names, results_dir: str, out: str) -> int:
             "What lth_tf's tickets look like on real data. Regenerated by `make results` (runs the sweeps below, "
             "resumable) or `make results-report` (rebuilds this file and `docs/results/` from the sweep "
             "directories on disk); no number here is typed by hand. Cells are mean [min, max] over seeds; "
-            "figures show the mean with a min-max band.", "", total_time(names, results_dir), ""]
+            "figures show the mean with a min-max band. The numbers come from the records in "
+            "`docs/results/records/` (one per sweep; `report` adds the seeds it finds on disk, so seeds run in "
+            "different sessions add up), and each study says which lth_tf commit made its seeds.", "", None, ""]
     for number, name in enumerate(names, start=1):
         study = studies.STUDIES[name]
         text += [f"## {number}. {study.title}", "", study.about, ""]
@@ -546,16 +558,17 @@ def write(names, results_dir: str, out: str) -> int:
             text += SECTIONS.get(name, _study_section)(name, results_dir, figures)
         except MissingSweep as missing:
             text += [f"No results yet: {missing}.", ""]
-        except runs_lib.RunError as mixed:  # a sweep directory holding runs of other settings
+        except (runs_lib.RunError, records.StaleRecord) as mixed:  # a sweep directory holding runs of other settings
             print(f"studies.results: {name} not published: {mixed}", file=sys.stderr)
             text += [f"Not published: {mixed}.", ""]
+    text[text.index(None)] = total_time(names, os.path.join(figures, "records"))
     rundir.atomic_write(os.path.join(out, "RESULTS.md"), "\n".join(text).encode())
     print(f"studies.results: wrote {os.path.join(out, 'RESULTS.md')} and {figures}")
     return 0
 
 
 def _study_section(name, results_dir, figures, loaded=None) -> list[str]:
-    loaded = loaded or load_sweep(studies.sweep_dir(results_dir, name))
+    loaded = loaded or load_study(name, "", results_dir, os.path.join(figures, "records"))
     study_figure(loaded["runs"], os.path.join(figures, f"{name}.png"), studies.STUDIES[name].title)
     buffer = io.StringIO()  # sweep.csv's columns over the finished seeds
     writer = csv.DictWriter(buffer, tables.SWEEP_COLUMNS, lineterminator="\n")
@@ -570,7 +583,7 @@ def _study_section(name, results_dir, figures, loaded=None) -> list[str]:
 
 def _lenet_section(name, results_dir, figures) -> list[str]:
     """The common section, then Figure 3 and the table beside the paper."""
-    loaded = load_sweep(studies.sweep_dir(results_dir, name))
+    loaded = load_study(name, "", results_dir, os.path.join(figures, "records"))
     curves_figure(loaded["runs"], os.path.join(figures, f"{name}_curves.png"), studies.STUDIES[name].title)
     return _study_section(name, results_dir, figures, loaded) + [
         protocol_time(loaded), "",
@@ -589,12 +602,13 @@ def _mnist1d_section(name, results_dir, figures) -> list[str]:
     loaded, about = {}, {}
     for variant, _, what in study.variants:
         try:
-            loaded[variant] = load_sweep(studies.sweep_dir(results_dir, name, variant))
+            loaded[variant] = load_study(name, variant, results_dir, os.path.join(figures, "records"))
             about[variant] = what
         except MissingSweep:
             continue
     if "paper" not in loaded:
-        raise MissingSweep(f"{studies.sweep_dir(results_dir, name, 'paper')} holds no finished sweep")
+        raise MissingSweep(f"the paper variant has no finished seed: run `python -m studies.results run "
+                           f"--studies={name}` first")
     paper = loaded["paper"]
     mnist1d_figure(paper, loaded, os.path.join(figures, f"{name}.png"))
     buffer = io.StringIO()

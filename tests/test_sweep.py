@@ -2,6 +2,7 @@
 the same results as each run alone, resuming after a kill, failures isolated;
 and the report step of `make results` on those sweeps."""
 import csv
+import dataclasses
 import fcntl
 import json
 import os
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 
 import studies
+import studies.records
 from lth_tf import flags as lth_flags
 from lth_tf import main, rundir, sweep
 from studies import results
@@ -129,8 +131,7 @@ def resumed_sweep(tmp_path_factory):
 
 
 def kill_and_rerun(sweep_dir):
-    argv = ["--seeds=0,1", f"--sweep_dir={sweep_dir}", "--parallel=1", *TINY, "--train_steps=400",
-            "--eval_every=100", "--checkpoint_every=50", "--controls=reinit,random_prune"]
+    argv = resumed_sweep_argv(sweep_dir)
     process = subprocess.Popen([sys.executable, "-m", "lth_tf.sweep", *argv], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
     first = sweep_dir / "seed_0"
@@ -198,9 +199,18 @@ def test_a_flagfiles_seed_and_output_dir_give_way_to_the_sweeps():
     assert not [t for t in theirs if t.startswith(("--seed=", "--output_dir="))]
 
 
-def test_results_md_holds_the_runs_numbers_and_figures(resumed_sweep, tmp_path):
+def tiny_studies(monkeypatch, resumed_sweep_argv):
+    """The studies with the resumed sweep's flags, so that its directory can stand in for each of them."""
+    argv = tuple(a for a in resumed_sweep_argv if not a.startswith(("--sweep_dir=", "--parallel=")))
+    for name, study in list(studies.STUDIES.items()):
+        variants = tuple((variant, (), what) for variant, _, what in study.variants)
+        monkeypatch.setitem(studies.STUDIES, name, dataclasses.replace(study, argv=argv, variants=variants))
+
+
+def test_results_md_holds_the_runs_numbers_and_figures(resumed_sweep, tmp_path, monkeypatch):
     """The report step of `make results`, on the resumed sweep standing in for the
     quick study and two of the MNIST-1D study's variants."""
+    tiny_studies(monkeypatch, resumed_sweep_argv(resumed_sweep[0]))
     results_dir = tmp_path / "results"
     shutil.copytree(resumed_sweep[0], results_dir / "quick")
     shutil.copytree(resumed_sweep[0], results_dir / "lenet_fashion_mnist")
@@ -216,7 +226,8 @@ def test_results_md_holds_the_runs_numbers_and_figures(resumed_sweep, tmp_path):
     line = next(line for line in text.splitlines() if line.startswith("| 1 |"))
     assert line.startswith(f"| 1 | {pct:.2f} | {np.mean(ticket):.1f} [{min(ticket):.1f}, {max(ticket):.1f}]")
     assert line.endswith(f"| {np.mean(random):.1f} [{min(random):.1f}, {max(random):.1f}] |")
-    assert "## 1. The quick default" in text and "Ran 2 experiments (seeds 0, 1)" in text
+    head = sweep.code_version()
+    assert "## 1. The quick default" in text and f"2 experiments: seeds 0, 1 by lth_tf {head} on " in text
     assert "--sweep_dir=runs/results/quick" in text
     for name in ("quick", "mnist1d_paper", "lenet_fashion_mnist", "lenet_fashion_mnist_curves"):
         assert (tmp_path / "docs" / "results" / f"{name}.png").stat().st_size > 10_000
@@ -230,7 +241,31 @@ def test_results_md_holds_the_runs_numbers_and_figures(resumed_sweep, tmp_path):
     lenet = text.split("## 3. LeNet-300-100 on Fashion-MNIST")[1].split("## 4.")[0]
     assert "### Beside the paper" in lenet and "(docs/results/lenet_fashion_mnist_curves.png)" in lenet
     assert "| ticket minus reinit at " in lenet and "trainings) took " in lenet
-    assert "## 4. Conv-2 on Fashion-MNIST" in text and "holds no sweep" in text
+    assert "## 4. Conv-2 on Fashion-MNIST" in text and "No results yet: no finished seed" in text
+
+    # the records alone (a fresh clone: no runs/) give the same RESULTS.md, figures and tables
+    records = tmp_path / "docs" / "results" / "records"
+    assert sorted(p.name for p in records.iterdir()) == [
+        "lenet_fashion_mnist.json", "mnist1d_paper.geometric.json", "mnist1d_paper.paper.json", "quick.json"]
+    fresh = tmp_path / "fresh"
+    shutil.copytree(records, fresh / "docs" / "results" / "records")
+    assert results.write(["quick", "mnist1d_paper", "lenet_fashion_mnist", "conv2_fashion_mnist"],
+                         str(tmp_path / "no_runs"), str(fresh)) == 0
+    assert (fresh / "RESULTS.md").read_text() == text
+    for name in ("quick.csv", "mnist1d_paper.csv", "lenet_fashion_mnist.csv"):
+        assert (fresh / "docs" / "results" / name).read_text() == (tmp_path / "docs" / "results" / name).read_text()
+    curves = json.loads((records / "lenet_fashion_mnist.json").read_text())["runs"]["0"]["histories"]
+    assert sorted(curves) == ["0/ticket", "1/reinit", "1/ticket"]  # what Figure 3 draws, and only that
+    metrics = json.loads((results_dir / "lenet_fashion_mnist" / "seed_0" / "round_01" / "reinit" / "metrics.json")
+                         .read_text())["history"]
+    kept = curves["1/reinit"]
+    assert list(zip(studies.records.steps_of(kept), kept["test_accuracy"])) == [
+        (e["step"], e["test_accuracy"]) for e in metrics]
+
+
+def resumed_sweep_argv(sweep_dir) -> list[str]:
+    return ["--seeds=0,1", f"--sweep_dir={sweep_dir}", "--parallel=1", *TINY, "--train_steps=400",
+            "--eval_every=100", "--checkpoint_every=50", "--controls=reinit,random_prune"]
 
 
 def test_every_study_names_its_sweep_flags_and_what_it_shortens():
