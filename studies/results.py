@@ -14,7 +14,9 @@ LeNet numbers they are compared with, quoted with their source.
 import csv
 import io
 import os
+import re
 import sys
+import textwrap
 
 import numpy as np
 from absl import flags
@@ -538,6 +540,97 @@ def protocol_time(loaded) -> str:
             "share of the cores).")
 
 
+# --- what other files quote: the configs' Expect lines, the README's picture ---------------------------------------
+
+def write_block(path: str, name: str, lines: list[str], comment: str = ""):
+    """Replaces the lines between the file's `{comment}<!-- name -->` and `{comment}<!-- /name -->` lines."""
+    with open(path) as f:
+        text = f.read()
+    block = re.compile(rf"^({re.escape(comment)}<!-- {re.escape(name)} -->\n).*?^({re.escape(comment)}"
+                       rf"<!-- /{re.escape(name)} -->)$", re.S | re.M)
+    if not block.search(text):
+        raise ValueError(f"{path} has no {comment}<!-- {name} --> ... {comment}<!-- /{name} --> lines")
+    body = "".join(f"{comment}{line}\n" for line in lines)
+    rundir.atomic_write(path, block.sub(lambda m: m.group(1) + body + m.group(2), text).encode())
+
+
+def wrapped(text: str, width: int = 106) -> list[str]:
+    return textwrap.wrap(text, width, break_on_hyphens=False)
+
+
+def seeds_text(seeds) -> str:
+    seeds = list(seeds)
+    return (f"seeds {seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) and len(seeds) > 2
+            else f"seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))}")
+
+
+def minutes_per_seed(runs) -> str:
+    return cell([sum(float(row["seconds"]) for row in run["rows"]) / 60 for run in runs], 1, 0)
+
+
+def lenet_expect(loaded) -> list[str]:
+    runs, parts = loaded["runs"], [f"dense {cell(values(loaded['runs'], 0, 'ticket', ACCURACY))}%"]
+    for what, _, value, _, verdict_text in lenet_rows(runs):
+        if what.startswith(("best ticket", "sparsest", "ticket minus reinit")) or (
+                what.startswith("early-stop") and "reinit" in what):
+            parts.append(f"{what}: {value}" + (f" (by the test: {verdict_text})" if verdict_text != "-" else ""))
+    return wrapped(f"Expect (RESULTS.md, section 3, written by `make results-report`; {seeds_text(loaded['seeds'])}, "
+                   "test accuracy at the early-stop iteration, mean [min, max] over seeds, t tests over seeds): "
+                   + "; ".join(parts) + f". {minutes_per_seed(runs)} min of training a seed (all its trainings) on "
+                   "this project's 2-core machine.")
+
+
+def mnist1d_expect(loaded) -> list[str]:
+    runs = loaded["runs"]
+    at = {r: (np.mean(values(runs, r, "ticket", "weights_remaining_pct")),
+              cell(values(runs, r, "ticket", "test_accuracy")), cell(values(runs, r, "random_prune", "test_accuracy")))
+          for _, r, branch, _ in PUBLISHED if r and values(runs, r, "ticket", "test_accuracy")}
+    text = (f"Expect (RESULTS.md, section 2, written by `make results-report`; {seeds_text(loaded['seeds'])}, with "
+            f"--xla; final test accuracy, mean [min, max]): dense {cell(values(runs, 0, 'ticket', 'test_accuracy'))}%; "
+            + "; ".join(f"at {100 - pct:.1f}% pruned (round {r}) ticket {ticket}% vs random mask {random}%"
+                        for r, (pct, ticket, random) in at.items()) + ". The ticket's lead over the random mask "
+            "(points; each seed's mean over the rounds within a factor of 1.25 of the density, t test over seeds): "
+            + "; ".join(f"~{pct:g}% of the weights {test.text()}" for pct in COMPARE_AT
+                        if (test := stats.difference(band_gaps(loaded, pct).values())))
+            + ". The notebook printed " + " and ".join(
+                f"{PUBLISHED[i][3][42][0]} vs {PUBLISHED[i + 1][3][42][0]}" for i in (1, 3))
+            + f" for its seed 42. {minutes_per_seed(runs)} min of training a seed on this project's 2-core machine.")
+    return wrapped(text)
+
+
+def readme_picture(loaded) -> list[str]:
+    """The README's first picture: Figures 1 and 4 of the LeNet study, and what they show, in numbers."""
+    runs = loaded["runs"]
+    findings = {row[0]: row for row in lenet_rows(runs)}
+    sparsest = findings.get("sparsest ticket whose mean is at or above dense", (None, None, "none"))[2]
+    stops = [row for what, row in findings.items() if what.startswith("early-stop iteration") and "reinit" in what]
+    where = stops[0][0].split("early-stop iteration at ")[1].split(":")[0] if stops else ""
+    caption = (f"*LeNet-300-100 on Fashion-MNIST with Frankle & Carbin's protocol (50,000 iterations a round, 20 "
+               f"rounds; RESULTS.md, section 3), {len(runs)} seeds: the winning ticket (solid) against the same masks "
+               f"reinitialised and random masks of the same layer sizes (dashed). The ticket's mean test accuracy at "
+               f"its early-stop iteration is at or above the dense network's down to {sparsest} of the weights"
+               + (f"; at {where} the reinit control's early-stop iteration is {stops[0][2]} the ticket's (t test over "
+                  f"seeds: {stops[0][4]})" if stops else "")
+               + ".*")
+    return [f"![{studies.STUDIES['lenet_fashion_mnist'].title}](docs/results/lenet_fashion_mnist.png)", "",
+            *wrapped(caption, 78)]
+
+
+QUOTED = (  # (study, variant, file, block, what writes it, comment)
+    ("lenet_fashion_mnist", "", "configs/lenet_fashion_mnist.flags", "expect", lenet_expect, "# "),
+    ("lenet_fashion_mnist", "", "README.md", "results_picture", readme_picture, ""),
+    ("mnist1d_paper", "paper", "configs/mnist1d_paper.flags", "expect", mnist1d_expect, "# "),
+)
+
+
+def write_quoted(out: str, records_dir: str):
+    """The blocks other files quote from the records, where the file is under `out` and the record exists."""
+    for name, variant, relative, block, lines, comment in QUOTED:
+        record, path = records.read(records.path(records_dir, name, variant)), os.path.join(out, relative)
+        if record and os.path.exists(path):
+            write_block(path, block, lines(records.loaded(record)), comment)
+
+
 # --- RESULTS.md ------------------------------------------------------------------------------------------------
 
 def write(names, results_dir: str, out: str) -> int:
@@ -563,6 +656,7 @@ def write(names, results_dir: str, out: str) -> int:
             text += [f"Not published: {mixed}.", ""]
     text[text.index(None)] = total_time(names, os.path.join(figures, "records"))
     rundir.atomic_write(os.path.join(out, "RESULTS.md"), "\n".join(text).encode())
+    write_quoted(out, os.path.join(figures, "records"))
     print(f"studies.results: wrote {os.path.join(out, 'RESULTS.md')} and {figures}")
     return 0
 

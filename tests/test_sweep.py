@@ -216,6 +216,10 @@ def test_results_md_holds_the_runs_numbers_and_figures(resumed_sweep, tmp_path, 
     shutil.copytree(resumed_sweep[0], results_dir / "lenet_fashion_mnist")
     for variant in ("paper", "geometric"):
         shutil.copytree(resumed_sweep[0], results_dir / "mnist1d_paper" / variant)
+    repository = pathlib.Path(studies.__file__).parents[1]
+    for quoting in ("README.md", "configs/lenet_fashion_mnist.flags", "configs/mnist1d_paper.flags"):
+        (tmp_path / quoting).parent.mkdir(exist_ok=True)
+        shutil.copy(repository / quoting, tmp_path / quoting)
     assert results.write(["quick", "mnist1d_paper", "lenet_fashion_mnist", "conv2_fashion_mnist"], str(results_dir),
                          str(tmp_path)) == 0
     text = (tmp_path / "RESULTS.md").read_text()
@@ -242,6 +246,23 @@ def test_results_md_holds_the_runs_numbers_and_figures(resumed_sweep, tmp_path, 
     assert "### Beside the paper" in lenet and "(docs/results/lenet_fashion_mnist_curves.png)" in lenet
     assert "| ticket minus reinit at " in lenet and "trainings) took " in lenet
     assert "## 4. Conv-2 on Fashion-MNIST" in text and "No results yet: no finished seed" in text
+
+    # the README's picture and the configs' Expect lines quote the records
+    dense = [100 * float(r["early_stop_test_accuracy"]) for r in rows if r["round"] == "0"]
+    readme = (tmp_path / "README.md").read_text().split("<!-- results_picture -->")[1].split("<!-- /")[0]
+    assert readme.startswith("\n![LeNet-300-100 on Fashion-MNIST](docs/results/lenet_fashion_mnist.png)\n")
+    assert "), 2 seeds: the winning ticket" in readme.replace("\n", " ")
+    expect = (tmp_path / "configs" / "lenet_fashion_mnist.flags").read_text().split("# <!-- expect -->\n")[1]
+    expect = expect.split("# <!-- /expect -->")[0]
+    assert all(line.startswith("# ") for line in expect.splitlines())
+    expect = " ".join(line[2:] for line in expect.splitlines())
+    assert "seeds 0, 1, test accuracy at the early-stop iteration" in expect
+    assert f"dense {np.mean(dense):.1f} [{min(dense):.1f}, {max(dense):.1f}]%" in expect
+    assert "--model=lenet_300_100" in (tmp_path / "configs" / "lenet_fashion_mnist.flags").read_text()
+    mnist1d = (tmp_path / "configs" / "mnist1d_paper.flags").read_text().split("# <!-- expect -->\n")[1]
+    mnist1d = " ".join(line[2:] for line in mnist1d.split("# <!-- /expect -->")[0].splitlines())
+    assert "seeds 0, 1, with --xla; final test accuracy, mean [min, max]): dense " in mnist1d
+    assert "The notebook printed 72.9 vs 68.6 and 68.1 vs 41.2 for its seed 42." in mnist1d
 
     # the records alone (a fresh clone: no runs/) give the same RESULTS.md, figures and tables
     records = tmp_path / "docs" / "results" / "records"
