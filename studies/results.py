@@ -472,9 +472,23 @@ def _ratios(runs, a, b, column) -> list:
             if x is not None and y is not None and y > 0]
 
 
+PAPER_DIRECTION = {  # the verdict that agrees with the paper, for the findings that have a direction
+    "best": "above dense", "at_13.5": "above dense", "stop_dense": "ticket stops sooner",
+    "stop_reinit": "ticket stops sooner", "ticket_reinit_21": "ticket above reinit", "reinit_21": "below dense",
+    "reinit_7": "below dense", "random_21": "below dense"}
+
+
+def agreement(key, verdict_text) -> str:
+    """'holds' where the test shows the paper's direction, 'opposite' where it shows the other, else as it is."""
+    expected = PAPER_DIRECTION.get(key)
+    if expected is None or verdict_text in ("-", "not shown"):
+        return "-" if expected is None else "not shown"
+    return "holds" if verdict_text == expected else "opposite"
+
+
 def lenet_rows(runs) -> list[tuple]:
-    """(what, the paper, lth_tf's mean [min, max] over seeds, the test, the verdict) for each of the paper's
-    LeNet findings; differences are per seed (the seed is the unit, lth_tf.stats)."""
+    """(what, the paper, lth_tf's mean [min, max] over seeds, the test, the verdict, whether the paper's direction
+    holds) for each of the paper's LeNet findings; differences are per seed (the seed is the unit, lth_tf.stats)."""
     dense = (0, "ticket")
     rounds = [r for r in sorted({int(row["round"]) for run in runs for row in run["rows"]}) if r > 0
               and per_seed(runs, r, "ticket", ACCURACY).count(None) < len(runs)]
@@ -489,8 +503,9 @@ def lenet_rows(runs) -> list[tuple]:
         test = stats.difference(diffs)
         if test is None:
             return
+        verdict_text = test.verdict(yes, no)
         rows.append((what, LENET_PAPER[key], f"{cell([d for d in diffs if d is not None], 1, 1)} points",
-                     test.text() if test.p is not None else "-", test.verdict(yes, no)))
+                     test.text() if test.p is not None else "-", verdict_text, agreement(key, verdict_text)))
 
     best = max(rounds, key=mean)
     accuracy_row("best", f"best ticket, {pct(best):.1f}% (round {best}), minus dense", (best, "ticket"), dense,
@@ -500,7 +515,8 @@ def lenet_rows(runs) -> list[tuple]:
                  "above dense", "below dense")
     at_or_above = [r for r in rounds if mean(r) >= mean(0)]
     rows.append(("sparsest ticket whose mean is at or above dense", LENET_PAPER["sparsest"],
-                 f"{pct(max(at_or_above)):.1f}% (round {max(at_or_above)})" if at_or_above else "none", "-", "-"))
+                 f"{pct(max(at_or_above)):.1f}% (round {max(at_or_above)})" if at_or_above else "none", "-", "-",
+                 "-"))
     r = nearest_round(runs, 3.6)
     accuracy_row("at_3.6", f"ticket at {pct(r):.1f}% (round {r}) minus dense", (r, "ticket"), dense,
                  "above dense", "below dense")
@@ -509,10 +525,11 @@ def lenet_rows(runs) -> list[tuple]:
         ratios = _ratios(runs, other, (r, "ticket"), "early_stop_step")
         test = stats.difference(seed_differences(runs, other, (r, "ticket"), "early_stop_step", 1.0))
         if ratios and test is not None:
+            verdict_text = test.verdict("ticket stops sooner", "ticket stops later")
             rows.append((f"early-stop iteration at {pct(r):.1f}% (round {r}): {what}'s / the ticket's",
                          LENET_PAPER[key], f"{cell(ratios, 1, 2)}x",
                          f"{what} minus ticket, iterations: {test.text(0)}" if test.p is not None else "-",
-                         test.verdict("ticket stops sooner", "ticket stops later")))
+                         verdict_text, agreement(key, verdict_text)))
     accuracy_row("ticket_reinit_21", f"ticket minus reinit at {pct(r):.1f}% (round {r})", (r, "ticket"),
                  (r, "reinit"), "ticket above reinit", "ticket below reinit")
     for key, branch, target in (("reinit_21", "reinit", 21.1), ("reinit_7", "reinit", 7.0),
@@ -525,9 +542,22 @@ def lenet_rows(runs) -> list[tuple]:
 
 def lenet_table(runs) -> str:
     lines = ["| finding | the paper (MNIST) | lth_tf (Fashion-MNIST), mean [min, max] over seeds | test over seeds "
-             "| verdict |", "|---|---|---|---|---|"]
+             "| verdict | the paper's direction |", "|---|---|---|---|---|---|"]
     lines += ["| " + " | ".join(row) + " |" for row in lenet_rows(runs)]
     return "\n".join(lines)
+
+
+def lenet_pattern(runs) -> str:
+    """The verdict on the paper's pattern: its directional findings, by what the tests over seeds show."""
+    rows = [row for row in lenet_rows(runs) if row[5] != "-"]
+    by = {outcome: [row[0] for row in rows if row[5] == outcome] for outcome in ("holds", "not shown", "opposite")}
+    return (f"Does the paper's pattern hold on Fashion-MNIST? Of its {len(rows)} findings with a direction, the tests "
+            f"over {len(runs)} seeds show {len(by['holds'])} in the paper's direction"
+            + (f" ({'; '.join(by['holds'])})" if by["holds"] else "")
+            + f", {len(by['opposite'])} in the opposite one" + (f" ({'; '.join(by['opposite'])})" if by["opposite"]
+                                                               else "")
+            + f", and cannot tell for {len(by['not shown'])}" + (f" ({'; '.join(by['not shown'])})"
+                                                                 if by["not shown"] else "") + ".")
 
 
 def protocol_time(loaded) -> str:
@@ -570,7 +600,7 @@ def minutes_per_seed(runs) -> str:
 
 def lenet_expect(loaded) -> list[str]:
     runs, parts = loaded["runs"], [f"dense {cell(values(loaded['runs'], 0, 'ticket', ACCURACY))}%"]
-    for what, _, value, _, verdict_text in lenet_rows(runs):
+    for what, _, value, _, verdict_text, _ in lenet_rows(runs):
         if what.startswith(("best ticket", "sparsest", "ticket minus reinit")) or (
                 what.startswith("early-stop") and "reinit" in what):
             parts.append(f"{what}: {value}" + (f" (by the test: {verdict_text})" if verdict_text != "-" else ""))
@@ -685,7 +715,7 @@ def _lenet_section(name, results_dir, figures) -> list[str]:
         f"The paper: {LENET_SOURCE}. lth_tf: the same protocol on Fashion-MNIST (no lottery-ticket numbers are "
         "published for it, so the comparison is of the pattern, not the digits). The differences are per seed "
         f"and in points of test accuracy at the early-stop iteration; test: {stats.TEST}.", "",
-        lenet_table(loaded["runs"]), "",
+        lenet_table(loaded["runs"]), "", lenet_pattern(loaded["runs"]), "",
         "Test accuracy during training (the paper's Figure 3: the dense network and the tickets nearest 51.3%, "
         "21.1%, 7.0% and 3.6% of the weights, beside the reinit control at the same rounds):", "",
         f"![{name} curves](docs/results/{name}_curves.png)", ""]

@@ -37,7 +37,7 @@ def hand_made_runs():
 
 
 def test_the_table_tests_each_finding_over_seeds_with_hand_worked_answers():
-    rows = {row[0]: row[2:] for row in results.lenet_rows(hand_made_runs())}
+    rows = {row[0]: row[2:5] for row in results.lenet_rows(hand_made_runs())}
     # best round: 21.1% (+2 points on average); differences 1, 2, 3: t = 2 / (1 / sqrt 3) = 3.46 with 2 degrees
     # of freedom, two-sided p = 1 - t / sqrt(t^2 + 2) = 0.074: not shown
     assert rows["best ticket, 21.1% (round 2), minus dense"] == (
@@ -62,9 +62,40 @@ def test_the_table_tests_each_finding_over_seeds_with_hand_worked_answers():
     assert rows["random_prune at 21.1% (round 2) minus dense"][2] == "below dense"  # -3 each seed: no spread
 
 
+def test_the_pattern_verdict_counts_the_papers_directions_the_tests_show():
+    runs = hand_made_runs()
+    direction = {row[0]: row[5] for row in results.lenet_rows(runs)}
+    # shown above: reinit's and dense's early stops later than the ticket's, the ticket above reinit, reinit at
+    # 21.1% and 7.0% and random_prune below dense; not shown: the best ticket (p = 0.074) and the 3.6% row has no
+    # direction in the paper ("back at dense's level"), nor has the sparsest-round row
+    assert direction == {
+        "best ticket, 21.1% (round 2), minus dense": "not shown",
+        "ticket at 21.1% (round 2) minus dense": "not shown",
+        "sparsest ticket whose mean is at or above dense": "-",
+        "ticket at 3.6% (round 4) minus dense": "-",
+        "early-stop iteration at 21.1% (round 2): dense's / the ticket's": "holds",
+        "early-stop iteration at 21.1% (round 2): reinit's / the ticket's": "holds",
+        "ticket minus reinit at 21.1% (round 2)": "holds",
+        "reinit at 21.1% (round 2) minus dense": "holds",
+        "reinit at 7.0% (round 3) minus dense": "holds",
+        "random_prune at 21.1% (round 2) minus dense": "holds"}
+    assert results.lenet_pattern(runs).startswith(
+        "Does the paper's pattern hold on Fashion-MNIST? Of its 8 findings with a direction, the tests over 3 seeds "
+        "show 6 in the paper's direction (")
+    assert results.lenet_pattern(runs).endswith(", 0 in the opposite one, and cannot tell for 2 (best ticket, 21.1% "
+                                                "(round 2), minus dense; ticket at 21.1% (round 2) minus dense).")
+    flipped = hand_made_runs()
+    for run in flipped:  # the tickets at 21.1% now 4 to 6 points below dense: the opposite of the paper
+        for row in run["rows"]:
+            if row["round"] == "2" and row["branch"] == "ticket":
+                row["early_stop_test_accuracy"] = str(float(row["early_stop_test_accuracy"]) - 0.07)
+    direction = {row[0]: row[5] for row in results.lenet_rows(flipped)}
+    assert direction["ticket at 21.1% (round 2) minus dense"] == "opposite"
+
+
 def test_one_seed_gives_the_numbers_without_a_test():
     runs = hand_made_runs()[:1]
-    rows = {row[0]: row[2:] for row in results.lenet_rows(runs)}
+    rows = {row[0]: row[2:5] for row in results.lenet_rows(runs)}
     assert rows["reinit at 21.1% (round 2) minus dense"] == ("-2.0 points", "-", "not shown")
 
 
