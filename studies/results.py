@@ -134,6 +134,7 @@ CURVE_TITLES = {"ticket": "winning tickets (rewound to their initialisation)",
 
 CURVE_DENSITIES = (51.3, 21.1, 7.0, 3.6)  # Figure 3's % weights remaining
 CURVE_CONTROLS = ("reinit",)
+SMOOTH = 5  # evaluations in the moving mean of a Figure 3 curve (the paper's curves average five trials)
 
 
 def curve_branches(rows) -> set:
@@ -150,6 +151,7 @@ def curves_figure(runs, path, title, densities=CURVE_DENSITIES, controls=CURVE_C
     rounds nearest `densities`% of the weights, the ticket's panel beside each control's, on one scale."""
     plt = report.pyplot()
     panels = ["ticket", *[c for c in controls if c in runs_lib.branches(runs)]]
+    smoothed = ""
     rounds = [0] + list(dict.fromkeys(nearest_round(runs, pct) for pct in densities))
     figure, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.8), sharey=True, squeeze=False)
     for axis, branch in zip(axes[0], panels):
@@ -162,6 +164,11 @@ def curves_figure(runs, path, title, densities=CURVE_DENSITIES, controls=CURVE_C
             length = min(len(h) for h in histories)
             steps = np.array([step for step, _ in histories[0][:length]])
             accuracy = np.array([[a for _, a in h[:length]] for h in histories])
+            if length > 4 * SMOOTH:  # each seed's curve a moving mean of SMOOTH evaluations, centred
+                kernel = np.ones(SMOOTH) / SMOOTH
+                accuracy = np.array([np.convolve(a, kernel, mode="valid") for a in accuracy])
+                steps = steps[SMOOTH // 2:SMOOTH // 2 + accuracy.shape[1]]
+                smoothed = f"{SMOOTH} evaluations ({SMOOTH * int(steps[1] - steps[0])} iterations)"
             pct = np.mean(values(runs, round_index, which, "weights_remaining_pct"))
             label = "dense network (100%)" if round_index == 0 else f"{branch}, {pct:.1f}% (round {round_index})"
             style = "-" if which == "ticket" else "--"
@@ -180,7 +187,8 @@ def curves_figure(runs, path, title, densities=CURVE_DENSITIES, controls=CURVE_C
         axes[0][0].set_ylim(min(finals) - 0.02, max(peaks) + 0.005)
     axes[0][0].set_ylabel("test accuracy")
     figure.suptitle(f"{title}: test accuracy during training" + (
-        f", mean and min-max over {len(runs)} seeds" if len(runs) > 1 else ", one seed"))
+        f", mean and min-max over {len(runs)} seeds" if len(runs) > 1 else ", one seed")
+        + (f"\n(each seed's curve a moving mean of {smoothed})" if smoothed else ""))
     figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)
 
