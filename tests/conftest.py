@@ -1,6 +1,8 @@
 """Shared fixtures. TensorFlow is slow to start, so the CPU is split into two
 logical devices once per session (for the mirrored-strategy tests) and the
-tiny experiments the tests inspect are run once per session."""
+tiny experiments the tests inspect are run once per session. The tests that
+share a module-scoped fixture carry one `pytest.mark.xdist_group`, so that
+one pytest-xdist worker builds it, once (`make test` runs --dist=loadgroup)."""
 import dataclasses
 import gzip
 import shutil

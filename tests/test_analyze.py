@@ -65,6 +65,7 @@ def test_independent_random_masks_average_to_the_computed_chance_level():
     assert overlap.chance_jaccard(100, 100, 100) == 1 and overlap.chance_jaccard(100, 0, 40) == 0
 
 
+@pytest.mark.xdist_group("seed_1_run")
 def test_overlap_of_two_seeds_writes_its_table_figure_and_report_section(tiny_run, seed_1_run, tmp_path):
     run_0 = tiny_run[0].output_dir
     assert analyze.cli(["analyze", "overlap", f"--output_dir={run_0},{seed_1_run}", f"--report_dir={tmp_path}"]) == 0
@@ -165,6 +166,7 @@ def test_movement_of_a_run_splits_every_alive_weight(tiny_run):
     assert "## Do ticket weights move more?" in open(os.path.join(run_0, "report.md")).read()
 
 
+@pytest.mark.xdist_group("seed_1_run")
 def test_a_run_without_what_an_analysis_needs_is_refused_in_one_line(tiny_run, seed_1_run, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(tiny_run[0].output_dir, run)

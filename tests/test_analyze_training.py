@@ -50,6 +50,7 @@ def monkeypatch_module():
         yield patch
 
 
+@pytest.mark.xdist_group("analyze_training_runs")
 def test_removed_tickets_are_disjoint_and_removed_weights_stay_out(four_rounds, removed):
     out = os.path.join(removed, "removal_round_04")
     ticket_1 = runs.masks(four_rounds, 4)
@@ -77,6 +78,7 @@ def test_removed_tickets_are_disjoint_and_removed_weights_stay_out(four_rounds, 
     assert runs.ticket_rounds(runs.load_run(os.path.join(out, "search_2")))[-1] == 2  # 59% of fc left: two rounds
 
 
+@pytest.mark.xdist_group("analyze_training_runs")
 def test_removal_table_reads_the_runs_it_trained(four_rounds, removed):
     rows = list(__import__("csv").DictReader(open(os.path.join(removed, "removal.csv"))))
     assert [int(r["ticket"]) for r in rows] == [1, 2, 3]
@@ -89,6 +91,7 @@ def test_removal_table_reads_the_runs_it_trained(four_rounds, removed):
     assert os.path.getsize(os.path.join(removed, "removal.png")) > 10_000
 
 
+@pytest.mark.xdist_group("analyze_training_runs")
 def test_a_finished_removal_trains_nothing_again(four_rounds, removed, monkeypatch):
     before = open(os.path.join(removed, "removal.csv")).read()
     monkeypatch.setattr(training, "train", lambda *a, **k: pytest.fail("retrained a finished part"))
@@ -107,6 +110,7 @@ def unstable(tiny_run, tmp_path_factory):
     return run, folder
 
 
+@pytest.mark.xdist_group("analyze_training_runs")
 def test_the_paths_end_points_are_the_copies_own_test_errors(unstable):
     _, folder = unstable
     for round_index in (0, 2):
@@ -124,6 +128,7 @@ def test_the_paths_end_points_are_the_copies_own_test_errors(unstable):
     assert len(barriers) == 4 and "## Instability" in open(os.path.join(folder, "report.md")).read()
 
 
+@pytest.mark.xdist_group("analyze_training_runs")
 def test_a_model_with_itself_has_no_barrier(unstable):
     run, _ = unstable
     opened = analyze.retrain.open_run(run)
@@ -133,6 +138,7 @@ def test_a_model_with_itself_has_no_barrier(unstable):
     assert instability.barrier([0.3, 0.5, 0.2]) == pytest.approx(0.25)
 
 
+@pytest.mark.xdist_group("analyze_training_runs")
 def test_a_finished_instability_trains_nothing_again(unstable, monkeypatch):
     run, folder = unstable
     before = open(os.path.join(folder, "instability.csv")).read()

@@ -37,6 +37,7 @@ def quick_run(tmp_path_factory):
     return output_dir, cli(*FAST, f"--output_dir={output_dir}")
 
 
+@pytest.mark.xdist_group("cli_quick_run")
 def test_the_commands_a_run_prints_work_as_printed(quick_run, capsys, monkeypatch):
     output_dir, first = quick_run
     command, = [line.split("  ", 1)[1] for line in first.stdout.splitlines() if line.startswith("report:")]
@@ -55,6 +56,7 @@ def test_the_commands_a_run_prints_work_as_printed(quick_run, capsys, monkeypatc
     assert line.startswith("lth_tf.report: error: cannot write ") and "Permission denied" in line
 
 
+@pytest.mark.xdist_group("cli_quick_run")
 def test_quick_run_writes_results_and_prints_the_table(quick_run):
     output_dir, first = quick_run
     assert first.returncode == 0, first.stderr[-2000:]
@@ -68,6 +70,7 @@ def test_quick_run_writes_results_and_prints_the_table(quick_run):
         assert os.path.exists(output_dir / f"round_{r:02d}" / "ticket" / "metrics.json")
 
 
+@pytest.mark.xdist_group("cli_quick_run")
 def test_console_holds_lth_tf_lines_only_and_the_log_the_rest(quick_run):
     output_dir, first = quick_run
     lines = first.stderr.splitlines()
@@ -83,6 +86,7 @@ def test_console_holds_lth_tf_lines_only_and_the_log_the_rest(quick_run):
     assert f"log:     {output_dir}/log.txt" in first.stdout
 
 
+@pytest.mark.xdist_group("cli_quick_run")
 def test_files_hold_the_digits_values_carry(quick_run):
     """0.8815, not 0.8815000057220459: each value is the shortest decimal of its float32."""
     output_dir, _ = quick_run
@@ -92,6 +96,7 @@ def test_files_hold_the_digits_values_carry(quick_run):
         assert len(row["test_accuracy"]) <= 6  # 1,000 test examples: at most 3 decimals
 
 
+@pytest.mark.xdist_group("cli_quick_run")
 def test_second_invocation_trains_nothing_and_says_nothing(quick_run):
     output_dir, first = quick_run
     before = snapshot(output_dir)
@@ -105,6 +110,7 @@ def test_second_invocation_trains_nothing_and_says_nothing(quick_run):
     assert second.stdout == first.stdout
 
 
+@pytest.mark.xdist_group("cli_quick_run")
 def test_other_config_on_a_used_directory_is_refused_untouched_before_tensorflow(quick_run):
     output_dir, _ = quick_run
     before = snapshot(output_dir)

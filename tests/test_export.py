@@ -212,6 +212,7 @@ def files_under(folder):
             for d, _, files in os.walk(folder) for f in files}
 
 
+@pytest.mark.xdist_group("sparse_resumed")
 def test_a_resume_asking_for_the_sparse_form_adds_it_to_rounds_exported_dense(tiny_run, sparse_resumed):
     experiment, _ = tiny_run
     assert rundir.read_results(sparse_resumed.output_dir) == rundir.read_results(experiment.output_dir)
@@ -229,6 +230,7 @@ def test_a_resume_asking_for_the_sparse_form_adds_it_to_rounds_exported_dense(ti
         assert int(after[r]["saved_model_sparse_gzip_bytes"]) == gzipped < on_disk
 
 
+@pytest.mark.xdist_group("sparse_resumed")
 def test_sparse_saved_model_gives_the_dense_outputs_in_plain_tensorflow(sparse_resumed):
     folder = sparse_resumed.path("tickets", "round_03")
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
@@ -239,6 +241,7 @@ def test_sparse_saved_model_gives_the_dense_outputs_in_plain_tensorflow(sparse_r
     assert result.stdout.split()[0] == "1000"  # every MNIST-1D test example
 
 
+@pytest.mark.xdist_group("sparse_resumed")
 def test_sparse_saved_model_holds_exactly_the_surviving_weights(sparse_resumed):
     masks = rundir.load_arrays(sparse_resumed.path("round_03", "masks.npz"))
     trained = rundir.load_arrays(sparse_resumed.path("round_03", "ticket", "weights.npz"))
@@ -259,6 +262,7 @@ def test_sparse_saved_model_holds_exactly_the_surviving_weights(sparse_resumed):
     assert not {tuple(s) for s in shapes.values()} & {m.shape for m in masks.values()}
 
 
+@pytest.mark.xdist_group("sparse_resumed")
 def test_a_sparse_form_is_made_from_the_run_files_as_the_run_makes_it(sparse_resumed, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(sparse_resumed.output_dir, copy)

@@ -76,6 +76,7 @@ def planes(tiny_run, tmp_path_factory):
     return run, folder
 
 
+@pytest.mark.xdist_group("planes")
 def test_the_recorded_snapshots_are_the_steps_asked_for(planes):
     run, folder = planes
     rows = rundir.read_csv(os.path.join(folder, "infoplane.csv"))
@@ -100,6 +101,7 @@ def test_the_recorded_snapshots_are_the_steps_asked_for(planes):
     np.testing.assert_allclose(arrays["T3"].astype(np.float32).sum(axis=1), 1, atol=1e-2)  # softmax rows
 
 
+@pytest.mark.xdist_group("planes")
 def test_each_network_trains_again_from_where_the_run_started_it(planes):
     """The retrained ticket and reinit end where the run's own did (same start, schedule and data order)."""
     run, folder = planes
@@ -110,6 +112,7 @@ def test_each_network_trains_again_from_where_the_run_started_it(planes):
             np.testing.assert_allclose(again[key], before[key], atol=1e-4, err_msg=f"{branch} {key}")
 
 
+@pytest.mark.xdist_group("planes")
 def test_another_estimator_reads_the_saved_activations_and_keeps_the_first(planes, capsys):
     run, folder = planes
     infoplane.analyze(run, folder, [0, 3], ["ticket", "reinit"], snapshots=6, examples=300, estimator="kde")

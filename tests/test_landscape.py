@@ -34,6 +34,7 @@ def own_loss(run, round_index, x, y):
     return float(loss), float(np.mean(np.argmax(logits.numpy(), -1) == y))
 
 
+@pytest.mark.xdist_group("analysed")
 def test_origin_is_the_trained_model(analysed):
     run, folder, _ = analysed
     from lth_tf.analyze import retrain
@@ -78,6 +79,7 @@ def test_direction_is_masked_and_filter_normalised():
     assert all(np.array_equal(direction[k], again[k]) for k in direction)
 
 
+@pytest.mark.xdist_group("analysed")
 def test_outputs_and_rerun_reuses_saved_rounds(analysed, monkeypatch):
     run, folder, paths = analysed
     assert [os.path.basename(p) for p in paths] == ["landscape.csv", "landscape_summary.csv", "landscape.png"]
@@ -103,6 +105,7 @@ def test_outputs_and_rerun_reuses_saved_rounds(analysed, monkeypatch):
         landscape.analyze(run, folder, [0, 2], resolution=RESOLUTION + 2, examples=EXAMPLES)
 
 
+@pytest.mark.xdist_group("analysed")
 def test_unknown_round_is_refused(analysed):
     run, folder, _ = analysed
     with pytest.raises(runs.RunError, match=r"round 7.*0, 1, 2, 3"):

@@ -353,6 +353,7 @@ def three_methods(mnist1d, tmp_path_factory):
     return {name: run(config, mnist1d, tmp_path_factory.mktemp(name))[0].output_dir for name, config in configs.items()}
 
 
+@pytest.mark.xdist_group("three_methods")
 def test_a_report_over_several_methods_compares_them_on_one_chart(three_methods, tmp_path):
     from lth_tf import report
     folder = tmp_path / "compared"
@@ -365,6 +366,7 @@ def test_a_report_over_several_methods_compares_them_on_one_chart(three_methods,
     assert "(at 80%)" not in text  # imp's round 1 (80.4%) stands for the 80% target
 
 
+@pytest.mark.xdist_group("three_methods")
 def test_a_report_refuses_methods_on_different_setups(three_methods, mnist1d, tmp_path):
     from lth_tf import report
     config = method_config(10, 2, ())

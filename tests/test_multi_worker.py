@@ -13,6 +13,8 @@ from conftest import read_log, wait_for_log
 from lth_tf import rundir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.xdist_group("multi_worker")  # both tests compare with one `single` run, built once
+
 TINY = ["--model=mlp_32_16", "--optimizer=sgd", "--learning_rate=0.05", "--batch_size=50", "--train_steps=60",
         "--eval_every=10", "--log_every=10", "--rounds=2", "--rewind_step=5", "--controls=reinit",
         "--export=none"]

@@ -67,6 +67,7 @@ def own_run(arrays, tmp_path_factory):
     return run, rewinds
 
 
+@pytest.mark.xdist_group("own_run")
 def test_the_api_writes_the_run_directory_of_the_command_line(own_run, arrays):
     run, _ = own_run
     assert [(r["round"], r["branch"]) for r in run.results] == [
@@ -84,6 +85,7 @@ def test_the_api_writes_the_run_directory_of_the_command_line(own_run, arrays):
         assert os.path.exists(os.path.join(run.output_dir, folder)), folder
 
 
+@pytest.mark.xdist_group("own_run")
 def test_layers_are_pruned_by_type_and_place_at_their_rates(own_run):
     run, _ = own_run
     previous = {key: size for key, size in SIZES.items()}
@@ -101,6 +103,7 @@ def test_layers_are_pruned_by_type_and_place_at_their_rates(own_run):
             assert np.all(weights[pruning.variable_of(key)][mask == 0] == 0)
 
 
+@pytest.mark.xdist_group("own_run")
 def test_every_branch_starts_from_theta_k_under_its_masks_bit_for_bit(own_run):
     run, rewinds = own_run
     folder = run.output_dir
@@ -119,6 +122,7 @@ def test_every_branch_starts_from_theta_k_under_its_masks_bit_for_bit(own_run):
             assert np.array_equal(state[key].view(np.uint32), want.astype(np.float32).view(np.uint32)), key
 
 
+@pytest.mark.xdist_group("own_run")
 def test_calling_again_resumes_and_trains_nothing(own_run, arrays, monkeypatch):
     run, _ = own_run
     before = open(os.path.join(run.output_dir, "results.csv")).read()
@@ -130,6 +134,7 @@ def test_calling_again_resumes_and_trains_nothing(own_run, arrays, monkeypatch):
         lth_tf.find_tickets(user_models.small_cnn, data=other, output_dir=run.output_dir, **SETTINGS)
 
 
+@pytest.mark.xdist_group("own_run")
 def test_report_analyze_and_the_exported_ticket_read_the_run(own_run, arrays, tmp_path):
     import tensorflow as tf
     from lth_tf import builders

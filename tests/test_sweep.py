@@ -150,6 +150,7 @@ def kill_and_rerun(sweep_dir):
     return str(sweep_dir), rerun.returncode, rerun.stderr, before, times()
 
 
+@pytest.mark.xdist_group("resumed_sweep")
 def test_a_killed_sweep_resumes_without_retraining_finished_experiments(resumed_sweep):
     sweep_dir, rerun, before, after = resumed_sweep
     assert rerun.returncode == 0, rerun.stderr[-2000:]
@@ -207,6 +208,7 @@ def tiny_studies(monkeypatch, resumed_sweep_argv):
         monkeypatch.setitem(studies.STUDIES, name, dataclasses.replace(study, argv=argv, variants=variants))
 
 
+@pytest.mark.xdist_group("resumed_sweep")
 def test_results_md_holds_the_runs_numbers_and_figures(resumed_sweep, tmp_path, monkeypatch):
     """The report step of `make results`, on the resumed sweep standing in for the
     quick study and two of the MNIST-1D study's variants."""

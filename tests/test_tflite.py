@@ -49,6 +49,7 @@ def tflite_resumed(tiny_run, tmp_path_factory):
     return resumed_copy(tiny_run, tmp_path_factory.mktemp("tflite_resumed"), "dense,tflite")
 
 
+@pytest.mark.xdist_group("tflite_resumed")
 def test_a_resume_asking_for_tflite_adds_the_file_to_rounds_exported_before(tiny_run, tflite_resumed):
     experiment, _ = tiny_run
     assert rundir.read_results(tflite_resumed.output_dir) == rundir.read_results(experiment.output_dir)
@@ -63,6 +64,7 @@ def test_a_resume_asking_for_tflite_adds_the_file_to_rounds_exported_before(tiny
         assert int(after[r]["tflite_gzip_bytes"]) == gzipped
 
 
+@pytest.mark.xdist_group("tflite_resumed")
 @pytest.mark.parametrize("round_index", [0, 3])
 def test_the_tflite_ticket_predicts_as_the_saved_model_through_litert_alone(tiny_run, tflite_resumed, round_index,
                                                                              tmp_path):

@@ -81,6 +81,7 @@ def piece(target_dir, round_index, branch):
     return rundir.load_arrays(os.path.join(target_dir, f"round_{round_index:02d}", branch, "weights.npz"))
 
 
+@pytest.mark.xdist_group("transferred")
 def test_a_transferred_ticket_keeps_the_source_masks_exactly(transferred):
     run, _, targets = transferred
     assert set(targets) == {"--classes=5,6,7", "--mnist1d_max_translation=20 --mnist1d_shear_scale=1.5"}
@@ -121,6 +122,7 @@ def _fresh(run, label, seed):
     return {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
 
 
+@pytest.mark.xdist_group("transferred")
 def test_the_random_control_keeps_each_layers_count_and_reinit_the_mask(transferred):
     run, _, targets = transferred
     target_dir = targets["--classes=5,6,7"]
@@ -132,6 +134,7 @@ def test_the_random_control_keeps_each_layers_count_and_reinit_the_mask(transfer
         assert not reinit_weights[f"{key}/kernel"][masks_a[key] == 0].any()
 
 
+@pytest.mark.xdist_group("transferred")
 def test_the_report_has_every_branch_of_both_targets_and_imp_on_b_at_the_same_density(transferred):
     run, folder, targets = transferred
     with open(os.path.join(folder, "transfer.csv")) as f:
@@ -153,6 +156,7 @@ def test_the_report_has_every_branch_of_both_targets_and_imp_on_b_at_the_same_de
     assert os.path.getsize(os.path.join(folder, "transfer.png")) > 10_000
 
 
+@pytest.mark.xdist_group("transferred")
 def test_transfer_resumes_and_reads_back_what_it_trained(transferred, capsys):
     run, folder, targets = transferred
     before = {name: os.path.getmtime(os.path.join(targets["--classes=5,6,7"], "round_03", "ticket", name))
