@@ -7,6 +7,7 @@ ports on every interface), so the head is 127.0.0.2 and the second node
 127.0.0.3: loopback addresses Ray keeps. The cluster's token is random and
 lives only in these processes' environment (RAY_AUTH_TOKEN), so no
 ~/.ray/auth_token is read or written."""
+import concurrent.futures
 import json
 import os
 import secrets
@@ -63,32 +64,44 @@ def session_processes(port: int) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    """(address, environment with the cluster's token): a head and a second node, 1 CPU each."""
+def cluster(request):
+    """(address, environment with the cluster's token): a head and a second node, 1 CPU each; they start
+    while the local sweep the first test compares with trains (it needs no Ray)."""
     port = free_port(HEAD)
-    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
+    # the monitor behind `ray status` reports every second instead of every 5 s, so nodes are seen sooner
+    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32),
+               AUTOSCALER_UPDATE_INTERVAL_S="1")
     temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must stay under 108 bytes
     started = [ray_start(env, "--head", f"--node-ip-address={HEAD}", f"--port={port}", "--num-cpus=1",
                          "--include-dashboard=false", f"--ray-client-server-port={free_port(HEAD)}",
                          f"--dashboard-agent-listen-port={free_port(HEAD)}", f"--temp-dir={temp_dir}")]
     address = f"{HEAD}:{port}"
-    try:
+
+    def come_up():
         wait_for_nodes(env, address, 1, started)
         started.append(ray_start(env, f"--address={address}", f"--node-ip-address={NODE}", "--num-cpus=1",
                                  f"--dashboard-agent-listen-port={free_port(NODE)}"))
         wait_for_nodes(env, address, 2, started)
-        yield address, env
-    finally:
-        for process in reversed(started):
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        deadline = time.time() + 30
-        while session_processes(port) and time.time() < deadline:
-            time.sleep(0.5)
-        assert not session_processes(port), session_processes(port)
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        booting = pool.submit(come_up)
+        try:
+            if "local_sweep" in request.fixturenames:
+                request.getfixturevalue("local_sweep")
+            booting.result()  # wait_for_nodes' failure, if any, raised here
+            yield address, env
+        finally:
+            concurrent.futures.wait([booting])
+            for process in reversed(started):
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+            deadline = time.time() + 30
+            while session_processes(port) and time.time() < deadline:
+                time.sleep(0.5)
+            assert not session_processes(port), session_processes(port)
 
 
 def sweep_env(env, **changes):
