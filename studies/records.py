@@ -19,6 +19,7 @@ the seed; lth_tf.runs.differences), and says which lth_tf code made it.
 import datetime
 import json
 import os
+import re
 
 from lth_tf import paths, rundir, sweep
 from lth_tf import runs as runs_lib
@@ -41,8 +42,12 @@ def read(record_path: str) -> dict | None:
 
 
 def write(record_path: str, record: dict):
+    """Indented JSON, each list of numbers on one line (the histories are most of a record)."""
+    text = json.dumps(record, indent=1, sort_keys=True)
+    text = re.sub(r"\[\s*([-+\d.e]+(?:,\s*[-+\d.e]+)*)\s*\]",
+                  lambda match: "[" + ", ".join(re.split(r",\s*", match.group(1))) + "]", text)
     os.makedirs(os.path.dirname(record_path), exist_ok=True)
-    rundir.atomic_write(record_path, (json.dumps(record, indent=1, sort_keys=True) + "\n").encode())
+    rundir.atomic_write(record_path, (text + "\n").encode())
 
 
 def study_settings(argv) -> dict:

@@ -188,7 +188,7 @@ def curves_figure(runs, path, title, densities=CURVE_DENSITIES, controls=CURVE_C
     axes[0][0].set_ylabel("test accuracy")
     figure.suptitle(f"{title}: test accuracy during training" + (
         f", mean and min-max over {len(runs)} seeds" if len(runs) > 1 else ", one seed")
-        + (f"\n(each seed's curve a moving mean of {smoothed})" if smoothed else ""))
+        + (f"\n(each seed's curve a moving mean of {smoothed})" if smoothed else ""), y=1.04)
     figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)
 
@@ -647,8 +647,8 @@ def readme_picture(loaded) -> list[str]:
                f"rounds; RESULTS.md, section 3), {len(runs)} seeds: the winning ticket (solid) against the same masks "
                f"reinitialised and random masks of the same layer sizes (dashed). The ticket's mean test accuracy at "
                f"its early-stop iteration is at or above the dense network's down to {sparsest} of the weights"
-               + (f"; at {where} the reinit control's early-stop iteration is {stops[0][2]} the ticket's (t test over "
-                  f"seeds: {stops[0][4]})" if stops else "")
+               + (f"; at {where} it reaches its early-stop iteration {stops[0][2]} sooner than the reinit "
+                  f"control does (t test over seeds: {stops[0][4]})" if stops else "")
                + ".*")
     return [f"![{studies.STUDIES['lenet_fashion_mnist'].title}](docs/results/lenet_fashion_mnist.png)", "",
             *wrapped(caption, 78)]
