@@ -50,7 +50,7 @@ flags.DEFINE_string("output_dir", None, "A run with exported rounds (tickets/rou
 flags.DEFINE_list("batch_sizes", ["1", "256"], "Batch sizes timed.")
 flags.DEFINE_integer("blocks", 40, "Timed blocks per form and batch size, the forms alternating block by block.",
                      lower_bound=1)
-flags.DEFINE_float("block_seconds", 0.01, "About this long per block (20 calls at batch 1 here, at least one).",
+flags.DEFINE_float("block_seconds", 0.01, "About this long per block of one form's calls (at least one call).",
                    lower_bound=0)
 flags.DEFINE_integer("warmup", 20, "Untimed calls per form and batch size first.", lower_bound=1)
 flags.DEFINE_float("profile_pct", 5.0, "Profile batch-1 calls in the densest round with at most this % weights "
@@ -85,21 +85,25 @@ FORMS = {"sm_dense": "dense SavedModel", "sm_sparse": "sparse SavedModel", "tfl_
 
 def median_latencies(calls: dict, blocks: int, warmup: int) -> dict:
     """Median seconds of each zero-argument call: the mean call of each timed block of calls, the forms
-    alternating block by block (a block of calls is steadier than one call on a busy machine)."""
+    alternating block by block (a block of calls is steadier than one call on a busy machine). Each form's
+    block lasts about --block_seconds (its own number of calls), so that a form 20x faster than another is
+    not timed in blocks 20x shorter, cold from the other's."""
     for call in calls.values():
         for _ in range(warmup):
             call()
-    start = time.perf_counter()
-    for call in calls.values():
-        call()
-    per_block = max(1, round(FLAGS.block_seconds / ((time.perf_counter() - start) / len(calls))))
+    per_block = {}
+    for form, call in calls.items():
+        start = time.perf_counter()
+        for _ in range(10):
+            call()
+        per_block[form] = max(1, round(FLAGS.block_seconds / ((time.perf_counter() - start) / 10)))
     seconds = {form: [] for form in calls}
     for _ in range(blocks):
         for form, call in calls.items():
             start = time.perf_counter()
-            for _ in range(per_block):
+            for _ in range(per_block[form]):
                 call()
-            seconds[form].append((time.perf_counter() - start) / per_block)
+            seconds[form].append((time.perf_counter() - start) / per_block[form])
     return {form: float(np.median(s)) for form, s in seconds.items()}
 
 
