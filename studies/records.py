@@ -10,23 +10,24 @@ alone on a fresh clone, and seeds run in different sessions add up. Every
 seed of a record was made with the settings the study names today (all but
 the seed; lth_tf.runs.differences), and says which lth_tf code made it.
 
-    {"settings": config.json without its seeds,
+    {"columns": the rows' columns (ROW_COLUMNS, then best_test_accuracy),
+     "settings": config.json without its seeds,
      "sources": [{"seeds": [...], "code": [...], "machine": ..., "finished": "YYYY-MM-DD",
                   "wall_seconds": the sweep's wall time, or null once some of its seeds were replaced}],
-     "runs": {"SEED": {"rows": [results.csv's rows, ROW_COLUMNS, and best_test_accuracy],
+     "runs": {"SEED": {"rows": [[one results.csv row's columns], ...],
                        "histories": {"ROUND/BRANCH": {"first": step, "every": steps, "test_accuracy": [...]}}}}}
 """
 import datetime
 import json
 import os
-import re
 
 from lth_tf import paths, rundir, sweep
 from lth_tf import runs as runs_lib
 from lth_tf.sweep import plan
 
 ROW_COLUMNS = ("round", "branch", "status", "weights_remaining_pct", "test_accuracy", "early_stop_step",
-               "early_stop_test_accuracy", "seconds")
+               "early_stop_test_accuracy", "seconds")  # as results.csv holds them (strings), then best_test_accuracy
+COLUMNS = [*ROW_COLUMNS, "best_test_accuracy"]
 
 
 class StaleRecord(Exception):
@@ -42,12 +43,19 @@ def read(record_path: str) -> dict | None:
 
 
 def write(record_path: str, record: dict):
-    """Indented JSON, each list of numbers on one line (the histories are most of a record)."""
-    text = json.dumps(record, indent=1, sort_keys=True)
-    text = re.sub(r"\[\s*([-+\d.e]+(?:,\s*[-+\d.e]+)*)\s*\]",
-                  lambda match: "[" + ", ".join(re.split(r",\s*", match.group(1))) + "]", text)
     os.makedirs(os.path.dirname(record_path), exist_ok=True)
-    rundir.atomic_write(record_path, (text + "\n").encode())
+    rundir.atomic_write(record_path, (_json(record) + "\n").encode())
+
+
+def _json(value, level: int = 0) -> str:
+    """Indented JSON with every list of plain values on one line (a row, a history): a record stays small."""
+    pad = " " * (level + 1)
+    if isinstance(value, dict) and value:
+        items = [f"{pad}{json.dumps(key)}: {_json(value[key], level + 1)}" for key in sorted(value)]
+        return "{\n" + ",\n".join(items) + "\n" + " " * level + "}"
+    if isinstance(value, list) and any(isinstance(item, (dict, list)) for item in value):
+        return "[\n" + ",\n".join(pad + _json(item, level + 1) for item in value) + "\n" + " " * level + "]"
+    return json.dumps(value)
 
 
 def study_settings(argv) -> dict:
@@ -80,8 +88,8 @@ def from_sweep(sweep_dir: str, keep_history=lambda rows: set()) -> dict | None:
         kept = keep_history(run["rows"])
         for row in run["rows"]:
             metrics = rundir.read_json(paths.metrics(run_dir, int(row["round"]), row["branch"]))
-            rows.append({**{key: row[key] for key in ROW_COLUMNS},
-                         "best_test_accuracy": max(entry["test_accuracy"] for entry in metrics["history"])})
+            rows.append([row[key] for key in ROW_COLUMNS]
+                        + [max(entry["test_accuracy"] for entry in metrics["history"])])
             if (int(row["round"]), row["branch"]) in kept:
                 histories[f"{row['round']}/{row['branch']}"] = history(metrics["history"])
         runs[str(record["seed"])] = dict(rows=rows, histories=histories)
@@ -92,7 +100,7 @@ def from_sweep(sweep_dir: str, keep_history=lambda rows: set()) -> dict | None:
     source = dict(seeds=sorted(map(int, runs)), code=state.get("code", []), machine=state.get("machine", ""),
                   finished=datetime.date.fromtimestamp(max(finished)).isoformat(),
                   wall_seconds=state.get("wall_seconds") if everything else None)
-    return dict(settings=plan.settings(configs[0]["config"]), sources=[source], runs=runs)
+    return dict(columns=COLUMNS, settings=plan.settings(configs[0]["config"]), sources=[source], runs=runs)
 
 
 def history(entries: list[dict]) -> dict:
@@ -134,8 +142,10 @@ def merge(old: dict | None, new: dict | None, settings: dict, what: str, say=pri
         if seeds:
             sources.append(dict(source, seeds=seeds, wall_seconds=source["wall_seconds"] if seeds == source[
                 "seeds"] else None))
-    runs = {seed: run for seed, run in old["runs"].items() if seed not in replaced} | new["runs"]
-    return dict(settings=new["settings"], sources=sources + new["sources"],
+    runs = {seed: dict(run, rows=[[dict(zip(old["columns"], row)).get(column) for column in new["columns"]]
+                                  for row in run["rows"]])  # the same columns, should they ever change
+            for seed, run in old["runs"].items() if seed not in replaced} | new["runs"]
+    return dict(columns=new["columns"], settings=new["settings"], sources=sources + new["sources"],
                 runs=dict(sorted(runs.items(), key=lambda item: int(item[0]))))
 
 
@@ -145,7 +155,8 @@ def loaded(record: dict) -> dict:
     runs, seeds = [], []
     for seed, run in record["runs"].items():
         rows = []
-        for row in run["rows"]:
+        for values in run["rows"]:
+            row = dict(zip(record["columns"], values))
             stored = run["histories"].get(f"{row['round']}/{row['branch']}")
             rows.append(dict(row, test_history=list(zip(steps_of(stored), stored["test_accuracy"])) if stored
                              else []))

@@ -7,10 +7,10 @@ SETTINGS = {"training": {"train_steps": 50000, "learning_rate": 0.0012}, "lotter
 
 
 def record(seeds, wall=3600.0, code="aaaa", settings=SETTINGS):
-    runs = {str(seed): dict(rows=[dict(round="0", branch="ticket", test_accuracy=f"0.{seed}{code[0] == 'a'}")],
-                            histories={}) for seed in seeds}
-    return dict(settings=settings, runs=runs, sources=[dict(seeds=list(seeds), code=[code], machine="2 CPU cores",
-                                                            finished="2026-12-02", wall_seconds=wall)])
+    runs = {str(seed): dict(rows=[["0", "ticket", f"0.{seed}{code}"]], histories={}) for seed in seeds}
+    return dict(columns=["round", "branch", "test_accuracy"], settings=settings, runs=runs,
+                sources=[dict(seeds=list(seeds), code=[code], machine="2 CPU cores", finished="2026-12-02",
+                              wall_seconds=wall)])
 
 
 def test_seeds_on_disk_join_the_record_and_replace_its_own():
@@ -23,7 +23,20 @@ def test_seeds_on_disk_join_the_record_and_replace_its_own():
     assert merged["sources"] == [
         dict(seeds=[0], code=["aaaa"], machine="2 CPU cores", finished="2026-12-02", wall_seconds=None),
         dict(seeds=[1, 2], code=["bbbb"], machine="2 CPU cores", finished="2026-12-02", wall_seconds=60.0)]
-    assert records.loaded(merged)["seeds"] == [0, 1, 2]
+    loaded = records.loaded(merged)
+    assert loaded["seeds"] == [0, 1, 2]
+    assert [run["rows"] for run in loaded["runs"]] == [
+        [dict(round="0", branch="ticket", test_accuracy=f"0.{seed}{code}", test_history=[])]
+        for seed, code in ((0, "aaaa"), (1, "bbbb"), (2, "bbbb"))]
+
+
+def test_a_record_is_written_as_it_is_read(tmp_path):
+    kept = record([0, 1])
+    kept["runs"]["0"]["histories"] = {"0/ticket": records.history([dict(step=100, test_accuracy=0.5)])}
+    path = str(tmp_path / "records" / "x.json")
+    records.write(path, kept)
+    assert records.read(path) == kept
+    assert '"rows": [\n' in open(path).read() and '["0", "ticket", "0.0aaaa"]' in open(path).read()
 
 
 def test_a_record_of_other_settings_is_left_out_in_one_line():
