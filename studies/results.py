@@ -437,8 +437,10 @@ def verdict(variants: dict) -> str:
                 if test.p is not None and test.p < stats.ALPHA:
                     moves.append(f"{name} {test.verdict('raises', 'lowers')} it "
                                  f"({test.mean:+.1f}, {stats.p_text(test.p)})")
-        lines.append(f"- ~{pct:g}% weights: the ticket's lead over the random mask is shown (nonzero) for "
-                     f"{', '.join(shown) or 'no setup'}; not shown for {', '.join(undecided) or 'no setup'}. "
+        said = ([f"shown (nonzero) for {', '.join(shown)}"] if shown else []) + (
+            [f"not shown for {', '.join(undecided)}"] if undecided else [])
+        lines.append(f"- ~{pct:g}% weights: the ticket's lead over the random mask is "
+                     f"{'; '.join(said) or 'untested (one seed)'}. "
                      + (f"Changes shown to move it: {'; '.join(moves)}." if moves
                         else "No change is shown to move it."))
     return "\n".join(lines)
