@@ -423,6 +423,7 @@ def effects(variants: dict) -> str:
 def verdict(variants: dict) -> str:
     """What the numbers above say, by the t tests over seeds (lth_tf.stats)."""
     lines = [f"What carries the effect, by the tests above ({stats.TEST}):", ""]
+    tests = 0
     for pct in COMPARE_AT:
         shown, undecided = [], []
         for name, loaded in variants.items():
@@ -431,9 +432,11 @@ def verdict(variants: dict) -> str:
                 (shown if test.p < stats.ALPHA else undecided).append(
                     f"{name} ({test.mean:+.1f}, {stats.p_text(test.p)})")
         moves = []
+        tests += len(shown) + len(undecided)
         if "geometric" in variants:
             for name, change in paired_changes(variants, pct).items():
                 test = stats.difference(change)
+                tests += test.p is not None
                 if test.p is not None and test.p < stats.ALPHA:
                     moves.append(f"{name} {test.verdict('raises', 'lowers')} it "
                                  f"({test.mean:+.1f}, {stats.p_text(test.p)})")
@@ -443,6 +446,10 @@ def verdict(variants: dict) -> str:
                      f"{'; '.join(said) or 'untested (one seed)'}. "
                      + (f"Changes shown to move it: {'; '.join(moves)}." if moves
                         else "No change is shown to move it."))
+    if tests > 1:
+        lines += ["", f"These are {tests} tests at p < {stats.ALPHA:g}, not corrected for their number: about "
+                  f"{tests * stats.ALPHA:.1f} of them would come out shown by chance alone if nothing differed, so a "
+                  "lone p near the threshold is weak evidence."]
     return "\n".join(lines)
 
 

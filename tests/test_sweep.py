@@ -242,6 +242,8 @@ def test_results_md_holds_the_runs_numbers_and_figures(resumed_sweep, tmp_path, 
     assert "| geometric | geometric schedule" in text
     assert "weights: paper +0.0, 95% CI [+0.0, +0.0], p = 1, 2 seeds." in text  # the same runs: no change
     assert text.count("No change is shown to move it.") == 2  # ...so the verdict names none
+    # per density: two setups' leads and one paired change (paper against geometric)
+    assert "These are 6 tests at p < 0.05, not corrected for their number: about 0.3 of them" in text
     assert "The 4 sweeps below took " in text  # quick, LeNet and two variants; Conv-2's has none
     assert "No results yet for: geometric_weights_only" in text
     lenet = text.split("## 3. LeNet-300-100 on Fashion-MNIST")[1].split("## 4.")[0]
