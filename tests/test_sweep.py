@@ -350,7 +350,7 @@ def test_a_sweep_refuses_other_settings_and_never_averages_runs_of_other_setting
                                           output_dir=str(sweep_dir / "seed_1"))
     (sweep_dir / "sweep.json").write_text(json.dumps(state))
     with pytest.raises(results.runs_lib.RunError, match="differ in more than their seeds: --learning_rate"):
-        results.load_sweep(str(sweep_dir))
+        studies.records.from_sweep(str(sweep_dir))  # what the report reads a sweep with
     planned = sweep.plan.experiments(str(sweep_dir), [], [0, 1], TINY)
     with pytest.raises(results.runs_lib.RunError, match="differ in more than their seeds"):
         sweep.tables.write_outputs(str(sweep_dir), [], planned, state)
