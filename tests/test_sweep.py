@@ -200,9 +200,9 @@ def test_a_flagfiles_seed_and_output_dir_give_way_to_the_sweeps():
     assert not [t for t in theirs if t.startswith(("--seed=", "--output_dir="))]
 
 
-def tiny_studies(monkeypatch, resumed_sweep_argv):
-    """The studies with the resumed sweep's flags, so that its directory can stand in for each of them."""
-    argv = tuple(a for a in resumed_sweep_argv if not a.startswith(("--sweep_dir=", "--parallel=")))
+def tiny_studies(monkeypatch, sweep_argv):
+    """The studies with the sweep's flags, so that its directory can stand in for each of them."""
+    argv = tuple(a for a in sweep_argv if not a.startswith(("--sweep_dir=", "--parallel=")))
     for name, study in list(studies.STUDIES.items()):
         variants = tuple((variant, (), what) for variant, _, what in study.variants)
         monkeypatch.setitem(studies.STUDIES, name, dataclasses.replace(study, argv=argv, variants=variants))
