@@ -80,23 +80,34 @@ def folded(model, input_shape, normalisation):
     layer with a bias, a copy of the model whose Dense layer takes the raw inputs, the normalisation folded
     into its kernel (x s/sd, row by row: its zeros stay zeros) and bias (- mean/sd . kernel), and None;
     else the two as they are. Exact up to float rounding, and three elementwise ops fewer per call."""
-    layers = [layer for layer in model.layers if not isinstance(layer, tf.keras.layers.InputLayer)]
-    def consumers(tensor):
-        return [layer for layer in layers if any(t is tensor for t in tf.nest.flatten(layer.input))]
-    if (len(model.inputs) != 1 or not layers or not isinstance(layers[0], tf.keras.layers.Flatten)
-            or consumers(model.inputs[0]) != [layers[0]]):
-        return model, normalisation
-    dense = consumers(layers[0].output)
-    if len(dense) != 1 or type(dense[0]) is not tf.keras.layers.Dense or not dense[0].use_bias:
+    sources = _sources(model)
+    def only_consumer(name, kind):  # the one layer that takes `name`'s output, called once, if it is a `kind`
+        found = [layer for layer, calls in sources.items() if any(name in call for call in calls)]
+        if len(found) == 1 and len(sources[found[0]]) == 1 and type(model.get_layer(found[0])) is kind:
+            return model.get_layer(found[0])
+    flatten = len(model.inputs) == 1 and only_consumer(model.input_names[0], tf.keras.layers.Flatten)
+    dense = flatten and only_consumer(flatten.name, tf.keras.layers.Dense)
+    if not dense or not dense.use_bias:
         return model, normalisation
     copy = tf.keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
-    layer = copy.get_layer(dense[0].name)
+    layer = copy.get_layer(dense.name)
     scale, mean, std = (np.broadcast_to(np.asarray(v, np.float32), input_shape).reshape(-1) for v in normalisation)
     kernel = layer.kernel.numpy()
     layer.kernel.assign(kernel * (scale / std)[:, None])
     layer.bias.assign(layer.bias.numpy() - (mean / std) @ kernel)
     return copy, None
+
+
+def _sources(model) -> dict:
+    """Each layer's name -> the names of the layers whose outputs it takes, one list per call in `model`,
+    read from the model's own config: a layer shared with another model (tfmot's strip_pruning keeps the
+    unwrapped ones) has calls there too, which its .input would mix in."""
+    layers = model.get_config()["layers"]
+    if isinstance(model, tf.keras.Sequential):
+        names = [layer["config"]["name"] for layer in layers if layer["class_name"] != "InputLayer"]
+        return dict(zip(names, [[[model.input_names[0]]]] + [[[name]] for name in names]))
+    return {layer["name"]: [[node[0] for node in call] for call in layer["inbound_nodes"]] for layer in layers}
 
 
 def export_saved_model(model, input_shape, normalisation, path: str):

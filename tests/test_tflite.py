@@ -18,6 +18,7 @@ import lth_tf
 from conftest import resumed_copy
 import user_models
 from lth_tf import export, rundir, tflite
+from lth_tf import tfmot_adapter as adapter
 
 # LiteRT alone: lth_tf and TensorFlow cannot be imported. Runs the file on the inputs of an .npy file, at
 # batch 1 for the first examples, then all at once, and saves the logits and probabilities beside them.
@@ -184,10 +185,13 @@ def test_a_layer_tflite_cannot_convert_is_one_line_naming_it_and_the_other_expor
     assert all(row["saved_model_bytes"] and not row.get("tflite_bytes") for row in rundir.read_sizes(run.output_dir))
 
 
-def test_the_normalisation_is_folded_into_a_first_dense_layer_and_keeps_its_zeros():
+@pytest.mark.parametrize("made", ["built", "stripped"])
+def test_the_normalisation_is_folded_into_a_first_dense_layer_and_keeps_its_zeros(made):
     inputs = tf.keras.Input((4, 4, 1))
     hidden = tf.keras.layers.Dense(8, "relu", name="fc1")(tf.keras.layers.Flatten()(inputs))
     model = tf.keras.Model(inputs, tf.keras.layers.Dense(3, name="output")(hidden))
+    if made == "stripped":  # as an export makes it: its Flatten is shared with the wrapped model
+        model = adapter.strip(adapter.wrap(model, prune_biases=False))
     rng = np.random.default_rng(0)
     kernel = rng.standard_normal((16, 8)).astype(np.float32)
     kernel[rng.random((16, 8)) < 0.9] = 0
