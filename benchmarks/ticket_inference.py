@@ -23,7 +23,9 @@ runs this.
 
 Latency: warm-up calls first, then blocks of calls (about 10 ms each), the
 forms alternating block by block so that a busy spell of the machine hits
-all alike; the median block's mean call is reported. The inputs are the
+all alike; the median block's mean call is reported, and a ratio of two
+forms is the median of their blocks' ratios, block i of one against block i
+of the other (with the quartiles). The inputs are the
 run's own test examples (raw, as the signature takes them). LiteRT runs one
 thread, as TensorFlow's calls on this 2-core machine mostly do.
 """
@@ -83,9 +85,10 @@ FORMS = {"sm_dense": "dense SavedModel", "sm_sparse": "sparse SavedModel", "tfl_
          "tfl_dense": "dense TFLite, builtin kernels", "tfl_sparse": "model.tflite, builtin kernels"}
 
 
-def median_latencies(calls: dict, blocks: int, warmup: int) -> dict:
-    """Median seconds of each zero-argument call: the mean call of each timed block of calls, the forms
-    alternating block by block (a block of calls is steadier than one call on a busy machine). Each form's
+def block_latencies(calls: dict, blocks: int, warmup: int) -> dict:
+    """Each zero-argument call's seconds per call in each of `blocks` timed blocks of calls (an array per
+    form), the forms alternating block by block (a block of calls is steadier than one call on a busy
+    machine; block i of every form ran at about the same time, so their ratio is paired). Each form's
     block lasts about --block_seconds (its own number of calls), so that a form 20x faster than another is
     not timed in blocks 20x shorter, cold from the other's."""
     for call in calls.values():
@@ -104,7 +107,7 @@ def median_latencies(calls: dict, blocks: int, warmup: int) -> dict:
             for _ in range(per_block[form]):
                 call()
             seconds[form].append((time.perf_counter() - start) / per_block[form])
-    return {form: float(np.median(s)) for form, s in seconds.items()}
+    return {form: np.array(s) for form, s in seconds.items()}
 
 
 def litert(content: bytes, builtin: bool):
@@ -157,7 +160,8 @@ def measure_round(output_dir: str, round_index: int, x_all: np.ndarray, batch_si
         calls = {form: (lambda s=saved[form], t=prepared[form]: s(inputs=t)["logits"].numpy()) for form in saved}
         calls.update({form: (lambda serve=serves[form]: serve(x)) for form in ("tfl_xnnpack", "tfl_dense",
                                                                                   "tfl_sparse")})
-        result[batch] = median_latencies(calls, FLAGS.blocks, FLAGS.warmup)
+        result["blocks", batch] = block_latencies(calls, FLAGS.blocks, FLAGS.warmup)
+        result[batch] = {form: float(np.median(s)) for form, s in result["blocks", batch].items()}
     return result
 
 
@@ -261,24 +265,34 @@ def invoke_alone(content: bytes):
     return interpreter.invoke
 
 
-def tflite_layer_lines(output_dir: str, round_index: int, pct: float) -> list[str]:
+def tflite_layer_lines(output_dir: str, round_index: int, pct: float, x: np.ndarray) -> list[str]:
     """Each fully-connected layer of the round's TFLite files run alone at batch 1, dense file against
-    model.tflite, as markdown lines."""
+    model.tflite, then the whole call and what it spends outside those layers, as markdown lines."""
     folder = paths.ticket_export(output_dir, round_index)
     with open(os.path.join(folder, export.TFLITE), "rb") as f:
-        sparse = layers_alone(f.read())
-    dense = layers_alone(dense_tflite(output_dir, round_index))
+        sparse_file = f.read()
+    dense_file = dense_tflite(output_dir, round_index)
+    sparse, dense = layers_alone(sparse_file), layers_alone(dense_file)
     calls = {}
     for i, (d, s) in enumerate(zip(dense, sparse)):
         calls[("dense", i)], calls[("sparse", i)] = invoke_alone(d["content"]), invoke_alone(s["content"])
-    seconds = median_latencies(calls, FLAGS.blocks, FLAGS.warmup)
+    for form, content in (("dense", dense_file), ("sparse", sparse_file)):
+        calls[form, "call"] = lambda serve=litert(content, True): serve(x[:1])
+    seconds = {call: float(np.median(s)) * 1e6 for call, s in
+               block_latencies(calls, FLAGS.blocks, FLAGS.warmup).items()}
     lines = [f"Each fully-connected layer of round {round_index} ({pct:.2f}% weights) run alone at batch 1 "
-             "(LiteRT, builtin kernels, one thread; µs per call):", "",
+             "(LiteRT, builtin kernels, one thread; µs per call, each layer a file of its own), then the "
+             "whole call, and the rest of it:", "",
              "| layer [out, in] | entries stored | kernel in model.tflite | dense file | model.tflite |",
              "| --- | --- | --- | --- | --- |"]
     for i, s in enumerate(sparse):
         lines.append(f"| {s['name']} {s['shape']} | {100 * s['stored']:.2f}% | {s['kernel']} | "
-                     f"{seconds[('dense', i)] * 1e6:.1f} | {seconds[('sparse', i)] * 1e6:.1f} |")
+                     f"{seconds[('dense', i)]:.1f} | {seconds[('sparse', i)]:.1f} |")
+    rest = {form: seconds[form, "call"] - sum(seconds[form, i] for i in range(len(sparse)))
+            for form in ("dense", "sparse")}
+    lines += [f"| the whole call (set the input, invoke, read the logits) | | | {seconds['dense', 'call']:.1f} | "
+              f"{seconds['sparse', 'call']:.1f} |",
+              f"| the rest: whole call − the layers alone | | | {rest['dense']:.1f} | {rest['sparse']:.1f} |"]
     return lines
 
 
@@ -326,7 +340,7 @@ def main(argv):
     split = []
     if FLAGS.profile_pct and profiled:
         split = (profile_lines(output_dir, profiled[0]["round"], profiled[0]["pct"], x_all) + [""]
-                 + tflite_layer_lines(output_dir, profiled[0]["round"], profiled[0]["pct"]))
+                 + tflite_layer_lines(output_dir, profiled[0]["round"], profiled[0]["pct"], x_all))
     print("\n" + "\n".join(split))
     if FLAGS.readme:
         shown = [row for row in rows if str(row["round"]) in FLAGS.readme_rounds]
@@ -351,7 +365,7 @@ def findings_of(rows, batch_sizes) -> list[str]:
     """From which density each sparse form wins, and the ratios at 5% of the weights (the densest round
     at or below it)."""
     def fastest_dense_tflite(row, b):
-        return min(row[b]["tfl_xnnpack"], row[b]["tfl_dense"])
+        return row[b][fastest_dense_form(row, b)]
     lines = [f"- The sparse SavedModel is smaller than the dense one "
              f"{density_from(rows, lambda r: r['sm_sparse'] < r['sm_dense'])}; model.tflite is smaller than the "
              f"dense TFLite file {density_from(rows, lambda r: r['tfl_sparse'] < r['tfl_dense'])}."]
@@ -361,14 +375,28 @@ def findings_of(rows, batch_sizes) -> list[str]:
                      "faster than the dense TFLite file (the faster of XNNPACK and builtin kernels) "
                      f"{density_from(rows, lambda r, b=b: r[b]['tfl_sparse'] < fastest_dense_tflite(r, b))}.")
     at_5 = [r for r in rows if r["pct"] <= 5.0]
-    if at_5:
+    if at_5 and 1 in batch_sizes:
         r = at_5[0]
         lines.append(f"- At {r['pct']:.2f}% of the weights model.tflite is {r['sm_dense'] / r['tfl_sparse']:.1f}× "
                      "smaller than the dense SavedModel; at batch 1 it is "
-                     f"{r[1]['sm_dense'] / r[1]['tfl_sparse']:.1f}× faster than the dense SavedModel and "
-                     f"{fastest_dense_tflite(r, 1) / r[1]['tfl_sparse']:.2f}× faster than the dense TFLite file."
-                     if 1 in batch_sizes else "")
+                     f"{paired_ratio(r, 'sm_dense', 'tfl_sparse')} faster than the dense SavedModel and "
+                     f"{paired_ratio(r, fastest_dense_form(r, 1), 'tfl_sparse')} faster than the dense TFLite "
+                     "file (the median of the ratios of blocks timed side by side, and the middle half of them). "
+                     "model.tflite is at least twice as fast as the dense TFLite file at batch 1 "
+                     f"{density_from(rows, lambda r: 2 * r[1]['tfl_sparse'] <= fastest_dense_tflite(r, 1))}.")
     return lines
+
+
+def fastest_dense_form(row, batch) -> str:
+    return min(("tfl_xnnpack", "tfl_dense"), key=lambda form: row[batch][form])
+
+
+def paired_ratio(row, slower: str, faster: str) -> str:
+    """How many times faster `faster` is than `slower` at batch 1: the median over blocks of the ratio of
+    their block i (timed side by side), with the quartiles, e.g. '23.0× (21.5–24.8×)'."""
+    ratios = row["blocks", 1][slower] / row["blocks", 1][faster]
+    low, middle, high = (f"{v:.1f}" if v >= 10 else f"{v:.2f}" for v in np.percentile(ratios, [25, 50, 75]))
+    return f"{middle}× ({low}–{high}×)"
 
 
 if __name__ == "__main__":

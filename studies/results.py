@@ -216,7 +216,7 @@ def mnist1d_figure(paper, variants, path):
     report.pct_axis(left, runs)
     left.set_ylabel("test accuracy")
     left.set_title("the notebook's setup (linear schedule)")
-    left.legend(fontsize=7)
+    left.legend(fontsize=7, handlelength=4)  # long enough to show the best lines dashed
     for name, loaded in variants.items():
         gap = {pct: np.array(v) for pct, v in _gaps(loaded["runs"]).items()}
         report.plot_band(right, gap, name)
