@@ -151,7 +151,7 @@ def merge(old: dict | None, new: dict | None, settings: dict, what: str, say=pri
 
 def loaded(record: dict) -> dict:
     """The record in the form the report reads: runs (seed order) with rows as results.csv's, each row with
-    its best test accuracy and, where kept, its test history [(step, accuracy)]."""
+    its best test accuracy and, where kept, its test history [(step, accuracy)]; seeds, sources, settings."""
     runs, seeds = [], []
     for seed, run in record["runs"].items():
         rows = []
@@ -162,4 +162,4 @@ def loaded(record: dict) -> dict:
                              else []))
         runs.append(dict(rows=rows, dir=f"seed_{seed}"))
         seeds.append(int(seed))
-    return dict(runs=runs, seeds=seeds, sources=record["sources"])
+    return dict(runs=runs, seeds=seeds, sources=record["sources"], settings=record["settings"])

@@ -307,9 +307,27 @@ def headline(runs) -> str:
     if max(matching) > 0:
         text += (f"The ticket's mean test accuracy is at or above it at rounds as sparse as "
                  f"{pct(max(matching)):.1f}% of the weights (round {max(matching)}). ")
+    controls = [c for c in runs_lib.branches(runs) if c != "ticket"]
     parts = [f"ticket {cell(values(runs, last, 'ticket', 'test_accuracy'))}"] + [
-        f"{c} {cell(values(runs, last, c, 'test_accuracy'))}" for c in runs_lib.branches(runs) if c != "ticket"]
-    return text + f"At {pct(last):.1f}% (round {last}): " + ", ".join(parts) + "."
+        f"{c} {cell(values(runs, last, c, 'test_accuracy'))}" for c in controls]
+    text += f"At {pct(last):.1f}% (round {last}): " + ", ".join(parts) + "."
+    tests = {c: stats.difference(seed_differences(runs, (last, "ticket"), (last, c), "test_accuracy"))
+             for c in controls}
+    if any(tests.values()):
+        text += (" Ticket minus " + "; ticket minus ".join(f"{c}: {test.text()}" for c, test in tests.items() if test)
+                 + " (points of test accuracy; two-sided t test over seeds, paired).")
+    return text
+
+
+def unconverged(loaded) -> str:
+    """A sentence where every branch's early stop is its last step (the validation loss still falling at the
+    end), else ''."""
+    steps = loaded["settings"]["training"]["train_steps"]
+    if all(int(float(row["early_stop_step"])) == steps for run in loaded["runs"] for row in run["rows"]
+           if row["status"] == "ok"):
+        return (f" Every branch of every round has its lowest validation loss at its last step ({steps:,}): "
+                "none has converged, so the early-stop columns say nothing here.")
+    return ""
 
 
 def published_table(paper) -> str:
@@ -717,7 +735,7 @@ def _study_section(name, results_dir, figures, loaded=None) -> list[str]:
     writer.writerows(tables.aggregate(loaded["runs"]))
     rundir.atomic_write(os.path.join(figures, f"{name}.csv"), buffer.getvalue().encode())
     return [f"Command: `{command(name, (), studies.sweep_dir('runs/results', name))}`", "",
-            f"{timing(loaded)}.", "", headline(loaded["runs"]), "",
+            f"{timing(loaded)}.", "", headline(loaded["runs"]) + unconverged(loaded), "",
             f"![{name}](docs/results/{name}.png)", "", study_table(loaded["runs"]), "",
             f"All columns (std, min, max, early-stop accuracy): [docs/results/{name}.csv](docs/results/{name}.csv)", ""]
 
