@@ -80,7 +80,6 @@ def check(model, config: ModelConfig, input_shape, num_classes: int) -> tf.keras
     if not prunable:
         raise ConfigError(f"--model={name}: no layer lth_tf can prune ({adapter.PRUNABLE_NAMES}, or a layer "
                           "implementing tfmot's PrunableLayer)")
-    output = adapter.output_layer_name(model, config.output_layer)
     if config.output_layer and config.output_layer not in prunable:
         raise ConfigError(f"--output_layer={config.output_layer} is not a prunable layer of {name}; prunable: "
                           f"{', '.join(prunable)}")
