@@ -27,19 +27,23 @@ all alike; the median block's mean call is reported, and a ratio of two
 forms is the median of their blocks' ratios, block i of one against block i
 of the other (with the quartiles). The inputs are the
 run's own test examples (raw, as the signature takes them). LiteRT runs one
-thread, as TensorFlow's calls on this 2-core machine mostly do.
+thread, as TensorFlow's calls on this 2-core machine mostly do, in a child
+process that cannot import TensorFlow or lth_tf (benchmarks/litert_worker.py,
+timing its own calls; the forms still alternate block by block).
 """
 import collections
 import glob
+import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 
 import numpy as np
 import tensorflow as tf
 from absl import app, flags
-from ai_edge_litert.interpreter import Interpreter, OpResolverType
 from flatbuffers import Builder as flatbuffers_builder
 from tensorflow.lite.python import schema_py_generated as schema
 
@@ -85,50 +89,71 @@ FORMS = {"sm_dense": "dense SavedModel", "sm_sparse": "sparse SavedModel", "tfl_
          "tfl_dense": "dense TFLite, builtin kernels", "tfl_sparse": "model.tflite, builtin kernels"}
 
 
-def block_latencies(calls: dict, blocks: int, warmup: int) -> dict:
-    """Each zero-argument call's seconds per call in each of `blocks` timed blocks of calls (an array per
-    form), the forms alternating block by block (a block of calls is steadier than one call on a busy
-    machine; block i of every form ran at about the same time, so their ratio is paired). Each form's
-    block lasts about --block_seconds (its own number of calls), so that a form 20x faster than another is
-    not timed in blocks 20x shorter, cold from the other's."""
-    for call in calls.values():
-        for _ in range(warmup):
-            call()
-    per_block = {}
-    for form, call in calls.items():
-        start = time.perf_counter()
-        for _ in range(10):
-            call()
-        per_block[form] = max(1, round(FLAGS.block_seconds / ((time.perf_counter() - start) / 10)))
-    seconds = {form: [] for form in calls}
+def block_latencies(timers: dict, blocks: int, warmup: int) -> dict:
+    """Each form's seconds per call in each of `blocks` timed blocks of calls (an array per form), the forms
+    alternating block by block (a block of calls is steadier than one call on a busy machine; block i of
+    every form ran at about the same time, so their ratio is paired). `timers` map a form to a function
+    that makes N calls back to back and returns their seconds. Each form's block lasts about
+    --block_seconds (its own number of calls), so that a form 20x faster than another is not timed in
+    blocks 20x shorter, cold from the other's."""
+    for timer in timers.values():
+        timer(warmup)
+    per_block = {form: max(1, round(FLAGS.block_seconds / (timer(10) / 10))) for form, timer in timers.items()}
+    seconds = {form: [] for form in timers}
     for _ in range(blocks):
-        for form, call in calls.items():
-            start = time.perf_counter()
-            for _ in range(per_block[form]):
-                call()
-            seconds[form].append((time.perf_counter() - start) / per_block[form])
+        for form, timer in timers.items():
+            seconds[form].append(timer(per_block[form]) / per_block[form])
     return {form: np.array(s) for form, s in seconds.items()}
 
 
-def litert(content: bytes, builtin: bool):
-    """A TFLite flatbuffer's signature under LiteRT, one thread: (inputs) -> logits. Tensors are sized once
-    per batch size, then each call sets the input, invokes and reads the logits (the signature runner's
-    own call sizes them again every time: about 25 µs more per call here)."""
-    resolver = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES if builtin else OpResolverType.AUTO
-    interpreter = Interpreter(model_content=content, num_threads=1, experimental_op_resolver_type=resolver)
-    runner = interpreter.get_signature_runner("serving_default")
-    inputs, logits = runner.get_input_details()["inputs"]["index"], runner.get_output_details()["logits"]["index"]
-    sized = []
+def timed(call):
+    """A timer (see block_latencies) of a zero-argument call made in this process."""
+    def timer(calls: int) -> float:
+        start = time.perf_counter()
+        for _ in range(calls):
+            call()
+        return time.perf_counter() - start
+    return timer
 
-    def serve(x):
-        if sized != [x.shape]:
-            interpreter.resize_tensor_input(inputs, x.shape)
-            interpreter.allocate_tensors()
-            sized[:] = [x.shape]
-        interpreter.set_tensor(inputs, x)
-        interpreter.invoke()
-        return interpreter.get_tensor(logits)
-    return serve
+
+class LiteRT:
+    """benchmarks/litert_worker.py in a child process: TFLite files loaded and timed there, by LiteRT in a
+    process without TensorFlow or lth_tf, the way a user runs them; the pipe's own time is not timed."""
+
+    def __init__(self):
+        self.folder = tempfile.mkdtemp(prefix="ticket_litert_")
+        self.process = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(__file__), "litert_worker.py")],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def ask(self, **command) -> dict:
+        self.process.stdin.write(json.dumps(command) + "\n")
+        self.process.stdin.flush()
+        answer = self.process.stdout.readline()
+        if not answer:
+            raise RuntimeError(f"the LiteRT worker stopped at {command} (its error is above)")
+        return json.loads(answer)
+
+    def load(self, name: str, content: bytes, builtin: bool = True):
+        path = os.path.join(self.folder, f"{name}.tflite")
+        with open(path, "wb") as f:
+            f.write(content)
+        self.ask(load=name, path=path, builtin=builtin)
+
+    def feed(self, names, x: np.ndarray):
+        path = os.path.join(self.folder, "inputs.npy")
+        np.save(path, x)
+        self.ask(input=path, names=list(names))
+
+    def output(self, name: str) -> np.ndarray:
+        return np.array(self.ask(output=name)["output"], np.float32)
+
+    def timer(self, name: str):
+        return lambda calls: self.ask(time=name, calls=calls)["seconds"]
+
+    def close(self):
+        self.process.stdin.close()
+        self.process.wait()
+        shutil.rmtree(self.folder)
 
 
 def dense_tflite(output_dir: str, round_index: int) -> bytes:
@@ -144,24 +169,28 @@ def measure_round(output_dir: str, round_index: int, x_all: np.ndarray, batch_si
     dense_file = dense_tflite(output_dir, round_index)
     with open(os.path.join(folder, export.TFLITE), "rb") as f:
         sparse_file = f.read()
-    serves = {form: (lambda x, serve=serve: serve(inputs=tf.constant(x))["logits"].numpy())
-              for form, serve in saved.items()}
-    serves.update(tfl_xnnpack=litert(dense_file, False), tfl_dense=litert(dense_file, True),
-                  tfl_sparse=litert(sparse_file, True))
+    litert = LiteRT()
+    files = dict(tfl_xnnpack=(dense_file, False), tfl_dense=(dense_file, True), tfl_sparse=(sparse_file, True))
+    for form, (content, builtin) in files.items():
+        litert.load(form, content, builtin)
     differences = []
     for x in (x_all[:1], x_all):  # the sparse SavedModel's small-batch and large-batch products
-        reference = serves["sm_dense"](x)
-        differences += [np.max(np.abs(serves[form](x) - reference)) for form in serves if form != "sm_dense"]
+        reference = {form: serve(inputs=tf.constant(x))["logits"].numpy() for form, serve in saved.items()}
+        litert.feed(files, x)
+        differences += [np.max(np.abs(litert.output(form) - reference["sm_dense"])) for form in files]
+        differences.append(np.max(np.abs(reference["sm_sparse"] - reference["sm_dense"])))
     result = dict(max_logit_difference=float(max(differences)), tflite_dense_bytes=len(dense_file),
                   tflite_bytes=len(sparse_file))
     for batch in batch_sizes:
         x = x_all[:batch]
+        litert.feed(files, x)
         prepared = {"sm_dense": tf.constant(x), "sm_sparse": tf.constant(x)}
-        calls = {form: (lambda s=saved[form], t=prepared[form]: s(inputs=t)["logits"].numpy()) for form in saved}
-        calls.update({form: (lambda serve=serves[form]: serve(x)) for form in ("tfl_xnnpack", "tfl_dense",
-                                                                                  "tfl_sparse")})
-        result["blocks", batch] = block_latencies(calls, FLAGS.blocks, FLAGS.warmup)
+        timers = {form: timed(lambda s=saved[form], t=prepared[form]: s(inputs=t)["logits"].numpy())
+                  for form in saved}
+        timers.update({form: litert.timer(form) for form in files})
+        result["blocks", batch] = block_latencies(timers, FLAGS.blocks, FLAGS.warmup)
         result[batch] = {form: float(np.median(s)) for form, s in result["blocks", batch].items()}
+    litert.close()
     return result
 
 
@@ -254,17 +283,6 @@ def layers_alone(content: bytes) -> list[dict]:
     return found
 
 
-def invoke_alone(content: bytes):
-    """A zero-argument call running a one-op flatbuffer (builtin kernels, one thread) on a fixed input."""
-    interpreter = Interpreter(model_content=content, num_threads=1,
-                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    interpreter.allocate_tensors()
-    detail = interpreter.get_input_details()[0]
-    interpreter.set_tensor(detail["index"], np.random.default_rng(0).standard_normal(detail["shape"]).astype(
-        np.float32))
-    return interpreter.invoke
-
-
 def tflite_layer_lines(output_dir: str, round_index: int, pct: float, x: np.ndarray) -> list[str]:
     """Each fully-connected layer of the round's TFLite files run alone at batch 1, dense file against
     model.tflite, then the whole call and what it spends outside those layers, as markdown lines."""
@@ -273,13 +291,18 @@ def tflite_layer_lines(output_dir: str, round_index: int, pct: float, x: np.ndar
         sparse_file = f.read()
     dense_file = dense_tflite(output_dir, round_index)
     sparse, dense = layers_alone(sparse_file), layers_alone(dense_file)
-    calls = {}
+    litert = LiteRT()
     for i, (d, s) in enumerate(zip(dense, sparse)):
-        calls[("dense", i)], calls[("sparse", i)] = invoke_alone(d["content"]), invoke_alone(s["content"])
-    for form, content in (("dense", dense_file), ("sparse", sparse_file)):
-        calls[form, "call"] = lambda serve=litert(content, True): serve(x[:1])
+        litert.load(f"dense_{i}", d["content"])
+        litert.load(f"sparse_{i}", s["content"])
+    litert.load("dense_call", dense_file)
+    litert.load("sparse_call", sparse_file)
+    litert.feed(["dense_call", "sparse_call"], x[:1])
+    timers = {(form, i): litert.timer(f"{form}_{i}") for form in ("dense", "sparse")
+              for i in [*range(len(sparse)), "call"]}
     seconds = {call: float(np.median(s)) * 1e6 for call, s in
-               block_latencies(calls, FLAGS.blocks, FLAGS.warmup).items()}
+               block_latencies(timers, FLAGS.blocks, FLAGS.warmup).items()}
+    litert.close()
     lines = [f"Each fully-connected layer of round {round_index} ({pct:.2f}% weights) run alone at batch 1 "
              "(LiteRT, builtin kernels, one thread; µs per call, each layer a file of its own), then the "
              "whole call, and the rest of it:", "",
