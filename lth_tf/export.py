@@ -86,7 +86,7 @@ def folded(model, input_shape, normalisation):
         if len(found) == 1 and len(sources[found[0]]) == 1 and type(model.get_layer(found[0])) is kind:
             return model.get_layer(found[0])
     flatten = len(model.inputs) == 1 and only_consumer(model.input_names[0], tf.keras.layers.Flatten)
-    dense = flatten and only_consumer(flatten.name, tf.keras.layers.Dense)
+    dense = flatten and flatten.data_format == "channels_last" and only_consumer(flatten.name, tf.keras.layers.Dense)
     if not dense or not dense.use_bias:
         return model, normalisation
     copy = tf.keras.models.clone_model(model)
@@ -107,7 +107,19 @@ def _sources(model) -> dict:
     if isinstance(model, tf.keras.Sequential):
         names = [layer["config"]["name"] for layer in layers if layer["class_name"] != "InputLayer"]
         return dict(zip(names, [[[model.input_names[0]]]] + [[[name]] for name in names]))
-    return {layer["name"]: [[node[0] for node in call] for call in layer["inbound_nodes"]] for layer in layers}
+    return {layer["name"]: [_node_names(call) for call in layer["inbound_nodes"]] for layer in layers}
+
+
+def _node_names(data) -> list:
+    """The layer names in one call's serialised node data: its [layer, node, tensor, kwargs] entries, one
+    or a list of them (a TF-op layer stores one bare), and the tensors passed in their kwargs."""
+    if isinstance(data, dict):
+        return [name for value in data.values() for name in _node_names(value)]
+    if not isinstance(data, (list, tuple)):
+        return []
+    if len(data) >= 3 and isinstance(data[0], str) and isinstance(data[1], int) and isinstance(data[2], int):
+        return [data[0], *_node_names(list(data[3:]))]
+    return [name for item in data for name in _node_names(item)]
 
 
 def export_saved_model(model, input_shape, normalisation, path: str):

@@ -315,7 +315,8 @@ def headline(runs) -> str:
              for c in controls}
     if any(tests.values()):
         text += (" Ticket minus " + "; ticket minus ".join(f"{c}: {test.text()}" for c, test in tests.items() if test)
-                 + " (points of test accuracy; two-sided t test over seeds, paired).")
+                 + (" (points of test accuracy; two-sided t test over seeds, paired)."
+                    if any(test and test.p is not None for test in tests.values()) else " (points of test accuracy)."))
     return text
 
 
@@ -323,8 +324,9 @@ def unconverged(loaded) -> str:
     """A sentence where every branch's early stop is its last step (the validation loss still falling at the
     end), else ''."""
     steps = loaded["settings"]["training"]["train_steps"]
-    if all(int(float(row["early_stop_step"])) == steps for run in loaded["runs"] for row in run["rows"]
-           if row["status"] == "ok"):
+    stops = [int(float(row["early_stop_step"])) for run in loaded["runs"] for row in run["rows"]
+             if row["status"] == "ok"]
+    if stops and all(stop == steps for stop in stops):
         return (f" Every branch of every round has its lowest validation loss at its last step ({steps:,}): "
                 "none has converged, so the early-stop columns say nothing here.")
     return ""

@@ -1,7 +1,7 @@
 """RESULTS.md's common study section on hand-made runs: the sparsest round's
 ticket-minus-control differences tested over seeds, and the sentence that
 says when no branch converged."""
-from studies import results
+from studies import records, results
 
 
 def runs_of(stops=(400, 400, 400)):
@@ -30,3 +30,19 @@ def test_a_study_whose_branches_all_stop_at_the_last_step_says_none_converged():
     assert "none has converged" in results.unconverged(dict(runs=runs_of(), settings=settings))
     assert results.unconverged(dict(runs=runs_of(stops=(400, 200, 400)), settings=settings)) == ""
     assert results.unconverged(dict(runs=runs_of(), settings={"training": {"train_steps": 800}})) == ""
+    failed = runs_of()
+    for run in failed:
+        for row in run["rows"]:
+            row["status"] = "failed"
+    assert results.unconverged(dict(runs=failed, settings=settings)) == ""  # nothing finished: nothing to say
+
+
+def test_one_seed_gives_the_difference_without_a_test():
+    text = results.headline(runs_of()[:1])
+    assert "Ticket minus reinit: +1.0, 1 seed (points of test accuracy)." in text and "t test" not in text
+
+
+def test_a_record_read_for_the_report_keeps_its_settings():
+    record = dict(columns=["round", "branch"], settings={"training": {"train_steps": 400}}, sources=[],
+                  runs={"0": dict(rows=[[0, "ticket"]], histories={})})
+    assert records.loaded(record)["settings"] == {"training": {"train_steps": 400}}

@@ -208,3 +208,26 @@ def test_the_normalisation_is_folded_into_a_first_dense_layer_and_keeps_its_zero
     np.testing.assert_allclose(litert(content)(inputs=raw)["logits"], expected, rtol=1e-5, atol=1e-5)
     conv = user_models.small_cnn((8, 8, 1), 4)  # its inputs reach a convolution: nothing folded
     assert export.folded(conv, (8, 8, 1), normalisation) == (conv, normalisation)
+
+
+def test_the_normalisation_is_folded_only_where_the_inputs_reach_one_flatten_and_it_one_dense_layer():
+    normalisation = (1 / 255, 0.286, 0.353)
+    flatten, dense = tf.keras.layers.Flatten, tf.keras.layers.Dense
+
+    def functional(body):
+        inputs = tf.keras.Input((4, 4, 1))
+        return tf.keras.Model(inputs, body(inputs))
+
+    def two_consumers(x):
+        flat = flatten()(x)
+        return dense(3)(tf.keras.layers.Add()([dense(16)(flat), flat]))
+    not_folded = {
+        "a TF op before the Flatten": functional(lambda x: dense(3)(flatten()(x / 255.0))),
+        "the Flatten feeding two layers": functional(two_consumers),
+        "a Dense without a bias": functional(lambda x: dense(3, use_bias=False)(flatten()(x))),
+        "a channels-first Flatten": functional(lambda x: dense(3)(flatten(data_format="channels_first")(x))),
+    }
+    for what, model in not_folded.items():
+        assert export.folded(model, (4, 4, 1), normalisation) == (model, normalisation), what
+    sequential = tf.keras.Sequential([tf.keras.Input((4, 4, 1)), flatten(), dense(3)])
+    assert export.folded(sequential, (4, 4, 1), normalisation)[1] is None
