@@ -311,12 +311,12 @@ def headline(runs) -> str:
     parts = [f"ticket {cell(values(runs, last, 'ticket', 'test_accuracy'))}"] + [
         f"{c} {cell(values(runs, last, c, 'test_accuracy'))}" for c in controls]
     text += f"At {pct(last):.1f}% (round {last}): " + ", ".join(parts) + "."
-    tests = {c: stats.difference(seed_differences(runs, (last, "ticket"), (last, c), "test_accuracy"))
-             for c in controls}
-    if any(tests.values()):
-        text += (" Ticket minus " + "; ticket minus ".join(f"{c}: {test.text()}" for c, test in tests.items() if test)
-                 + (" (points of test accuracy; two-sided t test over seeds, paired)."
-                    if any(test and test.p is not None for test in tests.values()) else " (points of test accuracy)."))
+    tests = {c: test for c in controls
+             if (test := stats.difference(seed_differences(runs, (last, "ticket"), (last, c), "test_accuracy")))}
+    if tests:
+        tested = any(test.p is not None for test in tests.values())
+        text += (" Ticket minus " + "; ticket minus ".join(f"{c}: {test.text()}" for c, test in tests.items())
+                 + f" (points of test accuracy{'; two-sided t test over seeds, paired' if tested else ''}).")
     return text
 
 
